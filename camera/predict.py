@@ -1,0 +1,94 @@
+"""``edgevision predict``: image files and folders in, one JSON line per image out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import cv2
+
+from ..deploy.errors import UserError
+from ..deploy.results import Classification, Segmentation
+from ..deploy.runner import Runner
+from .sources import IMAGE_SUFFIXES, read_image
+
+
+def collect_images(paths: list[str]) -> list[Path]:
+    """Files as given, folders searched recursively in name order; missing paths are an error."""
+    found: list[Path] = []
+    for text in paths:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise UserError(f"not found: {text}")
+    if not found:
+        raise UserError(f"no images in {', '.join(paths)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return found
+
+
+@dataclass
+class PredictReport:
+    images: int = 0
+    skipped: list[Path] = field(default_factory=list)
+    scored: int = 0  # classification results whose folder name is one of the labels
+    correct: int = 0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.scored if self.scored else None
+
+
+def _batches(paths: list[Path], size: int, report: PredictReport) -> Iterator[list[tuple[Path, object]]]:
+    batch = []
+    for path in paths:
+        image = read_image(path)
+        if image is None:
+            report.skipped.append(path)
+            continue
+        batch.append((path, image))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def predict(
+    runner: Runner,
+    paths: list[Path],
+    out: TextIO,
+    batch_size: int = 8,
+    masks_dir: Path | None = None,
+) -> PredictReport:
+    """Write one JSON line per readable image; count unreadable ones; score by folder name where it is a label."""
+    if batch_size < 1:
+        raise UserError(f"--batch must be 1 or more, got {batch_size}")
+    if masks_dir is not None:
+        if runner.spec.kind != "segment":
+            raise UserError(f"--masks needs a segmentation model; {runner.path} is a {runner.spec.kind} model")
+        masks_dir.mkdir(parents=True, exist_ok=True)
+    report = PredictReport()
+    labels = set(runner.spec.labels)
+    for batch in _batches(paths, batch_size, report):
+        results, _ = runner.infer([image for _, image in batch])
+        for (path, _), result in zip(batch, results):
+            record = {"file": str(path), **result.to_json()}
+            if masks_dir is not None and isinstance(result, Segmentation):
+                mask_path = masks_dir / f"{path.stem}.png"
+                if mask_path.exists():
+                    raise UserError(f"{mask_path} exists: choose another --masks folder")
+                cv2.imwrite(str(mask_path), result.class_map)
+                record["mask"] = str(mask_path)
+            out.write(json.dumps(record) + "\n")
+            report.images += 1
+            if isinstance(result, Classification) and path.parent.name in labels:
+                report.scored += 1
+                report.correct += int(result.label == path.parent.name)
+    out.flush()
+    return report

@@ -1,0 +1,169 @@
+"""Where frames and results go: a window, a video file, a JSON-lines file, the terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import cv2
+import numpy as np
+
+from ..deploy.errors import UserError
+
+QUIT_KEYS = frozenset({ord("q"), ord("Q"), 27})  # q, Esc
+WINDOW_MAX_WH = (1280, 720)
+
+
+def opencv_gui() -> str:
+    """The GUI backend OpenCV was built with ('NONE' for opencv-python-headless)."""
+    m = re.search(r"GUI:\s*(\S+)", cv2.getBuildInformation())
+    return m.group(1).upper() if m else "NONE"
+
+
+def display_available() -> bool:
+    """True when a window can be shown: a display server is set and OpenCV has a GUI."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    return opencv_gui() != "NONE"
+
+
+def check_new_output(path: Path, overwrite: bool) -> Path:
+    """Refuse to replace an existing file unless asked; create the parent folder."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} exists: choose another name or pass --overwrite")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the folder for {path}: {exc.strerror}") from exc
+    return path
+
+
+class WindowSink:
+    """An OpenCV window. ``write`` returns False when the user pressed q or Esc or closed it."""
+
+    def __init__(self, title: str = "edgevision") -> None:
+        if not display_available():
+            raise UserError(
+                "no display for a window (DISPLAY is unset or OpenCV has no GUI): use --no-display, "
+                "--record or --jsonl"
+            )
+        self.title = title
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        self._sized = False
+
+    def write(self, image: np.ndarray, record: dict) -> bool:
+        if not self._sized:
+            h, w = image.shape[:2]
+            scale = min(1.0, WINDOW_MAX_WH[0] / w, WINDOW_MAX_WH[1] / h)
+            cv2.resizeWindow(self.title, int(w * scale), int(h * scale))
+            self._sized = True
+        cv2.imshow(self.title, image)
+        key = cv2.waitKey(1) & 0xFF
+        if key in QUIT_KEYS:
+            return False
+        return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
+
+    def close(self) -> None:
+        cv2.destroyWindow(self.title)
+        cv2.waitKey(1)
+
+
+class VideoSink:
+    """Frames with their overlay into a video file (mp4v for .mp4, MJPG for .avi)."""
+
+    FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+
+    def __init__(self, path: Path, fps: float = 30.0, overwrite: bool = False) -> None:
+        fourcc = self.FOURCC.get(Path(path).suffix.lower())
+        if fourcc is None:
+            raise UserError(f"--record {path}: use one of {', '.join(sorted(self.FOURCC))}")
+        self.path = check_new_output(path, overwrite)
+        self.fourcc = fourcc
+        self.fps = fps if fps and fps > 0 else 30.0
+        self.writer: cv2.VideoWriter | None = None
+        self.frames = 0
+
+    def write(self, image: np.ndarray, record: dict) -> bool:
+        if self.writer is None:
+            h, w = image.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
+            if not self.writer.isOpened():
+                raise UserError(f"cannot write video {self.path}: OpenCV has no {self.fourcc} encoder here")
+            self.size = (w, h)
+        if (image.shape[1], image.shape[0]) != self.size:  # sources of mixed sizes (image folders)
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(image)
+        self.frames += 1
+        return True
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
+class JsonlSink:
+    """One JSON object per frame: index, timestamp, result, per-stage timings."""
+
+    def __init__(self, path: Path | None = None, overwrite: bool = False, stream: TextIO | None = None) -> None:
+        if (path is None) == (stream is None):
+            raise ValueError("JsonlSink needs exactly one of path and stream")
+        self.path = check_new_output(path, overwrite) if path is not None else None
+        self._file = open(self.path, "w", encoding="utf-8") if self.path else stream
+        self.lines = 0
+
+    def write(self, image: np.ndarray, record: dict) -> bool:
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self.lines += 1
+        return True
+
+    def close(self) -> None:
+        if self.path is not None:
+            self._file.close()
+        else:
+            self._file.flush()
+
+
+def summary_text(result: dict) -> str:
+    """A short human summary of a result record for the terminal."""
+    task = result.get("task")
+    if task == "classify":
+        return f"{result['label']} {result['score']:.2f}"
+    if task == "keypoints":
+        return " ".join(f"{n}=({x:.0f},{y:.0f})" for n, (x, y) in result["points"].items())
+    if task == "segment":
+        return " ".join(f"{n} {v:.0%}" for n, v in result["fractions"].items())
+    if task == "detect":
+        return f"{len(result['detections'])} found: " + ", ".join(
+            f"{d['label']} {d['score']:.2f}" for d in result["detections"][:5]
+        )
+    return json.dumps(result)
+
+
+class ConsoleSink:
+    """Headless feedback on stderr: a short line about every ``every_s`` seconds."""
+
+    def __init__(self, every_s: float = 1.0, stream: TextIO | None = None) -> None:
+        self.every_s = every_s
+        self.stream = stream or sys.stderr
+        self._last = -1e9
+
+    def write(self, image: np.ndarray, record: dict) -> bool:
+        if record["timestamp"] - self._last >= self.every_s:
+            self._last = record["timestamp"]
+            stats = record["stats"]
+            self.stream.write(
+                f"frame {record['frame']:>5}  {summary_text(record['result'])}  "
+                f"{stats['fps']:.1f} FPS  {stats['latency_ms']:.1f} ms\n"
+            )
+            self.stream.flush()
+        return True
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,295 @@
+"""Frame sources from one string: ``0``, ``/dev/video1``, ``csi://0``, a GStreamer pipeline,
+``video.mp4``, ``images/``, ``photo.jpg``, ``rtsp://...`` or ``http://...``.
+
+Sources are iterators of :class:`Frame` and context managers. Live sources run a reader
+thread that keeps only the newest frame, so a slow model never sees stale buffered frames;
+files hand over every frame, in order.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from ..deploy.errors import UserError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+SourceKind = Literal["webcam", "device", "csi", "gstreamer", "url", "video", "images", "image"]
+
+
+class SourceError(UserError):
+    """A source that cannot be opened or read."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int  # 0-based, in delivery order
+    timestamp: float  # seconds (time.time()) when the frame was captured
+    image: np.ndarray  # (h, w, 3) uint8, BGR as OpenCV gives it
+    name: str = ""  # file name for image sources
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: SourceKind
+    target: str | int  # camera index, path, URL or pipeline
+
+    @property
+    def live(self) -> bool:
+        return self.kind in ("webcam", "device", "csi", "gstreamer", "url")
+
+
+def parse_source(text: str) -> SourceSpec:
+    """Classify a ``--source`` string. Pure: touches the file system only to tell files apart."""
+    text = text.strip()
+    if not text:
+        raise SourceError("--source is empty: give a camera index (0), a file, a folder or a URL")
+    if text.isdigit():
+        return SourceSpec("webcam", int(text))
+    if m := re.fullmatch(r"csi://(\d+)", text):
+        return SourceSpec("csi", int(m.group(1)))
+    if re.match(r"(rtsp|rtsps|http|https|rtmp)://", text, re.IGNORECASE):
+        return SourceSpec("url", text)
+    if "!" in text:
+        return SourceSpec("gstreamer", text)
+    if re.fullmatch(r"/dev/video\d+", text):
+        return SourceSpec("device", text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return SourceSpec("images", str(path))
+    if not path.exists():
+        raise SourceError(f"source not found: {text} (a camera index, file, folder, csi://N or URL)")
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return SourceSpec("image", str(path))
+    if suffix in VIDEO_SUFFIXES or path.is_char_device():
+        return SourceSpec("video" if suffix in VIDEO_SUFFIXES else "device", str(path))
+    raise SourceError(
+        f"cannot tell what {text} is: use an image ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+        f"or video ({', '.join(sorted(VIDEO_SUFFIXES))}) file"
+    )
+
+
+def csi_pipeline(sensor_id: int, width: int = 1280, height: int = 720, fps: int = 30) -> str:
+    """A Jetson CSI camera (nvarguscamerasrc) as an OpenCV GStreamer pipeline that drops stale frames."""
+    return (
+        f"nvarguscamerasrc sensor-id={sensor_id} ! "
+        f"video/x-raw(memory:NVMM),width={width},height={height},framerate={fps}/1,format=NV12 ! "
+        "nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! "
+        "appsink drop=true max-buffers=1"
+    )
+
+
+def opencv_has_gstreamer() -> bool:
+    info = cv2.getBuildInformation()
+    m = re.search(r"GStreamer:\s*(\w+)", info)
+    return bool(m and m.group(1).upper() == "YES")
+
+
+GSTREAMER_FIX = (
+    "this OpenCV was built without GStreamer (PyPI's opencv-python never has it): on a Jetson use "
+    "JetPack's OpenCV (python3 -m venv --system-site-packages, then pip uninstall opencv-python), "
+    "or build OpenCV with -DWITH_GSTREAMER=ON"
+)
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_image(path: Path) -> np.ndarray | None:
+    """Decode an image file to BGR uint8; None when it cannot be read or decoded."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return image
+
+
+class ImageSource:
+    """Image files, one frame each, in name order. Unreadable files are counted and skipped."""
+
+    def __init__(self, paths: list[Path], description: str) -> None:
+        if not paths:
+            raise SourceError(f"no images in {description} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        self.paths = paths
+        self.description = description
+        self.skipped: list[Path] = []
+        self.live = False
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        for path in self.paths:
+            image = read_image(path)
+            if image is None:
+                self.skipped.append(path)
+                continue
+            yield Frame(index, time.time(), image, str(path))
+            index += 1
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> ImageSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VideoFileSource:
+    """Every frame of a video file, in order."""
+
+    def __init__(self, path: str) -> None:
+        self.cap = cv2.VideoCapture(path)
+        if not self.cap.isOpened():
+            raise SourceError(f"cannot open video {path}: not a video OpenCV can decode")
+        self.description = path
+        self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 0.0
+        self.skipped: list[Path] = []
+        self.live = False
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        while True:
+            ok, image = self.cap.read()
+            if not ok:
+                return
+            yield Frame(index, time.time(), image)
+            index += 1
+
+    def close(self) -> None:
+        self.cap.release()
+
+    def __enter__(self) -> VideoFileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LiveSource:
+    """A camera or stream read by a background thread that keeps only the newest frame."""
+
+    def __init__(self, cap: cv2.VideoCapture, description: str, open_timeout_s: float = 10.0) -> None:
+        self.cap = cap
+        self.description = description
+        self.live = True
+        self.skipped: list[Path] = []
+        self.grabbed = 0  # frames read from the device, delivered or not
+        self.delivered = 0  # frames handed to the loop
+        self._cond = threading.Condition()
+        self._latest: tuple[int, float, np.ndarray] | None = None
+        self._delivered = -1
+        self._ended = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read_loop, name="edgevision-capture", daemon=True)
+        self._thread.start()
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._latest is not None or self._ended, open_timeout_s):
+                self.close()
+                raise SourceError(f"{description} opened but sent no frame within {open_timeout_s:.0f} s")
+        if self._latest is None:
+            self.close()
+            raise SourceError(f"{description} opened but sent no frame")
+
+    def _read_loop(self) -> None:
+        while not self._stop.is_set():
+            ok, image = self.cap.read()
+            with self._cond:
+                if not ok:
+                    self._ended = True
+                    self._cond.notify_all()
+                    return
+                self._latest = (self.grabbed, time.time(), image)
+                self.grabbed += 1
+                self._cond.notify_all()
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        while True:
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: self._ended or (self._latest is not None and self._latest[0] > self._delivered)
+                )
+                if self._latest is None or self._latest[0] <= self._delivered:
+                    return  # ended with nothing new
+                grab_index, stamp, image = self._latest
+                self._delivered = grab_index
+            self.delivered += 1
+            yield Frame(index, stamp, image)
+            index += 1
+
+    @property
+    def dropped(self) -> int:
+        """Frames the device sent that were replaced by a newer one before the loop took them."""
+        return self.grabbed - self.delivered
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        self.cap.release()
+
+    def __enter__(self) -> LiveSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _open_capture(spec: SourceSpec) -> tuple[cv2.VideoCapture, str]:
+    if spec.kind == "webcam":
+        cap = cv2.VideoCapture(int(spec.target), cv2.CAP_V4L2) if Path("/dev").exists() else None
+        if cap is None or not cap.isOpened():
+            cap = cv2.VideoCapture(int(spec.target))
+        what = f"camera {spec.target}"
+    elif spec.kind == "device":
+        cap = cv2.VideoCapture(str(spec.target), cv2.CAP_V4L2)
+        what = f"camera {spec.target}"
+    elif spec.kind in ("csi", "gstreamer"):
+        if not opencv_has_gstreamer():
+            raise SourceError(f"{spec.kind} source needs GStreamer: {GSTREAMER_FIX}")
+        pipeline = csi_pipeline(int(spec.target)) if spec.kind == "csi" else str(spec.target)
+        cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
+        what = f"CSI camera {spec.target}" if spec.kind == "csi" else "GStreamer pipeline"
+    else:
+        cap = cv2.VideoCapture(str(spec.target), cv2.CAP_FFMPEG)
+        what = f"stream {spec.target}"
+    if not cap.isOpened():
+        cap.release()
+        hint = {
+            "webcam": "check that a camera is connected (ls /dev/video*) and not used by another program",
+            "device": "check the device path (ls /dev/video*) and that no other program holds it",
+            "csi": "check the ribbon cable and that nvargus-daemon runs (sudo systemctl restart nvargus-daemon)",
+            "gstreamer": "test the pipeline with gst-launch-1.0 first; it must end in appsink",
+            "url": "check the address and that the stream is reachable",
+        }[spec.kind]
+        raise SourceError(f"{what} did not open: {hint}")
+    if spec.kind in ("webcam", "device"):
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    return cap, what
+
+
+def open_source(text: str) -> ImageSource | VideoFileSource | LiveSource:
+    """Open a ``--source`` string as an iterable, closable source of frames."""
+    spec = parse_source(text)
+    if spec.kind == "images":
+        return ImageSource(list_images(Path(str(spec.target))), f"folder {spec.target}")
+    if spec.kind == "image":
+        return ImageSource([Path(str(spec.target))], str(spec.target))
+    if spec.kind == "video":
+        return VideoFileSource(str(spec.target))
+    cap, what = _open_capture(spec)
+    return LiveSource(cap, what)

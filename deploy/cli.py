@@ -1,0 +1,253 @@
+"""The ``edgevision`` command. Runtime commands never import TensorFlow; train/export load it on demand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = REPO_ROOT / "models"
+SAMPLE_CLIP = REPO_ROOT / "camera" / "samples" / "thumbs_demo.mp4"
+DEMO_MODEL = MODELS_DIR / "thumbs.onnx"
+
+
+def say(message: str) -> None:
+    """One status line for the user, on stderr (stdout is for results)."""
+    print(f"edgevision: {message}", file=sys.stderr, flush=True)
+
+
+def _add_runner_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--providers", help="execution providers in order, e.g. 'trt,cuda,cpu' (default: best available)")
+    p.add_argument("--require-gpu", action="store_true", help="fail instead of falling back to the CPU")
+    p.add_argument("--no-fp16", action="store_true", help="TensorRT: build FP32 engines")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for onnxruntime (0: automatic)")
+    p.add_argument("--score-threshold", type=float, help="detection: minimum score (default: the model's)")
+    p.add_argument("--iou-threshold", type=float, help="detection: NMS IoU (default: the model's)")
+
+
+def _open_runner(args: argparse.Namespace, model: Path):
+    from .runner import Runner, RunnerOptions
+
+    options = RunnerOptions(
+        providers=args.providers,
+        require_gpu=args.require_gpu,
+        fp16=not args.no_fp16,
+        threads=args.threads,
+        score_threshold=args.score_threshold,
+        iou_threshold=args.iou_threshold,
+    )
+    runner = Runner(model, options)
+    say(f"{model.name}: {runner.spec.kind}, {runner.provider_line}")
+    return runner
+
+
+def _add_loop_args(p: argparse.ArgumentParser) -> None:
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--display", dest="display", action="store_true", default=None,
+                       help="show a window (default when a display exists)")
+    shown.add_argument("--no-display", dest="display", action="store_false", help="run without a window")
+    p.add_argument("--record", type=Path, metavar="OUT.mp4", help="write the frames with the overlay to a video")
+    p.add_argument("--jsonl", type=Path, metavar="OUT.jsonl", help="write one JSON object per frame")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --record/--jsonl files")
+
+
+def _run_loop(args: argparse.Namespace, model: Path, source_text: str) -> int:
+    from ..camera.live import run_loop
+    from ..camera.sinks import ConsoleSink, JsonlSink, VideoSink, WindowSink, display_available
+    from ..camera.sources import open_source
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError(f"--max-frames must be 1 or more, got {args.max_frames}")
+    display = args.display
+    if display is None:
+        display = display_available()
+        if not display:
+            say("no display found: running without a window (--record or --jsonl keep the output)")
+    runner = _open_runner(args, model)
+    sinks = []
+    try:
+        with open_source(source_text) as source:
+            say(f"source: {source.description}")
+            if args.jsonl:
+                sinks.append(JsonlSink(args.jsonl, overwrite=args.overwrite))
+            if args.record:
+                sinks.append(VideoSink(args.record, fps=getattr(source, "fps", 0.0) or 30.0, overwrite=args.overwrite))
+            sinks.append(WindowSink() if display else ConsoleSink())
+            stats = run_loop(source, runner, sinks, max_frames=args.max_frames,
+                             draw=display or args.record is not None)
+            skipped = len(source.skipped)
+    finally:
+        for sink in sinks:
+            sink.close()
+    means = stats.mean_ms()
+    say(
+        f"{stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} FPS; inference {means['infer_ms']:.1f} ms, "
+        f"preprocess {means['preprocess_ms']:.1f} ms per frame); stopped by {stats.stopped_by}"
+        + (f"; {skipped} unreadable images skipped" if skipped else "")
+    )
+    for sink in sinks:
+        if getattr(sink, "path", None):
+            say(f"wrote {sink.path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run_loop(args, args.model, args.source)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..camera.sources import SourceError, open_source
+
+    model = args.model or DEMO_MODEL
+    if not model.is_file():
+        raise UserError(f"model not found: {model} (this install has no shipped models: pass --model)")
+    source = args.source
+    if source is None:
+        try:
+            with open_source("0"):
+                source = "0"
+        except SourceError as exc:
+            if not SAMPLE_CLIP.is_file():
+                raise UserError(f"no camera ({exc}) and no sample clip at {SAMPLE_CLIP}") from exc
+            say(f"no camera found ({exc}); running on the sample clip {SAMPLE_CLIP.name} instead")
+            source = str(SAMPLE_CLIP)
+    return _run_loop(args, model, source)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..camera.predict import collect_images, predict
+
+    runner = _open_runner(args, args.model)
+    paths = collect_images(args.paths)
+    report = predict(runner, paths, sys.stdout, batch_size=args.batch, masks_dir=args.masks)
+    line = f"{report.images} images"
+    if report.skipped:
+        line += f", {len(report.skipped)} unreadable skipped ({', '.join(p.name for p in report.skipped[:3])}...)"
+    if report.accuracy is not None:
+        line += f"; accuracy {report.accuracy:.4f} on the {report.scored} whose folder names a label"
+    say(line)
+    return 0 if report.images else 1
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import json
+
+    import onnxruntime as ort
+
+    from .onnxmeta import read_header
+    from .runner import read_spec
+
+    header = read_header(args.model)
+    spec = read_spec(header, args.model)
+    session = ort.InferenceSession(str(args.model), providers=["CPUExecutionProvider"])
+    info = {
+        "file": str(args.model),
+        "size_bytes": args.model.stat().st_size,
+        "spec": json.loads(spec.to_json()),
+        "ir_version": header.ir_version,
+        "opsets": header.opsets,
+        "producer": header.producer,
+        "inputs": [{"name": i.name, "shape": i.shape, "type": i.type} for i in session.get_inputs()],
+        "outputs": [{"name": o.name, "shape": o.shape, "type": o.type} for o in session.get_outputs()],
+        "providers_available": ort.get_available_providers(),
+        "onnxruntime": ort.__version__,
+    }
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _needs_training_extra() -> None:
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError as exc:
+        raise UserError("this command needs the training extra: pip install -e '.[train]'") from exc
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _needs_training_extra()
+    from ..training.train import train_from_args
+
+    train_from_args(args)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    _needs_training_extra()
+    from .export import export_from_args
+
+    export_from_args(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgevision", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a model live on a camera, stream, video or images")
+    p.add_argument("--model", type=Path, required=True, help="an edgevision .onnx file")
+    p.add_argument("--source", required=True,
+                   help="0, /dev/video1, csi://0, a GStreamer pipeline, video, image, folder, rtsp:// or http:// URL")
+    _add_loop_args(p)
+    _add_runner_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the live app: webcam 0, or the sample clip when there is no camera")
+    p.add_argument("--model", type=Path, help=f"default: {DEMO_MODEL.relative_to(REPO_ROOT)}")
+    p.add_argument("--source", help="default: webcam 0, else the shipped sample clip")
+    _add_loop_args(p)
+    _add_runner_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("predict", help="one JSON line per image on stdout")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("paths", nargs="+", help="image files and folders (searched recursively)")
+    p.add_argument("--batch", type=int, default=8, help="images per inference batch")
+    p.add_argument("--masks", type=Path, metavar="DIR", help="segmentation: write a PNG mask per image here")
+    _add_runner_args(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("info", help="a model's spec, inputs, outputs, opset and size")
+    p.add_argument("model", type=Path)
+    p.set_defaults(func=cmd_info)
+
+    from ..training.options import add_train_args  # argparse only: no TensorFlow import
+
+    p = sub.add_parser("train", help="train a model (needs the 'train' extra)")
+    add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="export a training run to ONNX with a parity check (needs 'train')")
+    p.add_argument("run", type=Path, help="a run folder written by 'edgevision train'")
+    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write, e.g. models/NAME.onnx")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; try 15 for JetPack 5)")
+    p.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size such as 1")
+    p.add_argument("--atol", type=float, default=1e-3, help="parity: largest allowed |keras - onnx| (default 1e-3)")
+    p.add_argument("--min-agreement", type=float, default=1.0,
+                   help="parity: smallest allowed top-1 agreement (default 1.0)")
+    p.add_argument("--parity-images", type=int, default=64, help="validation images used for the parity check")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        say(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        say("stopped (Ctrl-C)")
+        return 130
+    except BrokenPipeError:  # e.g. 'edgevision predict ... | head'
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Read an ONNX file's header fields (IR version, opsets, metadata) without the onnx package.
+
+A model file is a protobuf ``ModelProto``; only its top-level fields are walked here, so a
+model's spec can be checked before a (possibly slow) GPU session is built, on a Jetson that
+has onnxruntime but not onnx.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+
+_IR_VERSION, _PRODUCER, _PRODUCER_VERSION, _GRAPH, _OPSET_IMPORT, _METADATA = 1, 2, 3, 7, 8, 14
+
+
+@dataclass(frozen=True)
+class OnnxHeader:
+    ir_version: int
+    producer: str
+    opsets: dict[str, int]  # domain ("" is the default ai.onnx) -> version
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(buf: bytes):
+    """Yield (field number, wire type, value) for one protobuf message; value is bytes or int."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos : pos + 8], pos + 8
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            if pos + size > len(buf):
+                raise ValueError("length past the end")
+            value, pos = buf[pos : pos + size], pos + size
+        elif wire == 5:
+            value, pos = buf[pos : pos + 4], pos + 4
+        else:
+            raise ValueError(f"wire type {wire}")
+        yield number, wire, value
+
+
+def _message(buf: bytes) -> dict[int, bytes | int]:
+    """A small sub-message as {field number: last value}."""
+    return {number: value for number, _, value in _fields(buf)}
+
+
+def read_header(path: str | Path) -> OnnxHeader:
+    """Parse the top level of an ONNX file; raise UserError when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    data = path.read_bytes()
+    ir_version, names, opsets, metadata, has_graph = 0, {}, {}, {}, False
+    try:
+        for number, wire, value in _fields(data):
+            if number == _IR_VERSION and wire == 0:
+                ir_version = value
+            elif number in (_PRODUCER, _PRODUCER_VERSION) and wire == 2:
+                names[number] = value.decode("utf-8", "replace")
+            elif number == _GRAPH and wire == 2:
+                has_graph = True
+            elif number == _OPSET_IMPORT and wire == 2:
+                parts = _message(value)
+                opsets[bytes(parts.get(1, b"")).decode()] = int(parts.get(2, 0))
+            elif number == _METADATA and wire == 2:
+                parts = _message(value)
+                metadata[bytes(parts.get(1, b"")).decode()] = bytes(parts.get(2, b"")).decode("utf-8", "replace")
+    except (ValueError, UnicodeDecodeError, TypeError):
+        has_graph = False
+    if not has_graph or ir_version <= 0:
+        raise UserError(f"{path} is not an ONNX model (export one with 'edgevision export')")
+    producer = f"{names.get(_PRODUCER, '')} {names.get(_PRODUCER_VERSION, '')}".strip()
+    return OnnxHeader(ir_version, producer, opsets, metadata)

@@ -1,0 +1,174 @@
+"""Execution providers: names, defaults, options, and an honest account of what loaded.
+
+onnxruntime lists every provider its wheel was built with, then quietly falls back to the
+CPU when a GPU provider cannot load, printing a wall of red lines (some through its C++
+logger, some with Python's print). Sessions are therefore created with stdout and stderr
+captured at the file-descriptor level; what the user sees is one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+TRT = "TensorrtExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+DEFAULT_ORDER = (TRT, CUDA, CPU)
+GPU_PROVIDERS = frozenset({TRT, CUDA})
+ALIASES = {
+    "trt": TRT,
+    "tensorrt": TRT,
+    "cuda": CUDA,
+    "gpu": CUDA,
+    "cpu": CPU,
+}
+SHORT_NAMES = {TRT: "TensorRT", CUDA: "CUDA", CPU: "CPU"}
+
+
+def short_name(provider: str) -> str:
+    return SHORT_NAMES.get(provider, provider.removesuffix("ExecutionProvider"))
+
+
+def parse_providers(text: str | None, available: list[str]) -> list[str]:
+    """``"trt,cuda,cpu"`` (aliases or full names) -> full provider names, in order.
+
+    None means the default order (TensorRT, CUDA, CPU) limited to what this onnxruntime
+    build offers. Naming a provider this build lacks is an error, not a silent skip.
+    """
+    if text is None:
+        chosen = [p for p in DEFAULT_ORDER if p in available]
+        return chosen or [CPU]
+    by_lower = {p.lower(): p for p in available} | {p.lower(): p for p in DEFAULT_ORDER}
+    chosen = []
+    for raw in (part.strip() for part in text.split(",")):
+        if not raw:
+            continue
+        name = ALIASES.get(raw.lower()) or by_lower.get(raw.lower())
+        if name is None:
+            known = ", ".join(sorted(set(ALIASES)))
+            raise UserError(f"unknown provider {raw!r}: use one of {known}, or a full onnxruntime provider name")
+        if name not in available:
+            hint = " (install onnxruntime-gpu; see the README's Jetson notes)" if name in GPU_PROVIDERS else ""
+            raise UserError(
+                f"{short_name(name)} is not in this onnxruntime build (it offers "
+                f"{', '.join(short_name(p) for p in available)}){hint}"
+            )
+        if name not in chosen:
+            chosen.append(name)
+    if not chosen:
+        raise UserError("--providers is empty: name at least one of trt, cuda, cpu")
+    return chosen
+
+
+def model_cache_dir(model_path: Path, root: Path | None = None) -> Path:
+    """A per-model folder for TensorRT engines, keyed by the model's bytes and onnxruntime version."""
+    import onnxruntime as ort
+
+    root = root or Path(os.environ.get("EDGEVISION_CACHE", Path.home() / ".cache" / "edgevision"))
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
+    return root / "trt" / f"{model_path.stem}-{digest}-ort{ort.__version__}"
+
+
+def provider_options(providers: list[str], model_path: Path, fp16: bool = True) -> list[dict[str, str]]:
+    """Options per provider: TensorRT gets FP16 and an engine + timing cache per model."""
+    options: list[dict[str, str]] = []
+    for name in providers:
+        if name == TRT:
+            cache = model_cache_dir(model_path)
+            options.append(
+                {
+                    "trt_fp16_enable": "True" if fp16 else "False",
+                    "trt_engine_cache_enable": "True",
+                    "trt_engine_cache_path": str(cache),
+                    "trt_timing_cache_enable": "True",
+                    "trt_timing_cache_path": str(cache),
+                }
+            )
+        elif name == CUDA:
+            options.append({"device_id": "0"})
+        else:
+            options.append({})
+    return options
+
+
+@contextlib.contextmanager
+def captured_fds() -> Iterator[list[str]]:
+    """Capture what is written to fds 1 and 2 (C++ logs) and to sys.stdout/sys.stderr (Python prints),
+    which are not always fds 1 and 2 (pytest, notebooks, apps that swap them)."""
+    lines: list[str] = []
+    py_out = io.StringIO()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(py_out), contextlib.redirect_stderr(py_out):
+                yield lines
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            sink.seek(0)
+            lines.extend(py_out.getvalue().splitlines())
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def load_failure_reason(log_lines: list[str]) -> str:
+    """The most useful short reason in onnxruntime's provider-loading noise."""
+    text = _ANSI.sub("", "\n".join(log_lines))
+    missing = re.search(r"([\w.+-]+\.so[\w.]*): cannot open shared object file", text)
+    if missing:
+        return f"{missing.group(1)} not found"
+    if "Please install TensorRT libraries" in text:
+        return "TensorRT libraries not found"
+    for line in text.splitlines():
+        line = line.strip(" *")
+        if line:
+            return line[:200]
+    return "no reason given by onnxruntime"
+
+
+@dataclass(frozen=True)
+class ProviderReport:
+    requested: tuple[str, ...]
+    active: tuple[str, ...]  # what the session actually runs on, in priority order
+    reason: str  # why the first requested provider is not active ("" when it is)
+
+    @property
+    def running(self) -> str:
+        return self.active[0] if self.active else CPU
+
+    @property
+    def fell_back(self) -> bool:
+        return bool(self.requested) and self.running != self.requested[0]
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.running in GPU_PROVIDERS
+
+    def line(self) -> str:
+        """The one line the user sees about providers."""
+        running = short_name(self.running)
+        if not self.fell_back:
+            return f"running on {running}"
+        asked = short_name(self.requested[0])
+        return f"running on {running}: {asked} could not be used ({self.reason})"

@@ -1,0 +1,148 @@
+"""Run an edgevision ONNX model with onnxruntime: frames in, typed results out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from . import ops
+from .errors import UserError
+from .onnxmeta import OnnxHeader, read_header
+from .providers import (
+    CPU,
+    ProviderReport,
+    captured_fds,
+    load_failure_reason,
+    parse_providers,
+    provider_options,
+)
+from .spec import SPEC_KEY, SpecError, TaskSpec
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How to run a model. Bad combinations fail here, when the options are built."""
+
+    providers: str | None = None  # "trt,cuda,cpu" style; None: best available
+    require_gpu: bool = False
+    fp16: bool = True  # TensorRT only
+    threads: int = 0  # CPU intra-op threads; 0: onnxruntime's default
+    score_threshold: float | None = None  # detect: override the spec's default
+    iou_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise UserError(f"threads must be 0 (automatic) or more, got {self.threads}")
+        if self.require_gpu and self.providers is not None:
+            names = {p.strip().lower() for p in self.providers.split(",") if p.strip()}
+            if names and names <= {"cpu", "cpuexecutionprovider"}:
+                raise UserError("--require-gpu cannot be met with --providers cpu: name trt or cuda, or drop one")
+        for name in ("score_threshold", "iou_threshold"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise UserError(f"{name.replace('_', '-')} must be within 0..1, got {value}")
+
+
+def read_spec(header: OnnxHeader, path: Path) -> TaskSpec:
+    text = header.metadata.get(SPEC_KEY)
+    if text is None:
+        raise UserError(
+            f"{path} has no edgevision spec (metadata key {SPEC_KEY!r}): export it with 'edgevision export'"
+        )
+    try:
+        return TaskSpec.from_json(text)
+    except SpecError as exc:
+        raise UserError(f"{path} has a bad edgevision spec: {exc}") from exc
+
+
+class Runner:
+    """An onnxruntime session plus the spec that says how to feed it and read it."""
+
+    def __init__(self, model_path: str | Path, options: RunnerOptions | None = None) -> None:
+        self.path = Path(model_path)
+        self.options = options or RunnerOptions()
+        self.header = read_header(self.path)
+        self.spec = read_spec(self.header, self.path)
+        available = ort.get_available_providers()
+        requested = parse_providers(self.options.providers, available)
+        self.session, self.report = self._create_session(requested)
+        if self.options.require_gpu and not self.report.on_gpu:
+            raise UserError(f"--require-gpu: no GPU provider could be used ({self.report.line()})")
+        self._check_io()
+
+    def _create_session(self, requested: list[str]) -> tuple[ort.InferenceSession, ProviderReport]:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if self.options.threads:
+            so.intra_op_num_threads = self.options.threads
+        opts = provider_options(requested, self.path, fp16=self.options.fp16)
+        with captured_fds() as log:
+            try:
+                session = ort.InferenceSession(str(self.path), so, providers=requested, provider_options=opts)
+            except Exception as exc:  # onnxruntime raises several unrelated types here
+                session, error = None, exc
+        if session is None:
+            first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            raise UserError(f"onnxruntime could not load {self.path}: {first}")
+        active = tuple(session.get_providers())
+        reason = "" if active and active[0] == requested[0] else load_failure_reason(log)
+        return session, ProviderReport(tuple(requested), active or (CPU,), reason)
+
+    def _check_io(self) -> None:
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise UserError(f"{self.path} has {len(inputs)} inputs; edgevision models take one image batch")
+        shape = inputs[0].shape  # (n, h, w, 3), dims may be symbolic
+        self.input_name = inputs[0].name
+        if len(shape) != 4 or shape[3] not in (3, None) and not isinstance(shape[3], str):
+            raise UserError(f"{self.path} input must be NHWC (n, h, w, 3), got {shape}")
+        hw = tuple(shape[1:3])
+        if all(isinstance(d, int) for d in hw) and hw != self.spec.input_hw:
+            raise UserError(f"{self.path} input is {hw[0]}x{hw[1]} but its spec says {self.spec.input_hw}")
+        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        outputs = [o.name for o in self.session.get_outputs()]
+        if self.spec.kind == "detect" and {"boxes", "scores"} <= set(outputs):
+            outputs = ["boxes", "scores"]
+        self.output_names = outputs
+        self.input_type = inputs[0].type
+
+    @property
+    def provider_line(self) -> str:
+        return self.report.line()
+
+    def infer(self, frames_bgr: list[np.ndarray]) -> tuple[list, dict[str, float]]:
+        """BGR frames of any size -> (one result per frame, stage timings in ms)."""
+        t0 = time.perf_counter()
+        batch, placements = ops.preprocess(frames_bgr, self.spec)
+        if self.input_type == "tensor(uint8)":
+            batch = np.clip(batch, 0, 255).astype(np.uint8)
+        t1 = time.perf_counter()
+        if self.fixed_batch is not None and len(batch) != self.fixed_batch:
+            chunks = [self.session.run(self.output_names, {self.input_name: batch[i : i + self.fixed_batch]})
+                      for i in range(0, len(batch), self.fixed_batch)]
+            outputs = [np.concatenate(parts) for parts in zip(*chunks)]
+        else:
+            outputs = self.session.run(self.output_names, {self.input_name: batch})
+        t2 = time.perf_counter()
+        detect_options = {}
+        if self.spec.kind == "detect":
+            detect_options = {
+                "score_threshold": self.options.score_threshold,
+                "iou_threshold": self.options.iou_threshold,
+            }
+        results = ops.decode(outputs, self.spec, placements, **detect_options)
+        t3 = time.perf_counter()
+        timings = {
+            "preprocess_ms": (t1 - t0) * 1e3,
+            "infer_ms": (t2 - t1) * 1e3,
+            "decode_ms": (t3 - t2) * 1e3,
+        }
+        return results, timings
+
+    def __call__(self, frame_bgr: np.ndarray):
+        """One frame -> its result."""
+        return self.infer([frame_bgr])[0][0]

@@ -1,0 +1,118 @@
+"""The task spec that travels inside every edgevision ONNX file.
+
+The spec is one JSON value stored in the ONNX ``metadata_props`` under :data:`SPEC_KEY`.
+It says what the model does (``kind``), what it expects (``input_hw``, channel order, value
+range) and what the runner needs to decode its outputs. Nothing about a model is hard-coded
+in the runtime, and there are no side files of labels.
+
+Output contracts per kind (batch first, NHWC input):
+
+- ``classify``: one output ``(n, classes)``, probabilities (``output="probs"``) or logits.
+- ``keypoints``: one output ``(n, k, 2)``, ``(n, k, 3)`` or ``(n, 2k)``: x, y normalised to the
+  model input (0..1), an optional third value is a confidence in 0..1.
+- ``segment``: one output ``(n, h, w, classes)``, probabilities or logits at any resolution.
+- ``detect``: two outputs, ``boxes (n, a, 4)`` as normalised ``xyxy`` in the model input and
+  ``scores (n, a, classes)`` in 0..1; the runner thresholds and runs NMS.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Literal, get_args
+
+from .errors import UserError
+
+SPEC_KEY = "edgevision.spec"
+SPEC_VERSION = 1
+
+TaskKind = Literal["classify", "keypoints", "segment", "detect"]
+TASK_KINDS: tuple[str, ...] = get_args(TaskKind)
+ResizeMode = Literal["stretch", "letterbox"]
+OutputKind = Literal["probs", "logits"]
+
+
+class SpecError(UserError, ValueError):
+    """The spec is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a model does and how to feed it; serialised into the ONNX metadata."""
+
+    kind: TaskKind
+    input_hw: tuple[int, int]  # model input (height, width)
+    labels: tuple[str, ...]  # class names, or keypoint names for kind "keypoints"
+    color: Literal["RGB", "BGR"] = "RGB"  # channel order the model expects
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # runner feeds (pixel - mean) / std
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)  # (0, 1): pixels 0..255, scaling in-graph
+    resize: ResizeMode = "stretch"
+    output: OutputKind = "probs"
+    score_threshold: float = 0.25  # detect: default minimum score
+    iou_threshold: float = 0.45  # detect: default NMS IoU
+    version: int = SPEC_VERSION
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise SpecError(f"kind must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
+        hw = tuple(self.input_hw)
+        if len(hw) != 2 or not all(isinstance(v, int) and v > 0 for v in hw):
+            raise SpecError(f"input_hw must be two positive integers (height, width), got {self.input_hw!r}")
+        object.__setattr__(self, "input_hw", hw)
+        labels = tuple(str(label) for label in self.labels)
+        if not labels:
+            raise SpecError("labels must name at least one class or keypoint")
+        if len(set(labels)) != len(labels):
+            raise SpecError(f"labels must be unique, got {list(labels)}")
+        if self.kind == "classify" and len(labels) < 2:
+            raise SpecError(f"a classifier needs at least two labels, got {list(labels)}")
+        object.__setattr__(self, "labels", labels)
+        if self.color not in ("RGB", "BGR"):
+            raise SpecError(f"color must be 'RGB' or 'BGR', got {self.color!r}")
+        for name in ("mean", "std"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) != 3:
+                raise SpecError(f"{name} must have 3 values (one per channel), got {value}")
+            object.__setattr__(self, name, value)
+        if any(v == 0 for v in self.std):
+            raise SpecError(f"std must not contain zeros, got {self.std}")
+        if self.resize not in get_args(ResizeMode):
+            raise SpecError(f"resize must be 'stretch' or 'letterbox', got {self.resize!r}")
+        if self.output not in get_args(OutputKind):
+            raise SpecError(f"output must be 'probs' or 'logits', got {self.output!r}")
+        for name in ("score_threshold", "iou_threshold"):
+            value = float(getattr(self, name))
+            if not 0.0 <= value <= 1.0:
+                raise SpecError(f"{name} must be within 0..1, got {value}")
+            object.__setattr__(self, name, value)
+        if self.version != SPEC_VERSION:
+            raise SpecError(
+                f"spec version {self.version} is not supported by this edgevision (it reads {SPEC_VERSION})"
+            )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TaskSpec:
+        if not isinstance(data, dict):
+            raise SpecError(f"the spec must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"unknown spec keys: {', '.join(unknown)}")
+        missing = sorted({"kind", "input_hw", "labels"} - set(data))
+        if missing:
+            raise SpecError(f"the spec lacks required keys: {', '.join(missing)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # e.g. a non-iterable where a tuple belongs
+            raise SpecError(f"malformed spec: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> TaskSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"the spec is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)

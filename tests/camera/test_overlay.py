@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+from edgevision.camera import overlay
+from edgevision.deploy.results import Classification, Detections, Keypoints, Segmentation
+
+RESULTS = {
+    "classify": Classification(("a", "b", "c"), np.array([0.7, 0.2, 0.1])),
+    "keypoints": Keypoints(("nose",), np.array([[50.0, 40.0]])),
+    "segment": Segmentation(("bg", "person"), np.pad(np.ones((40, 60), np.uint8), ((20, 20), (20, 20)))),
+    "detect": Detections(("cat",), np.array([[10, 10, 60, 50]]), np.array([0.9]), np.array([0])),
+}
+
+
+@pytest.mark.parametrize("kind", list(RESULTS))
+def test_overlay_draws_every_task_kind_on_the_frame(kind):
+    frame = np.full((80, 100, 3), 128, np.uint8)
+    overlay.draw_result(frame, RESULTS[kind])
+    assert (frame != 128).any()
+
+
+def test_keypoint_is_drawn_where_the_result_says():
+    frame = np.zeros((80, 100, 3), np.uint8)
+    overlay.draw_keypoints(frame, RESULTS["keypoints"])
+    assert frame[40, 50].any() and not frame[75, 5].any()
+
+
+def test_segmentation_tints_only_the_mask():
+    frame = np.full((80, 100, 3), 128, np.uint8)
+    overlay.draw_segmentation(frame, RESULTS["segment"])
+    assert (frame[40, 50] != 128).any() and (frame[5, 5] == 128).all()
+    with pytest.raises(ValueError, match="does not match the frame"):
+        overlay.draw_segmentation(np.zeros((10, 10, 3), np.uint8), RESULTS["segment"])
+
+
+def test_hud_shows_fps_latency_and_provider_at_the_bottom():
+    frame = np.zeros((240, 320, 3), np.uint8)
+    overlay.draw_hud(frame, 30.0, 12.5, "CPU")
+    assert frame[200:].any() and not frame[:100].any()

@@ -1,0 +1,140 @@
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from conftest import solid_frame
+from edgevision.camera import sources as S
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "target"),
+    [
+        ("0", "webcam", 0),
+        ("12", "webcam", 12),
+        ("/dev/video1", "device", "/dev/video1"),
+        ("csi://0", "csi", 0),
+        ("csi://2", "csi", 2),
+        ("rtsp://cam.local:554/stream", "url", "rtsp://cam.local:554/stream"),
+        ("http://10.0.0.2:8080/video", "url", "http://10.0.0.2:8080/video"),
+        ("videotestsrc ! videoconvert ! appsink", "gstreamer", "videotestsrc ! videoconvert ! appsink"),
+    ],
+)
+def test_parse_source_recognises_live_sources(text, kind, target):
+    spec = S.parse_source(text)
+    assert (spec.kind, spec.target) == (kind, target)
+    assert spec.live
+
+
+def test_parse_source_recognises_files_and_folders(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "b.MP4").write_bytes(b"x")
+    (tmp_path / "c.txt").write_bytes(b"x")
+    assert S.parse_source(str(tmp_path)).kind == "images"
+    assert S.parse_source(str(tmp_path / "a.jpg")).kind == "image"
+    assert S.parse_source(str(tmp_path / "b.MP4")).kind == "video"
+    with pytest.raises(S.SourceError, match="cannot tell what"):
+        S.parse_source(str(tmp_path / "c.txt"))
+    with pytest.raises(S.SourceError, match="source not found"):
+        S.parse_source(str(tmp_path / "missing.mp4"))
+    with pytest.raises(S.SourceError, match="--source is empty"):
+        S.parse_source("  ")
+
+
+def test_csi_pipeline_drops_stale_frames():
+    pipeline = S.csi_pipeline(1)
+    assert pipeline.startswith("nvarguscamerasrc sensor-id=1 ")
+    assert pipeline.endswith("appsink drop=true max-buffers=1")
+
+
+@pytest.mark.skipif(S.opencv_has_gstreamer(), reason="this OpenCV has GStreamer")
+def test_csi_without_gstreamer_says_why_and_how_to_fix_it():
+    with pytest.raises(S.SourceError, match="built without GStreamer.*JetPack's OpenCV"):
+        S.open_source("csi://0")
+
+
+def test_a_camera_index_that_does_not_open_is_a_clear_error():
+    with pytest.raises(S.SourceError, match="camera 97 did not open: check that a camera is connected"):
+        S.open_source("97")
+
+
+def test_video_file_hands_over_every_frame_in_order(synthetic_video):
+    with S.open_source(str(synthetic_video(25))) as source:
+        frames = list(source)
+    assert [f.index for f in frames] == list(range(25))
+    assert frames[0].image.shape == (96, 128, 3)
+    assert frames[0].image[10, 10, 2] > 200 and frames[12].image[10, 10, 1] > 200  # red, then green
+
+
+def test_image_folder_skips_and_counts_unreadable_files(tmp_path):
+    cv2.imwrite(str(tmp_path / "1.png"), solid_frame(20, 30))
+    (tmp_path / "2.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "3.jpg").write_bytes(b"")
+    cv2.imwrite(str(tmp_path / "4.jpg"), solid_frame(40, 10))
+    (tmp_path / "notes.txt").write_text("ignored")
+    with S.open_source(str(tmp_path)) as source:
+        frames = list(source)
+    assert [Path(f.name).name for f in frames] == ["1.png", "4.jpg"]
+    assert [f.index for f in frames] == [0, 1]
+    assert sorted(p.name for p in source.skipped) == ["2.jpg", "3.jpg"]
+
+
+def test_an_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(S.SourceError, match="no images in folder"):
+        S.open_source(str(tmp_path))
+
+
+class FakeCamera:
+    """A capture that produces numbered frames at a fixed rate, like a 200 FPS camera."""
+
+    def __init__(self, frames: int, period_s: float = 0.005) -> None:
+        self.frames, self.period_s, self.sent = frames, period_s, 0
+        self.released = threading.Event()
+
+    def read(self):
+        if self.sent >= self.frames:
+            return False, None
+        time.sleep(self.period_s)
+        image = np.full((4, 4, 3), self.sent % 256, np.uint8)
+        self.sent += 1
+        return True, image
+
+    def release(self):
+        self.released.set()
+
+
+def test_live_source_hands_over_the_newest_frame_and_drops_stale_ones():
+    camera = FakeCamera(frames=60)
+    with S.LiveSource(camera, "fake camera") as source:
+        seen = []
+        for frame in source:
+            seen.append(int(frame.image[0, 0, 0]))
+            time.sleep(0.03)  # a slow model: six camera frames per processed frame
+    assert camera.released.is_set()
+    assert seen == sorted(seen) and len(set(seen)) == len(seen)  # newer every time, never repeated
+    assert len(seen) < 30  # stale frames were dropped, not queued
+    assert source.dropped > 30
+    assert seen[-1] == 59  # the last frame the camera sent was delivered
+
+
+def test_live_source_age_of_a_frame_stays_small_with_a_slow_consumer():
+    camera = FakeCamera(frames=400, period_s=0.002)
+    ages = []
+    with S.LiveSource(camera, "fake camera") as source:
+        for frame in source:
+            time.sleep(0.02)
+            ages.append(time.time() - frame.timestamp)
+            if len(ages) == 10:
+                break
+    # Each frame is at most one camera period plus one processing step old when it is used.
+    assert max(ages[1:]) < 0.2
+
+
+def test_live_source_that_sends_nothing_is_a_clear_error():
+    with pytest.raises(S.SourceError, match="opened but sent no frame"):
+        S.LiveSource(FakeCamera(frames=0), "silent camera")

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/tinymodels.py
+
+import tinymodels
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_DATA = SHARED / "data"
+SHARED_WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
+TASK_KINDS = ("classify", "keypoints", "segment", "detect")
+
+
+def needs_shared(path: Path = SHARED_DATA):
+    return pytest.mark.skipif(not path.exists(), reason=f"{path} is absent (only the project's own data is here)")
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """tiny_model(kind, **kwargs) -> path of a freshly built tiny ONNX model."""
+
+    def make(kind: str, name: str | None = None, **kwargs) -> Path:
+        return tinymodels.save(kind, tmp_path / (name or f"{kind}.onnx"), **kwargs)
+
+    return make
+
+
+def solid_frame(h: int, w: int, bgr=(0, 0, 255)) -> np.ndarray:
+    frame = np.zeros((h, w, 3), dtype=np.uint8)
+    frame[:] = bgr
+    return frame
+
+
+@pytest.fixture
+def synthetic_video(tmp_path):
+    """video(n, size) -> path to an mp4 of n frames whose colour cycles red, green, blue."""
+
+    def make(n: int = 60, size=(96, 128), name: str = "clip.mp4") -> Path:
+        path = tmp_path / name
+        h, w = size
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (w, h))
+        assert writer.isOpened()
+        colours = [(0, 0, 255), (0, 255, 0), (255, 0, 0)]
+        for i in range(n):
+            frame = solid_frame(h, w, colours[(i // 10) % 3])
+            cv2.putText(frame, str(i), (5, h - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
+            writer.write(frame)
+        writer.release()
+        return path
+
+    return make

@@ -1,0 +1,130 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from conftest import TASK_KINDS, solid_frame
+from edgevision.deploy import providers as P
+from edgevision.deploy.errors import UserError
+from edgevision.deploy.results import Classification, Detections, Keypoints, Segmentation
+from edgevision.deploy.runner import Runner, RunnerOptions
+from tinymodels import KEYPOINTS
+
+RESULT_TYPES = {"classify": Classification, "keypoints": Keypoints, "segment": Segmentation, "detect": Detections}
+
+
+@pytest.mark.parametrize("kind", TASK_KINDS)
+def test_runner_returns_the_typed_result_for_each_task_kind(tiny_model, kind):
+    runner = Runner(tiny_model(kind), RunnerOptions(providers="cpu"))
+    results, timings = runner.infer([solid_frame(60, 80), solid_frame(30, 30)])
+    assert [type(r) for r in results] == [RESULT_TYPES[kind]] * 2
+    assert set(timings) == {"preprocess_ms", "infer_ms", "decode_ms"}
+    assert isinstance(results[0].to_json(), dict) and results[0].to_json()["task"] == kind
+
+
+def test_classifier_sees_rgb_so_a_red_bgr_frame_is_red(tiny_model):
+    runner = Runner(tiny_model("classify"), RunnerOptions(providers="cpu"))
+    assert runner(solid_frame(40, 40, (0, 0, 255))).label == "red"
+    assert runner(solid_frame(40, 40, (255, 0, 0))).label == "blue"
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_keypoints_come_back_in_source_pixels_for_non_square_frames(tiny_model, resize):
+    runner = Runner(tiny_model("keypoints", input_hw=(64, 64), spec={"resize": resize}), RunnerOptions(providers="cpu"))
+    h, w = 120, 360
+    points = runner(solid_frame(h, w)).xy
+    if resize == "stretch":
+        expected = KEYPOINTS * np.float32((w, h))
+    else:  # 360x120 letterboxed into 64x64: scale 64/360, 21 rows of padding on top
+        scale = 64 / 360
+        top = (64 - round(h * scale)) // 2
+        expected = (KEYPOINTS * 64 - np.float32((0, top))) / np.float32((scale * 1.0, round(h * scale) / h))
+    np.testing.assert_allclose(points, expected, atol=0.6)
+
+
+def test_segmentation_mask_is_at_source_size_and_follows_the_object(tiny_model):
+    runner = Runner(tiny_model("segment", input_hw=(32, 32)), RunnerOptions(providers="cpu"))
+    frame = solid_frame(90, 160, (0, 0, 0))
+    frame[30:60, 40:120] = (0, 0, 255)  # a red rectangle
+    seg = runner(frame)
+    assert seg.class_map.shape == (90, 160)
+    assert seg.class_map[40:50, 60:100].min() == 1 and seg.class_map[:20].max() == 0
+    assert 0.1 < seg.fractions()["thing"] < 0.25  # 2400 / 14400 = 0.167
+
+
+def test_detections_are_suppressed_and_scaled_to_source_pixels(tiny_model):
+    runner = Runner(tiny_model("detect", input_hw=(32, 32)), RunnerOptions(providers="cpu"))
+    det = runner(solid_frame(100, 200))
+    assert det.label_id.tolist() == [0, 1]  # the overlapping cat box is suppressed
+    np.testing.assert_allclose(det.xyxy[0], [20, 10, 100, 50], atol=1e-3)
+    strict = Runner(runner.path, RunnerOptions(providers="cpu", score_threshold=0.75))
+    assert strict(solid_frame(100, 200)).label_id.tolist() == [0]
+
+
+def test_fixed_batch_models_run_a_batch_in_chunks(tiny_model):
+    runner = Runner(tiny_model("classify", batch=1), RunnerOptions(providers="cpu"))
+    assert runner.fixed_batch == 1
+    results, _ = runner.infer([solid_frame(10, 10, c) for c in [(0, 0, 255), (0, 255, 0), (255, 0, 0)]])
+    assert [r.label for r in results] == ["red", "green", "blue"]
+
+
+def test_run_fails_clearly_when_model_has_no_spec(tiny_model):
+    with pytest.raises(UserError, match="has no edgevision spec.*edgevision export"):
+        Runner(tiny_model("classify", with_spec=False))
+
+
+def test_run_fails_clearly_when_the_spec_is_malformed(tiny_model):
+    with pytest.raises(UserError, match="bad edgevision spec: unknown spec keys: size"):
+        Runner(tiny_model("classify", spec={"size": 3}))
+
+
+def test_run_fails_when_spec_and_graph_disagree_on_input_size(tiny_model):
+    with pytest.raises(UserError, match=r"input is 32x48 but its spec says \(64, 64\)"):
+        Runner(tiny_model("classify", spec={"input_hw": [64, 64]}))
+
+
+def test_require_gpu_with_cpu_only_is_refused_when_options_are_built():
+    with pytest.raises(UserError, match="--require-gpu cannot be met with --providers cpu"):
+        RunnerOptions(providers="cpu", require_gpu=True)
+
+
+class FallbackSession:
+    """Stands in for onnxruntime's session on a machine whose CUDA libraries are missing."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __call__(self, path, so, providers, provider_options):
+        import os
+
+        os.write(2, b"\x1b[1;31m[E:onnxruntime] libcudnn.so.9: cannot open shared object file\x1b[m\n")
+        print("*** EP Error *** falling back")  # onnxruntime really prints this to stdout
+        return self._real(path, so, providers=["CPUExecutionProvider"])
+
+
+def test_asked_for_cuda_got_cpu_is_reported_in_one_line_without_the_noise(tiny_model, monkeypatch, capfd):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [P.CUDA, P.CPU])
+    monkeypatch.setattr(ort, "InferenceSession", FallbackSession(ort.InferenceSession))
+    runner = Runner(tiny_model("classify"), RunnerOptions(providers="cuda"))
+    assert runner.report.fell_back
+    assert runner.provider_line == "running on CPU: CUDA could not be used (libcudnn.so.9 not found)"
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""  # the noise stays out of the user's terminal
+    with pytest.raises(UserError, match="--require-gpu: no GPU provider could be used"):
+        Runner(tiny_model("classify", name="again.onnx"), RunnerOptions(providers="cuda", require_gpu=True))
+
+
+@pytest.mark.skipif(
+    P.CUDA not in ort.get_available_providers() or Path("/dev/nvidiactl").exists(),
+    reason="needs an onnxruntime-gpu build on a machine without an NVIDIA GPU",
+)
+def test_real_onnxruntime_gpu_build_falls_back_to_cpu_here_and_says_so(tiny_model, capfd):
+    runner = Runner(tiny_model("classify"))
+    assert runner.report.requested[0] in (P.TRT, P.CUDA)
+    assert runner.report.running == P.CPU
+    assert runner.provider_line.startswith("running on CPU: ")
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""

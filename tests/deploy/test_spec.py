@@ -1,0 +1,47 @@
+import json
+
+import pytest
+from edgevision.deploy.spec import SpecError, TaskSpec
+
+
+@pytest.mark.parametrize("kind", ["classify", "keypoints", "segment", "detect"])
+def test_spec_round_trips_through_json_for_every_kind(kind):
+    labels = ("a", "b")
+    spec = TaskSpec(kind=kind, input_hw=(96, 128), labels=labels)
+    again = TaskSpec.from_json(spec.to_json())
+    assert again == spec
+    assert again.input_hw == (96, 128) and again.labels == labels
+
+
+def test_spec_rejects_unknown_keys_naming_them():
+    data = json.loads(TaskSpec("classify", (8, 8), ("a", "b")).to_json()) | {"colour": "RGB"}
+    with pytest.raises(SpecError, match="unknown spec keys: colour"):
+        TaskSpec.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"kind": "pose"}, "kind must be one of"),
+        ({"input_hw": (0, 8)}, "input_hw must be two positive integers"),
+        ({"input_hw": (8,)}, "input_hw must be two positive integers"),
+        ({"labels": ()}, "at least one"),
+        ({"labels": ("a", "a")}, "unique"),
+        ({"labels": ("only",)}, "at least two labels"),
+        ({"std": (1, 0, 1)}, "must not contain zeros"),
+        ({"resize": "crop"}, "resize must be"),
+        ({"score_threshold": 1.5}, "within 0..1"),
+        ({"version": 99}, "not supported"),
+    ],
+)
+def test_spec_validation_says_what_was_expected_and_what_came(fields, message):
+    base = {"kind": "classify", "input_hw": (8, 8), "labels": ("a", "b")}
+    with pytest.raises(SpecError, match=message):
+        TaskSpec(**(base | fields))
+
+
+def test_spec_from_json_fails_clearly_on_missing_keys_and_bad_json():
+    with pytest.raises(SpecError, match="lacks required keys: input_hw"):
+        TaskSpec.from_json('{"kind": "classify", "labels": ["a", "b"]}')
+    with pytest.raises(SpecError, match="not valid JSON"):
+        TaskSpec.from_json("{kind")

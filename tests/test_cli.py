@@ -1,0 +1,180 @@
+"""The edgevision command as a user runs it: subprocesses, exit codes, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+from conftest import REPO, solid_frame
+
+EDGEVISION = [sys.executable, "-m", "edgevision.deploy.cli"]
+HEADLESS = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+
+NO_TF_CHECK = """
+import sys
+from edgevision.deploy.cli import main
+rc = main(sys.argv[1:])
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'tensorflow', 'keras', 'tf2onnx', 'tensorboard'})
+print('HEAVY=' + ','.join(heavy), file=sys.stderr)
+sys.exit(rc)
+"""
+
+
+def edgevision(*args, cwd=None, check_tf=False, timeout=120):
+    cmd = [sys.executable, "-c", NO_TF_CHECK, *args] if check_tf else [*EDGEVISION, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=HEADLESS, timeout=timeout)
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("edgevision: error:")]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("kind", ["classify", "keypoints", "segment", "detect"])
+def test_run_on_a_video_writes_one_json_line_per_frame_without_tensorflow(tiny_model, synthetic_video, tmp_path, kind):
+    out = tmp_path / "out.jsonl"
+    proc = edgevision("run", "--model", str(tiny_model(kind)), "--source", str(synthetic_video(70)),
+                      "--no-display", "--jsonl", str(out), "--max-frames", "60", check_tf=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY=\n" in proc.stderr + "\n"  # no TensorFlow, Keras or tf2onnx was imported
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 60
+    assert [r["frame"] for r in records] == list(range(60))
+    assert records[0]["result"]["task"] == kind
+    assert set(records[0]["timings_ms"]) >= {"capture_ms", "preprocess_ms", "infer_ms", "decode_ms", "draw_ms"}
+    assert "running on" in proc.stderr and "60 frames" in proc.stderr
+
+
+def test_run_records_the_overlay_to_a_video(tiny_model, synthetic_video, tmp_path):
+    out = tmp_path / "overlay.mp4"
+    proc = edgevision("run", "--model", str(tiny_model("classify")), "--source", str(synthetic_video(20)),
+                      "--no-display", "--record", str(out))
+    assert proc.returncode == 0, proc.stderr
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 20
+    ok, frame = cap.read()
+    assert ok and (frame[:60, :40] != solid_frame(96, 128)[:60, :40]).any()  # the label was drawn
+
+
+def test_run_says_there_is_no_display_and_goes_on_headless(tiny_model, synthetic_video):
+    proc = edgevision("run", "--model", str(tiny_model("classify")), "--source", str(synthetic_video(5)))
+    assert proc.returncode == 0, proc.stderr
+    assert "no display found: running without a window" in proc.stderr
+    assert "red" in proc.stderr  # the console sink's status line
+
+
+def test_run_on_an_image_folder_and_a_single_image(tiny_model, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, colour in enumerate([(0, 0, 255), (0, 255, 0)]):
+        cv2.imwrite(str(folder / f"{i}.png"), solid_frame(30, 50, colour))
+    (folder / "broken.jpg").write_bytes(b"nope")
+    out = tmp_path / "o.jsonl"
+    proc = edgevision("run", "--model", str(tiny_model("classify")), "--source", str(folder), "--jsonl", str(out))
+    assert proc.returncode == 0, proc.stderr
+    labels = [json.loads(line)["result"]["label"] for line in out.read_text().splitlines()]
+    assert labels == ["red", "green"] and "1 unreadable images skipped" in proc.stderr
+    proc = edgevision("run", "--model", str(tiny_model("classify")), "--source", str(folder / "1.png"))
+    assert proc.returncode == 0 and "1 frames" in proc.stderr
+
+
+def test_predict_prints_one_json_line_per_image_and_counts_unreadable_ones(tiny_model, tmp_path):
+    for label, colour in [("red", (0, 0, 255)), ("green", (0, 255, 0)), ("blue", (255, 0, 0))]:
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / "data" / label / f"{i}.jpg"), solid_frame(20 + i, 30, colour))
+    (tmp_path / "data" / "red" / "corrupt.jpg").write_bytes(b"\xff\xd8 broken")
+    proc = edgevision("predict", "--model", str(tiny_model("classify")), str(tmp_path / "data"), "--batch", "4",
+                      check_tf=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 9
+    assert set(rows[0]) == {"file", "task", "label", "score", "scores"}
+    assert all(Path(r["file"]).parent.name == r["label"] for r in rows)
+    assert "1 unreadable skipped" in proc.stderr and "accuracy 1.0000 on the 9" in proc.stderr
+    assert "HEAVY=\n" in proc.stderr + "\n"
+
+
+def test_predict_writes_masks_at_source_size(tiny_model, tmp_path):
+    frame = solid_frame(50, 70, (0, 0, 0))
+    frame[10:30, 20:50] = (0, 0, 255)
+    cv2.imwrite(str(tmp_path / "a.png"), frame)
+    proc = edgevision("predict", "--model", str(tiny_model("segment")), str(tmp_path / "a.png"),
+                      "--masks", str(tmp_path / "masks"))
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)
+    mask = cv2.imread(row["mask"], cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (50, 70) and mask[20, 35] == 1 and mask[45, 5] == 0
+
+
+@pytest.mark.parametrize("kind", ["classify", "detect"])
+def test_info_shows_the_spec_io_opset_and_size(tiny_model, kind):
+    proc = edgevision("info", str(tiny_model(kind)))
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["spec"]["kind"] == kind and info["opsets"] == {"": 17}
+    assert info["inputs"][0]["name"] == "image" and info["size_bytes"] > 0
+    assert "CPUExecutionProvider" in info["providers_available"]
+
+
+def test_missing_model_file_is_one_line(tmp_path, synthetic_video):
+    proc = edgevision("run", "--model", str(tmp_path / "nope.onnx"), "--source", str(synthetic_video(3)))
+    assert_one_line_error(proc, "model file not found", "nope.onnx")
+
+
+def test_a_file_that_is_not_onnx_is_one_line(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("this is not a model")
+    proc = edgevision("predict", "--model", str(bad), str(tmp_path))
+    assert_one_line_error(proc, "is not an ONNX model")
+
+
+def test_a_model_without_our_spec_is_one_line(tiny_model, tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), solid_frame(8, 8))
+    proc = edgevision("predict", "--model", str(tiny_model("classify", with_spec=False)), str(tmp_path / "a.png"))
+    assert_one_line_error(proc, "has no edgevision spec")
+
+
+def test_a_camera_that_does_not_open_is_one_line(tiny_model):
+    proc = edgevision("run", "--model", str(tiny_model("classify")), "--source", "97", "--no-display")
+    assert_one_line_error(proc, "camera 97 did not open")
+
+
+def test_an_unknown_provider_is_one_line(tiny_model, synthetic_video):
+    proc = edgevision("run", "--model", str(tiny_model("classify")), "--source", str(synthetic_video(3)),
+                      "--providers", "tpu")
+    assert_one_line_error(proc, "unknown provider 'tpu'")
+
+
+def test_an_existing_output_is_not_overwritten(tiny_model, synthetic_video, tmp_path):
+    out = tmp_path / "keep.jsonl"
+    out.write_text("keep me\n")
+    proc = edgevision("run", "--model", str(tiny_model("classify")), "--source", str(synthetic_video(3)),
+                      "--jsonl", str(out))
+    assert_one_line_error(proc, "keep.jsonl exists")
+    assert out.read_text() == "keep me\n"
+
+
+def test_predict_with_only_unreadable_images_exits_non_zero(tiny_model, tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"garbage")
+    proc = edgevision("predict", "--model", str(tiny_model("classify")), str(tmp_path))
+    assert proc.returncode == 1 and "0 images, 1 unreadable skipped" in proc.stderr
+
+
+def test_train_without_a_data_folder_is_one_line(tmp_path):
+    proc = edgevision("train", str(tmp_path / "nowhere"), "--weights", "none")
+    if "needs the training extra" in proc.stderr:
+        pytest.skip("the train extra is not installed")
+    assert_one_line_error(proc, "data folder not found")
+
+
+def test_module_entry_point_matches_the_console_script():
+    proc = subprocess.run([*EDGEVISION, "--help"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0 and "run" in proc.stdout and "predict" in proc.stdout
