@@ -1,0 +1,213 @@
+"""``edgevision export``: a training run -> an ONNX file with its spec inside, checked against Keras.
+
+The graph is traced from a ``tf.function`` with one named input (``image``, NHWC float32 RGB
+0..255) and converted by tf2onnx. Every export then runs Keras and onnxruntime on the same
+real validation images, prepared by the runtime's own preprocessing, and refuses to write
+the file when they disagree beyond the tolerance (largest absolute difference of the
+outputs, and top-1 agreement). This module imports TensorFlow; the runtime never imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import tensorflow as tf
+import tf2onnx
+
+from ..camera.sinks import check_new_output
+from ..camera.sources import read_image
+from .errors import UserError
+from .ops import preprocess
+from .runner import Runner, RunnerOptions
+from .spec import SPEC_KEY, TaskSpec
+
+IR_VERSION = 8  # read by onnxruntime 1.11+ (JetPack 5's 1.16 included); onnx >= 1.20 would write 10+
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    images: int
+    max_abs_diff: float
+    top1_agreement: float
+    atol: float
+    min_agreement: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.atol and self.top1_agreement >= self.min_agreement
+
+    def text(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED"
+        return (
+            f"parity {verdict} on {self.images} validation images: max |keras - onnx| = {self.max_abs_diff:.2e} "
+            f"(allowed {self.atol:.0e}), top-1 agreement {self.top1_agreement:.2%} (needed {self.min_agreement:.0%})"
+        )
+
+
+def convert(model, spec: TaskSpec, opset: int = 17, batch: int | None = None) -> onnx.ModelProto:
+    """Keras model -> ONNX with one input 'image' (batch, h, w, 3) and the spec in its metadata."""
+    signature = (tf.TensorSpec((batch, *spec.input_hw, 3), tf.float32, name="image"),)
+
+    @tf.function(input_signature=signature)
+    def serve(image):
+        return {"probs": model(image, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
+    if batch is None:  # name the symbolic batch dimension instead of tf2onnx's 'unk__123'
+        for value in [*proto.graph.input, *proto.graph.output]:
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    proto.ir_version = min(proto.ir_version, IR_VERSION)
+    proto.producer_name, proto.producer_version = "edgevision", "0.1"
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {SPEC_KEY: spec.to_json()})
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def read_val_list(run_dir: Path) -> list[tuple[Path, str]]:
+    path = run_dir / "val.tsv"
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no val.tsv: the parity check needs the run's validation images")
+    rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
+    return [(Path(p), label) for p, label in rows]
+
+
+def load_parity_images(pairs: list[tuple[Path, str]], limit: int) -> list[np.ndarray]:
+    images = []
+    for path, _ in pairs:
+        image = read_image(path)
+        if image is not None:
+            images.append(image)
+        if len(images) == limit:
+            break
+    if not images:
+        raise UserError("none of the run's validation images could be read for the parity check")
+    return images
+
+
+def parity_check(
+    model, onnx_path: Path, frames_bgr: list[np.ndarray], atol: float, min_agreement: float
+) -> ParityReport:
+    """Keras and onnxruntime on the same frames, both fed by the runtime's preprocessing."""
+    runner = Runner(onnx_path, RunnerOptions(providers="cpu"))
+    batch, _ = preprocess(frames_bgr, runner.spec)
+    expected = np.asarray(model.predict(batch, batch_size=32, verbose=0), dtype=np.float32)
+    step = runner.fixed_batch or 32
+    got = np.concatenate([
+        runner.session.run(runner.output_names, {runner.input_name: batch[i : i + step]})[0]
+        for i in range(0, len(batch), step)
+    ])
+    if got.shape != expected.shape:
+        raise UserError(f"the ONNX output has shape {got.shape}, Keras gives {expected.shape}")
+    return ParityReport(
+        images=len(batch),
+        max_abs_diff=float(np.abs(got - expected).max()),
+        top1_agreement=float((got.argmax(1) == expected.argmax(1)).mean()),
+        atol=atol,
+        min_agreement=min_agreement,
+    )
+
+
+def evaluate_onnx(onnx_path: Path, pairs: list[tuple[Path, str]]) -> dict:
+    """Accuracy of the ONNX model on labelled images, through the runtime, plus CPU latency."""
+    runner = Runner(onnx_path, RunnerOptions(providers="cpu"))
+    correct = total = 0
+    frames = []
+    for path, label in pairs:
+        image = read_image(path)
+        if image is None:
+            continue
+        frames.append(image)
+        total += 1
+        correct += int(runner(image).label == label)
+    one = [frames[0]]
+    for _ in range(5):
+        runner.infer(one)
+    times = []
+    for _ in range(50):
+        t0 = time.perf_counter()
+        runner.session.run(runner.output_names, {runner.input_name: preprocess(one, runner.spec)[0]})
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {
+        "onnx_accuracy": correct / max(total, 1),
+        "onnx_images": total,
+        "cpu_latency_ms_median": round(statistics.median(times), 2),
+        "cpu_latency_ms_p95": round(float(np.percentile(times, 95)), 2),
+    }
+
+
+def export(
+    run_dir: Path,
+    out: Path,
+    opset: int = 17,
+    batch: int | None = None,
+    atol: float = 1e-3,
+    min_agreement: float = 1.0,
+    parity_images: int = 64,
+    overwrite: bool = False,
+    log=print,
+) -> dict:
+    """Convert, check parity, and only then write ``out``; returns the export report."""
+    from ..training.model import load_run_model
+
+    run_dir = Path(run_dir)
+    if out.suffix != ".onnx":
+        raise UserError(f"--out must end in .onnx, got {out}")
+    check_new_output(out, overwrite)
+    model = load_run_model(run_dir)
+    spec = TaskSpec.from_json((run_dir / "spec.json").read_text())
+    pairs = read_val_list(run_dir)
+    frames = load_parity_images(pairs, parity_images)
+    t0 = time.perf_counter()
+    proto = convert(model, spec, opset=opset, batch=batch)
+    log(f"converted with tf2onnx {tf2onnx.__version__}, opset {opset}, in {time.perf_counter() - t0:.1f} s")
+    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        onnx.save(proto, tmp)
+        report = parity_check(model, tmp, frames, atol, min_agreement)
+        log(report.text())
+        if not report.passed:
+            raise UserError(f"export refused, {out} not written: {report.text()}")
+        evaluation = evaluate_onnx(tmp, pairs)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    result = {
+        "file": str(out),
+        "size_bytes": out.stat().st_size,
+        "opset": opset,
+        "batch": batch or "dynamic",
+        "parity": {"images": report.images, "max_abs_diff": report.max_abs_diff,
+                   "top1_agreement": report.top1_agreement, "atol": atol},
+        **evaluation,
+    }
+    (run_dir / "export.json").write_text(json.dumps(result, indent=2) + "\n")
+    log(
+        f"wrote {out} ({result['size_bytes'] / 1e6:.1f} MB): accuracy {evaluation['onnx_accuracy']:.4f} on "
+        f"{evaluation['onnx_images']} validation images through onnxruntime, "
+        f"{evaluation['cpu_latency_ms_median']:.1f} ms per image on this CPU (median)"
+    )
+    return result
+
+
+def export_from_args(args) -> dict:
+    if args.batch == "dynamic":
+        batch = None
+    elif str(args.batch).isdigit() and int(args.batch) > 0:
+        batch = int(args.batch)
+    else:
+        raise UserError(f"--batch must be 'dynamic' or a positive integer, got {args.batch!r}")
+    if args.opset < 13:
+        raise UserError(f"--opset must be 13 or newer, got {args.opset}")
+    return export(args.run, args.out, args.opset, batch, args.atol, args.min_agreement,
+                  args.parity_images, args.overwrite)
