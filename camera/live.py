@@ -34,9 +34,19 @@ def run_loop(source, runner: Runner, sinks: list, max_frames: int | None = None,
     A sink's ``write`` returning False (the user pressed q) ends the loop.
     """
     stats = LoopStats()
+    start = time.perf_counter()
+    try:
+        _loop(source, runner, sinks, max_frames, draw, stats)
+    except KeyboardInterrupt:  # Ctrl-C (and SIGTERM, which the CLI turns into it) ends the run cleanly
+        stats.stopped_by = "Ctrl-C"
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _loop(source, runner: Runner, sinks: list, max_frames: int | None, draw: bool, stats: LoopStats) -> None:
     provider = short_name(runner.report.running)
     fps = 0.0
-    start = last = time.perf_counter()
+    last = time.perf_counter()
     for frame in source:
         got = time.perf_counter()
         results, timings = runner.infer([frame.image])
@@ -70,5 +80,3 @@ def run_loop(source, runner: Runner, sinks: list, max_frames: int | None = None,
         if max_frames is not None and stats.frames >= max_frames:
             stats.stopped_by = "--max-frames"
             break
-    stats.seconds = time.perf_counter() - start
-    return stats

@@ -55,7 +55,10 @@ class WindowSink:
                 "--record or --jsonl"
             )
         self.title = title
-        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        # opencv-python's bundled Qt warns about its missing font folder on every paint; the
+        # overlay draws with OpenCV's own fonts, so those warnings say nothing useful.
+        os.environ.setdefault("QT_LOGGING_RULES", "default.warning=false")
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
         self._sized = False
 
     def write(self, image: np.ndarray, record: dict) -> bool:

@@ -9,6 +9,7 @@ files hand over every frame, in order.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -150,23 +151,33 @@ class ImageSource:
 
 
 class VideoFileSource:
-    """Every frame of a video file, in order."""
+    """Every frame of a video file, in order; ``realtime`` paces them at the file's frame rate
+    (for watching), ``loop`` starts again at the end."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, realtime: bool = False, loop: bool = False) -> None:
         self.cap = cv2.VideoCapture(path)
         if not self.cap.isOpened():
             raise SourceError(f"cannot open video {path}: not a video OpenCV can decode")
         self.description = path
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 0.0
+        self.realtime = realtime and self.fps > 0
+        self.loop = loop
         self.skipped: list[Path] = []
         self.live = False
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
+        start = time.perf_counter()
         while True:
             ok, image = self.cap.read()
             if not ok:
-                return
+                if not (self.loop and index and self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)):
+                    return
+                ok, image = self.cap.read()
+                if not ok:
+                    return
+            if self.realtime:
+                time.sleep(max(0.0, start + index / self.fps - time.perf_counter()))
             yield Frame(index, time.time(), image)
             index += 1
 
@@ -249,23 +260,33 @@ class LiveSource:
         self.close()
 
 
+def _quiet_capture(*args) -> cv2.VideoCapture:
+    """cv2.VideoCapture without OpenCV's warnings about devices that are not there."""
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.VideoCapture(*args)
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
 def _open_capture(spec: SourceSpec) -> tuple[cv2.VideoCapture, str]:
     if spec.kind == "webcam":
-        cap = cv2.VideoCapture(int(spec.target), cv2.CAP_V4L2) if Path("/dev").exists() else None
-        if cap is None or not cap.isOpened():
-            cap = cv2.VideoCapture(int(spec.target))
+        # V4L2 on Linux (where CAP_PROP_BUFFERSIZE works); elsewhere OpenCV's own choice.
+        backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+        cap = _quiet_capture(int(spec.target), backend)
         what = f"camera {spec.target}"
     elif spec.kind == "device":
-        cap = cv2.VideoCapture(str(spec.target), cv2.CAP_V4L2)
+        cap = _quiet_capture(str(spec.target), cv2.CAP_V4L2)
         what = f"camera {spec.target}"
     elif spec.kind in ("csi", "gstreamer"):
         if not opencv_has_gstreamer():
             raise SourceError(f"{spec.kind} source needs GStreamer: {GSTREAMER_FIX}")
         pipeline = csi_pipeline(int(spec.target)) if spec.kind == "csi" else str(spec.target)
-        cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
+        cap = _quiet_capture(pipeline, cv2.CAP_GSTREAMER)
         what = f"CSI camera {spec.target}" if spec.kind == "csi" else "GStreamer pipeline"
     else:
-        cap = cv2.VideoCapture(str(spec.target), cv2.CAP_FFMPEG)
+        cap = _quiet_capture(str(spec.target), cv2.CAP_FFMPEG)
         what = f"stream {spec.target}"
     if not cap.isOpened():
         cap.release()
@@ -282,14 +303,17 @@ def _open_capture(spec: SourceSpec) -> tuple[cv2.VideoCapture, str]:
     return cap, what
 
 
-def open_source(text: str) -> ImageSource | VideoFileSource | LiveSource:
-    """Open a ``--source`` string as an iterable, closable source of frames."""
+def open_source(text: str, realtime: bool = False, loop: bool = False) -> ImageSource | VideoFileSource | LiveSource:
+    """Open a ``--source`` string as an iterable, closable source of frames. ``realtime`` and
+    ``loop`` apply to video files only; asking to loop anything else is an error."""
     spec = parse_source(text)
+    if loop and spec.kind != "video":
+        raise SourceError(f"--loop applies to video files; {text} is a {spec.kind} source")
     if spec.kind == "images":
         return ImageSource(list_images(Path(str(spec.target))), f"folder {spec.target}")
     if spec.kind == "image":
         return ImageSource([Path(str(spec.target))], str(spec.target))
     if spec.kind == "video":
-        return VideoFileSource(str(spec.target))
+        return VideoFileSource(str(spec.target), realtime=realtime, loop=loop)
     cap, what = _open_capture(spec)
     return LiveSource(cap, what)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import UserError
@@ -52,10 +54,11 @@ def _add_loop_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", type=Path, metavar="OUT.mp4", help="write the frames with the overlay to a video")
     p.add_argument("--jsonl", type=Path, metavar="OUT.jsonl", help="write one JSON object per frame")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--loop", action="store_true", help="video files: start again at the end")
     p.add_argument("--overwrite", action="store_true", help="replace existing --record/--jsonl files")
 
 
-def _run_loop(args: argparse.Namespace, model: Path, source_text: str) -> int:
+def _run_loop(args: argparse.Namespace, model: Path, source_text: str, loop: bool | None = None) -> int:
     from ..camera.live import run_loop
     from ..camera.sinks import ConsoleSink, JsonlSink, VideoSink, WindowSink, display_available
     from ..camera.sources import open_source
@@ -70,7 +73,8 @@ def _run_loop(args: argparse.Namespace, model: Path, source_text: str) -> int:
     runner = _open_runner(args, model)
     sinks = []
     try:
-        with open_source(source_text) as source:
+        # In a window, video files play at their own frame rate; headless, as fast as they decode.
+        with open_source(source_text, realtime=display, loop=args.loop if loop is None else loop) as source:
             say(f"source: {source.description}")
             if args.jsonl:
                 sinks.append(JsonlSink(args.jsonl, overwrite=args.overwrite))
@@ -100,6 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from ..camera.sinks import display_available
     from ..camera.sources import SourceError, open_source
 
     model = args.model or DEMO_MODEL
@@ -115,6 +120,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 raise UserError(f"no camera ({exc}) and no sample clip at {SAMPLE_CLIP}") from exc
             say(f"no camera found ({exc}); running on the sample clip {SAMPLE_CLIP.name} instead")
             source = str(SAMPLE_CLIP)
+            # In a window the clip repeats until you quit; headless it plays once.
+            window = args.display if args.display is not None else display_available()
+            return _run_loop(args, model, source, loop=args.loop or window)
     return _run_loop(args, model, source)
 
 
@@ -161,10 +169,22 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _needs_training_extra() -> None:
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError as exc:
-        raise UserError("this command needs the training extra: pip install -e '.[train]'") from exc
+    """Import TensorFlow quietly: its start-up lines (oneDNN, CUDA probing) are written before its
+    logger reads TF_CPP_MIN_LOG_LEVEL, so they are captured like onnxruntime's."""
+    import os
+
+    from .providers import captured_fds
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with captured_fds():
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError as exc:
+            error = exc
+        else:
+            error = None
+    if error is not None:
+        raise UserError(f"this command needs the training extra (pip install -e '.[train]'): {error}") from error
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -234,8 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # 'kill' stops a run as cleanly as Ctrl-C
     try:
         return args.func(args)
     except UserError as exc:

@@ -24,6 +24,7 @@ import tf2onnx
 
 from ..camera.sinks import check_new_output
 from ..camera.sources import read_image
+from .card import load_run_files, write_card
 from .errors import UserError
 from .ops import preprocess
 from .runner import Runner, RunnerOptions
@@ -162,6 +163,7 @@ def export(
     if out.suffix != ".onnx":
         raise UserError(f"--out must end in .onnx, got {out}")
     check_new_output(out, overwrite)
+    check_new_output(out.with_suffix(".md"), overwrite)
     model = load_run_model(run_dir)
     spec = TaskSpec.from_json((run_dir / "spec.json").read_text())
     pairs = read_val_list(run_dir)
@@ -192,10 +194,12 @@ def export(
         **evaluation,
     }
     (run_dir / "export.json").write_text(json.dumps(result, indent=2) + "\n")
+    metrics, config = load_run_files(run_dir)
+    card = write_card(run_dir, out, spec, metrics, config, result)
     log(
         f"wrote {out} ({result['size_bytes'] / 1e6:.1f} MB): accuracy {evaluation['onnx_accuracy']:.4f} on "
         f"{evaluation['onnx_images']} validation images through onnxruntime, "
-        f"{evaluation['cpu_latency_ms_median']:.1f} ms per image on this CPU (median)"
+        f"{evaluation['cpu_latency_ms_median']:.1f} ms per image on this CPU (median); card: {card}"
     )
     return result
 

@@ -169,7 +169,7 @@ def test_predict_with_only_unreadable_images_exits_non_zero(tiny_model, tmp_path
 
 
 def test_train_without_a_data_folder_is_one_line(tmp_path):
-    proc = edgevision("train", str(tmp_path / "nowhere"), "--weights", "none")
+    proc = edgevision("train", str(tmp_path / "nowhere"), "--weights", "none", "--mode", "finetune")
     if "needs the training extra" in proc.stderr:
         pytest.skip("the train extra is not installed")
     assert_one_line_error(proc, "data folder not found")
@@ -178,3 +178,25 @@ def test_train_without_a_data_folder_is_one_line(tmp_path):
 def test_module_entry_point_matches_the_console_script():
     proc = subprocess.run([*EDGEVISION, "--help"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0 and "run" in proc.stdout and "predict" in proc.stdout
+
+
+def test_sigterm_stops_a_run_cleanly_and_finishes_the_recording(tiny_model, synthetic_video, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "rec.mp4"
+    proc = subprocess.Popen(
+        [*EDGEVISION, "run", "--model", str(tiny_model("classify")), "--source", str(synthetic_video(30)),
+         "--loop", "--no-display", "--record", str(out)],
+        stderr=subprocess.PIPE, text=True, env=HEADLESS,
+    )
+    deadline = time.time() + 60
+    while not (out.exists() and out.stat().st_size > 0) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped by Ctrl-C" in err and "Traceback" not in err
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) > 0 and cap.read()[0]

@@ -37,7 +37,7 @@ class TrainConfig:
     epochs: int = 30  # finetune: epochs of backbone training
     lr: float = 1e-4  # finetune: peak learning rate (cosine decay)
     unfreeze: int = 40  # finetune: trainable backbone layers counted from the top
-    patience: int = 8  # early stopping on validation loss
+    patience: int = 8  # early stopping on validation loss; 0: run every epoch, keep the last weights
     dropout: float = 0.2
     label_smoothing: float = 0.1
     weight_decay: float = 1e-4
@@ -65,7 +65,9 @@ class TrainConfig:
             raise UserError(f"val_split must be within 0..1, got {self.val_split}")
         if self.class_weight not in ("balanced", "none"):
             raise UserError(f"class_weight must be 'balanced' or 'none', got {self.class_weight!r}")
-        for name in ("batch_size", "head_epochs", "epochs", "patience"):
+        if self.patience < 0:
+            raise UserError(f"patience must be 0 (no early stopping) or more, got {self.patience}")
+        for name in ("batch_size", "head_epochs", "epochs"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be 1 or more, got {getattr(self, name)}")
         for name in ("dropout", "label_smoothing", "zoom", "translate", "color", "grayscale"):
@@ -97,8 +99,6 @@ class TrainConfig:
         """The exact config, as TOML that 'edgevision train --config' reads back."""
         lines = []
         for key, value in asdict(self).items():
-            if key == "config_file":
-                continue
             lines.append(f"{key} = {_toml_value(value)}")
         return "\n".join(lines) + "\n"
 
@@ -123,7 +123,7 @@ def load_toml(path: Path) -> dict:
         raise UserError(f"config file not found: {path}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path} is not valid TOML: {exc}") from exc
-    known = {f.name for f in fields(TrainConfig)} - {"config_file"}
+    known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise UserError(f"{path}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -145,6 +145,8 @@ def resolve_config_path(text: str) -> Path:
 def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="?", help="DATA/<label>/*.jpg, or DATA/train/<label> and DATA/val/<label>")
     p.add_argument("--config", help="a TOML file of options, or a shipped one: thumbs, emotions, fingers")
+    p.add_argument("--export", type=Path, metavar="OUT.onnx", help="export the run to this file, with its card")
+    p.add_argument("--overwrite", action="store_true", help="with --export: replace an existing file")
     for f in fields(TrainConfig):
         if f.name in ("data", "config_file"):
             continue
@@ -166,7 +168,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.config:
         path = resolve_config_path(args.config)
         values.update(load_toml(path))
-        values["config_file"] = str(path)
+        values.setdefault("config_file", str(path))  # a run's config.toml names its own origin
     if args.data:
         values["data"] = args.data
     for f in fields(TrainConfig):

@@ -155,7 +155,8 @@ def fine_tune(model, x_train, y_train, x_val, y_val, config, run_dir, log, weigh
         shuffle=False,  # train_ds is shuffled each epoch already
         verbose=0,
         callbacks=[
-            keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True),
+            *([keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True)]
+              if config.patience else []),
             keras.callbacks.TensorBoard(str(run_dir / "tb" / "finetune")),
             EpochLine("finetune", config.epochs, log),
         ],
@@ -215,15 +216,24 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> Path:
         f"{metrics['train_seconds']:.0f} s in all"
     )
     log(f"run saved to {run_dir}")
-    log(f"next: edgevision export {run_dir} --out models/{config.run_name}.onnx")
+    log(f"export it: edgevision export {run_dir} --out models/{config.run_name}.onnx")
     return run_dir
 
 
 def train_from_args(args) -> Path:
     config = config_from_args(args)
+    if args.export is not None:
+        from ..camera.sinks import check_new_output
+
+        check_new_output(args.export, args.overwrite)  # fail before training, not after
     try:
-        return train(config)
+        run_dir = train(config)
     except tf.errors.ResourceExhaustedError as exc:
         raise UserError(
             f"out of memory while training: lower --batch-size or --input-size ({exc.message[:80]})"
         ) from exc
+    if args.export is not None:
+        from ..deploy.export import export
+
+        export(run_dir, args.export, overwrite=args.overwrite)
+    return run_dir

@@ -138,3 +138,28 @@ def test_live_source_age_of_a_frame_stays_small_with_a_slow_consumer():
 def test_live_source_that_sends_nothing_is_a_clear_error():
     with pytest.raises(S.SourceError, match="opened but sent no frame"):
         S.LiveSource(FakeCamera(frames=0), "silent camera")
+
+
+def test_video_file_in_realtime_is_paced_at_its_frame_rate(synthetic_video):
+    with S.open_source(str(synthetic_video(9)), realtime=True) as source:  # 30 FPS clip
+        start = time.perf_counter()
+        frames = list(source)
+        took = time.perf_counter() - start
+    assert len(frames) == 9 and took >= 8 / 30 - 0.01
+
+
+def test_video_file_loop_starts_again_at_the_end(synthetic_video):
+    with S.open_source(str(synthetic_video(5)), loop=True) as source:
+        frames = []
+        for frame in source:
+            frames.append(frame)
+            if len(frames) == 12:
+                break
+    assert [f.index for f in frames] == list(range(12))
+    np.testing.assert_array_equal(frames[0].image, frames[5].image)
+
+
+def test_loop_is_refused_for_sources_that_are_not_video_files(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), solid_frame(8, 8))
+    with pytest.raises(S.SourceError, match="--loop applies to video files"):
+        S.open_source(str(tmp_path), loop=True)

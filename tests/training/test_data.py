@@ -1,7 +1,6 @@
 import cv2
 import numpy as np
 import pytest
-
 from edgevision.deploy.errors import UserError
 from edgevision.training.data import find_dataset, load_images, stratified_split
 

@@ -1,7 +1,6 @@
 import argparse
 
 import pytest
-
 from edgevision.deploy.errors import UserError
 from edgevision.training.options import CONFIG_DIR, TrainConfig, add_train_args, config_from_args, load_toml
 
@@ -15,7 +14,9 @@ def parse(*argv):
 def test_flags_override_the_config_file_which_overrides_defaults(tmp_path):
     (tmp_path / "data").mkdir()
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'data = "{tmp_path / "data"}"\nepochs = 7\nweights = "none"\nmode = "finetune"\nvflip_swap = ["a:b"]\n')
+    cfg.write_text(
+        f'data = "{tmp_path / "data"}"\nepochs = 7\nweights = "none"\nmode = "finetune"\nvflip_swap = ["a:b"]\n'
+    )
     config = parse("--config", str(cfg), "--epochs", "3", "--no-hflip")
     assert config.epochs == 3 and config.hflip is False and config.vflip_swap == ("a:b",)
     assert config.input_size == 160 and config.config_file == str(cfg)

@@ -1,0 +1,84 @@
+"""Benchmark: the ``edgevision run`` loop against a bare onnxruntime loop over the same video.
+
+    python -m edgevision.deploy.bench_run --model models/thumbs.onnx --video camera/samples/thumbs_demo.mp4
+
+Both loops decode the video with OpenCV and run the same model with the same session options;
+the bare loop does only colour conversion, resize, inference and argmax. ``run`` adds the
+spec-driven preprocessing, typed results, per-stage timings and the sinks a headless
+``edgevision run --jsonl`` uses. Each is timed ``--repeats`` times, alternating, and the
+median FPS is printed with the ratio. This is a benchmark, not a test: numbers depend on
+the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import time
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from ..camera.live import run_loop
+from ..camera.sinks import ConsoleSink, JsonlSink
+from ..camera.sources import open_source
+from .runner import Runner, RunnerOptions
+
+
+def bare_loop(session: ort.InferenceSession, video: str, input_hw: tuple[int, int], max_frames: int) -> float:
+    """Frames per second of the plainest loop that gives the same answer."""
+    cap = cv2.VideoCapture(video)
+    name = session.get_inputs()[0].name
+    h, w = input_hw
+    frames = 0
+    start = time.perf_counter()
+    while frames < max_frames:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        rgb = cv2.cvtColor(cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        probs = session.run(None, {name: rgb[None].astype(np.float32)})[0]
+        _ = int(probs.argmax())
+        frames += 1
+    cap.release()
+    return frames / (time.perf_counter() - start)
+
+
+def edgevision_loop(runner: Runner, video: str, max_frames: int) -> float:
+    with open_source(video) as source:
+        sinks = [JsonlSink(stream=io.StringIO()), ConsoleSink(every_s=1e9, stream=io.StringIO())]
+        stats = run_loop(source, runner, sinks, max_frames=max_frames, draw=False)
+    return stats.fps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--video", required=True)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--max-frames", type=int, default=10_000)
+    parser.add_argument("--providers", default="cpu")
+    args = parser.parse_args(argv)
+
+    runner = Runner(args.model, RunnerOptions(providers=args.providers))
+    if runner.spec.kind != "classify":
+        parser.error("the bare loop is written for classifiers; give a classify model")
+    bare_session = ort.InferenceSession(args.model, providers=list(runner.report.active))
+    edgevision_loop(runner, args.video, 10)  # warm both up
+    bare_loop(bare_session, args.video, runner.spec.input_hw, 10)
+    bare, ours = [], []
+    for _ in range(args.repeats):
+        bare.append(bare_loop(bare_session, args.video, runner.spec.input_hw, args.max_frames))
+        ours.append(edgevision_loop(runner, args.video, args.max_frames))
+    b, o = statistics.median(bare), statistics.median(ours)
+    print(f"model {args.model} on {args.video}, {runner.provider_line}, {args.repeats} repeats (median)")
+    print(f"bare onnxruntime loop: {b:7.1f} FPS   (runs: {', '.join(f'{x:.0f}' for x in bare)})")
+    print(f"edgevision run loop:   {o:7.1f} FPS   (runs: {', '.join(f'{x:.0f}' for x in ours)})")
+    print(f"run / bare: {o / b:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

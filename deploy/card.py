@@ -1,0 +1,130 @@
+"""Model cards: models/NAME.md written at export from the run's measured numbers."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import sys
+from pathlib import Path
+
+from .spec import TaskSpec
+
+
+def data_source(data_dir: Path) -> str:
+    """One line on where the data came from and its licence, from SOURCE.md or LICENSE beside it."""
+    source, licence = "", ""
+    source_md = data_dir / "SOURCE.md"
+    if source_md.is_file():
+        text = source_md.read_text(errors="replace")
+        if m := re.search(r"Source repo:\s*(\S+)", text):
+            source = m.group(1)
+        if m := re.search(r"License:\s*(.+)", text):
+            licence = m.group(1).strip()
+    if not licence and (data_dir / "LICENSE").is_file():
+        licence = next((ln.strip() for ln in (data_dir / "LICENSE").read_text(errors="replace").splitlines()
+                        if ln.strip()), "")
+    parts = [f"from {source}" if source else "", f"licence: {licence}" if licence else "licence: not stated"]
+    return "; ".join(p for p in parts if p)
+
+
+def retrain_command(config: dict, out: Path) -> str:
+    config_file = config.get("config_file") or ""
+    shipped = Path(config_file).parent.name == "configs" and Path(config_file).parent.parent.name == "training"
+    source = f"--config {Path(config_file).stem}" if shipped else f"--config {config_file}" if config_file else (
+        f"{config['data']} --mode {config['mode']} --input-size {config['input_size']} --weights {config['weights']}"
+    )
+    return f"edgevision train {source} --export {out} --overwrite"
+
+
+def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: dict, export_report: dict) -> Path:
+    """Write ``out`` with .md instead of .onnx; returns its path."""
+    card = out.with_suffix(".md")
+    data_dir = Path(config["data"])
+    per_class = "\n".join(
+        f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+        for name, m in metrics["per_class"].items()
+    )
+    cm = metrics["confusion_matrix"]
+    cm_rows = "\n".join(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |"
+                        for name, row in zip(metrics["classes"], cm))
+    weights = config["weights"]
+    weights_text = "ImageNet" if weights != "none" else "none (from scratch)"
+    size_mb = export_report["size_bytes"] / 1e6
+    parity = export_report["parity"]
+    latency = (
+        f"{export_report['cpu_latency_ms_median']:.1f} ms median, {export_report['cpu_latency_ms_p95']:.1f} ms p95 "
+        f"per image (batch 1, onnxruntime CPU provider, inference only; {platform.machine()}, {_cpu_count()} cores, "
+        f"Python {sys.version.split()[0]})"
+    )
+    rows = [
+        ("task", f"`{spec.kind}`, labels {', '.join(f'`{x}`' for x in spec.labels)}"),
+        ("input", f"`image`: (batch, {spec.input_hw[0]}, {spec.input_hw[1]}, 3) float32 RGB 0..255, NHWC; scaling to "
+                  f"[-1, 1] is in the graph; the runner resizes ({spec.resize})"),
+        ("output", f"`probs`: (batch, {len(spec.labels)}) softmax probabilities"),
+        ("model", f"MobileNetV2 (alpha {config['alpha']}) + global pooling + softmax; backbone weights {weights_text}; "
+                  f"{config['mode']} mode"),
+        ("file", f"{size_mb:.1f} MB, ONNX opset {export_report['opset']}, batch {export_report['batch']}"),
+        ("CPU latency", latency),
+        ("training time", f"{metrics['train_seconds']:.0f} s on that CPU ({metrics['train_images']} training images)"),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    text = f"""# {out.name}: {spec.kind}, {", ".join(spec.labels)}
+
+| | |
+|---|---|
+{table}
+
+## Data and licence
+
+Trained on `{data_dir.name}/train` ({metrics["train_images"]} images) and validated on `{data_dir.name}/val`
+({metrics["val_images"]} images) of the project's shared data: {data_source(data_dir)}.
+
+{config.get("notes") or ""}
+
+## Validation metrics
+
+Validation accuracy (onnxruntime, val/): **{export_report["onnx_accuracy"]:.4f}** on {export_report["onnx_images"]} \
+images (balanced accuracy {metrics["balanced_accuracy"]:.4f}, macro F1 {metrics["macro_f1"]:.4f}, from Keras before
+export). The validation set is small: one image is {100 / max(metrics["val_images"], 1):.1f} points of accuracy.
+
+| class | precision | recall | F1 | images |
+|---|---|---|---|---|
+{per_class}
+
+Confusion matrix (rows: true, columns: predicted):
+
+| | {" | ".join(metrics["classes"])} |
+|---|{"---|" * len(metrics["classes"])}
+{cm_rows}
+
+Export parity (Keras vs onnxruntime on {parity["images"]} validation images): max |difference|
+{parity["max_abs_diff"]:.1e} (allowed {parity["atol"]:.0e}), top-1 agreement {parity["top1_agreement"]:.0%}.
+
+## Retrain
+
+```
+{retrain_command(config, out)}
+```
+
+Check it: `edgevision predict --model {out} {data_dir}/val` prints the accuracy on the images whose folder
+names a label.
+"""
+    card.write_text(text)
+    return card
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def load_run_files(run_dir: Path) -> tuple[dict, dict]:
+    """metrics.json and config.toml of a run, as dicts."""
+    from ..training.options import tomllib
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    with open(run_dir / "config.toml", "rb") as f:
+        config = tomllib.load(f)
+    return metrics, config

@@ -1,0 +1,65 @@
+"""The models in models/: each loads, carries its spec and card, and matches its card on val/."""
+
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, SHARED_DATA, needs_shared
+from edgevision.camera.predict import collect_images, predict
+from edgevision.deploy.runner import Runner, RunnerOptions
+
+SHIPPED = {
+    "thumbs": ("thumbs_down", "thumbs_up"),
+    "emotions": ("happy", "sad"),
+    "fingers": ("0", "1", "2", "3", "4", "5"),
+}
+CARD_ACCURACY = re.compile(r"Validation accuracy \(onnxruntime, val/\): \*\*([0-9.]+)\*\* on (\d+) images")
+
+
+def card_accuracy(name: str) -> tuple[float, int]:
+    m = CARD_ACCURACY.search((REPO / "models" / f"{name}.md").read_text())
+    assert m, f"models/{name}.md states no validation accuracy"
+    return float(m.group(1)), int(m.group(2))
+
+
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_shipped_model_has_its_spec_card_and_a_small_file(name):
+    path = REPO / "models" / f"{name}.onnx"
+    runner = Runner(path, RunnerOptions(providers="cpu"))
+    assert runner.spec.kind == "classify" and runner.spec.labels == SHIPPED[name]
+    assert path.stat().st_size < 12e6
+    card = (REPO / "models" / f"{name}.md").read_text()
+    assert "licence" in card and "CPU latency" in card and "edgevision train --config" in card
+    result = runner(np.full((240, 320, 3), 128, np.uint8))
+    assert abs(float(result.probs.sum()) - 1.0) < 1e-4
+
+
+@needs_shared()
+@pytest.mark.shared
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_predict_over_val_matches_the_accuracy_in_the_card(name):
+    expected, count = card_accuracy(name)
+    runner = Runner(REPO / "models" / f"{name}.onnx", RunnerOptions(providers="cpu"))
+    report = predict(runner, collect_images([str(SHARED_DATA / name / "val")]), io.StringIO(), batch_size=16)
+    assert report.scored == count
+    assert report.accuracy == pytest.approx(expected, abs=1e-4)
+
+
+def test_demo_without_a_camera_says_so_and_runs_the_sample_clip(tmp_path):
+    out = tmp_path / "demo.jsonl"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgevision.deploy.cli", "demo", "--jsonl", str(out), "--max-frames", "60"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )
+    if Path("/dev/video0").exists():
+        pytest.skip("this machine has a camera: the demo would use it")
+    assert proc.returncode == 0, proc.stderr
+    assert len([ln for ln in proc.stderr.splitlines() if "no camera found" in ln]) == 1
+    assert "thumbs_demo.mp4" in proc.stderr
+    assert len(out.read_text().splitlines()) == 60
