@@ -52,7 +52,7 @@ def _loop(source, runner: Runner, sinks: list, max_frames: int | None, draw: boo
         results, timings = runner.infer([frame.image])
         result = results[0]
         t_draw = time.perf_counter()
-        latency_ms = (t_draw - got) * 1e3
+        latency_ms = (time.time() - frame.timestamp) * 1e3  # capture to result: stale frames show here
         if draw:
             draw_result(frame.image, result)
             draw_hud(frame.image, fps, latency_ms, provider)

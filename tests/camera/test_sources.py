@@ -163,3 +163,30 @@ def test_loop_is_refused_for_sources_that_are_not_video_files(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), solid_frame(8, 8))
     with pytest.raises(S.SourceError, match="--loop applies to video files"):
         S.open_source(str(tmp_path), loop=True)
+
+
+def test_http_url_source_reads_a_stream_served_on_loopback(synthetic_video):
+    import functools
+    import http.server
+
+    clip = synthetic_video(40)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(clip.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{clip.name}"
+        assert S.parse_source(url).kind == "url"
+        with S.open_source(url) as source:
+            assert source.live
+            frames = [f for _, f in zip(range(5), source)]
+        assert len(frames) == 5 and frames[0].image.shape == (96, 128, 3)
+        assert [f.index for f in frames] == list(range(5))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_unreachable_stream_is_a_clear_error():
+    with pytest.raises(S.SourceError, match="did not open: check the address"):
+        S.open_source("rtsp://127.0.0.1:9/nothing")
