@@ -76,11 +76,12 @@ def _run_loop(args: argparse.Namespace, model: Path, source_text: str, loop: boo
         # In a window, video files play at their own frame rate; headless, as fast as they decode.
         with open_source(source_text, realtime=display, loop=args.loop if loop is None else loop) as source:
             say(f"source: {source.description}")
+            # The window first: a missing display must fail before any output file exists.
+            sinks.append(WindowSink() if display else ConsoleSink())
             if args.jsonl:
                 sinks.append(JsonlSink(args.jsonl, overwrite=args.overwrite))
             if args.record:
                 sinks.append(VideoSink(args.record, fps=getattr(source, "fps", 0.0) or 30.0, overwrite=args.overwrite))
-            sinks.append(WindowSink() if display else ConsoleSink())
             stats = run_loop(source, runner, sinks, max_frames=args.max_frames,
                              draw=display or args.record is not None)
             skipped = len(source.skipped)

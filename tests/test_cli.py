@@ -200,3 +200,11 @@ def test_sigterm_stops_a_run_cleanly_and_finishes_the_recording(tiny_model, synt
     assert "stopped by Ctrl-C" in err and "Traceback" not in err
     cap = cv2.VideoCapture(str(out))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) > 0 and cap.read()[0]
+
+
+def test_display_asked_for_without_one_fails_before_any_output_file_exists(tiny_model, synthetic_video, tmp_path):
+    out = tmp_path / "out.jsonl"
+    proc = edgevision("run", "--model", str(tiny_model("classify")), "--source", str(synthetic_video(3)),
+                      "--display", "--jsonl", str(out))
+    assert_one_line_error(proc, "no display for a window")
+    assert not out.exists()

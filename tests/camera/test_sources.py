@@ -1,4 +1,3 @@
-import sys
 import threading
 import time
 from pathlib import Path
@@ -6,8 +5,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
 from conftest import solid_frame
 from edgevision.camera import sources as S
 

@@ -1,11 +1,6 @@
-import sys
-from pathlib import Path
 
 import cv2
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from conftest import solid_frame  # noqa: E402
-
+from conftest import solid_frame
 from edgevision.camera.predict import collect_images
 from edgevision.deploy.bench_robustness import main, robustness
 from edgevision.deploy.runner import Runner, RunnerOptions

@@ -1,11 +1,8 @@
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
 from conftest import TASK_KINDS, solid_frame
 from edgevision.deploy import providers as P
 from edgevision.deploy.errors import UserError

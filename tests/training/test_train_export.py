@@ -9,14 +9,14 @@ import pytest
 pytest.importorskip("tensorflow", reason="the 'train' extra is not installed")
 pytestmark = pytest.mark.train
 
-import onnx  # noqa: E402
-from edgevision.deploy.errors import UserError  # noqa: E402
-from edgevision.deploy.export import export, load_parity_images, parity_check, read_val_list  # noqa: E402
-from edgevision.deploy.runner import Runner, RunnerOptions  # noqa: E402
-from edgevision.training.model import load_run_model  # noqa: E402
-from edgevision.training.options import TrainConfig  # noqa: E402
-from edgevision.training.train import train  # noqa: E402
-from onnx import numpy_helper  # noqa: E402
+import onnx
+from edgevision.deploy.errors import UserError
+from edgevision.deploy.export import export, load_parity_images, parity_check, read_val_list
+from edgevision.deploy.runner import Runner, RunnerOptions
+from edgevision.training.model import load_run_model
+from edgevision.training.options import TrainConfig
+from edgevision.training.train import train
+from onnx import numpy_helper
 
 COLOURS = {"reddish": (40, 40, 200), "bluish": (200, 60, 40)}  # BGR
 
