@@ -9,6 +9,7 @@ outputs, and top-1 agreement). This module imports TensorFlow; the runtime never
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -154,11 +155,12 @@ def export(
     min_agreement: float = 1.0,
     parity_images: int = 64,
     overwrite: bool = False,
-    log=print,
+    log=None,
 ) -> dict:
     """Convert, check parity, and only then write ``out``; returns the export report."""
     from ..training.model import load_run_model
 
+    log = log or functools.partial(print, flush=True)
     run_dir = Path(run_dir)
     if out.suffix != ".onnx":
         raise UserError(f"--out must end in .onnx, got {out}")

@@ -164,7 +164,11 @@ def fine_tune(model, x_train, y_train, x_val, y_val, config, run_dir, log, weigh
     return history.history
 
 
-def train(config: TrainConfig, log: Callable[[str], None] = print) -> Path:
+def _print_now(message: str) -> None:
+    print(message, flush=True)  # per-epoch lines must show at once, also through a pipe
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = _print_now) -> Path:
     """Train a classifier as ``config`` says; return the run folder."""
     t_start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
