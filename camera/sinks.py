@@ -150,16 +150,19 @@ def summary_text(result: dict) -> str:
 
 
 class ConsoleSink:
-    """Headless feedback on stderr: a short line about every ``every_s`` seconds."""
+    """Headless feedback on stderr: a short line when the label changes, else every ``every_s`` seconds."""
 
     def __init__(self, every_s: float = 1.0, stream: TextIO | None = None) -> None:
         self.every_s = every_s
         self.stream = stream or sys.stderr
         self._last = -1e9
+        self._last_label: str | None = None
 
     def write(self, image: np.ndarray, record: dict) -> bool:
-        if record["timestamp"] - self._last >= self.every_s:
+        label = record["result"].get("label")
+        if record["timestamp"] - self._last >= self.every_s or label != self._last_label:
             self._last = record["timestamp"]
+            self._last_label = label
             stats = record["stats"]
             self.stream.write(
                 f"frame {record['frame']:>5}  {summary_text(record['result'])}  "

@@ -58,7 +58,9 @@ def _add_loop_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing --record/--jsonl files")
 
 
-def _run_loop(args: argparse.Namespace, model: Path, source_text: str, loop: bool | None = None) -> int:
+def _run_loop(
+    args: argparse.Namespace, model: Path, source_text: str, loop: bool | None = None, realtime: bool | None = None
+) -> int:
     from ..camera.live import run_loop
     from ..camera.sinks import ConsoleSink, JsonlSink, VideoSink, WindowSink, display_available
     from ..camera.sources import open_source
@@ -74,7 +76,8 @@ def _run_loop(args: argparse.Namespace, model: Path, source_text: str, loop: boo
     sinks = []
     try:
         # In a window, video files play at their own frame rate; headless, as fast as they decode.
-        with open_source(source_text, realtime=display, loop=args.loop if loop is None else loop) as source:
+        realtime = display if realtime is None else realtime
+        with open_source(source_text, realtime=realtime, loop=args.loop if loop is None else loop) as source:
             say(f"source: {source.description}")
             # The window first: a missing display must fail before any output file exists.
             sinks.append(WindowSink() if display else ConsoleSink())
@@ -121,9 +124,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 raise UserError(f"no camera ({exc}) and no sample clip at {SAMPLE_CLIP}") from exc
             say(f"no camera found ({exc}); running on the sample clip {SAMPLE_CLIP.name} instead")
             source = str(SAMPLE_CLIP)
-            # In a window the clip repeats until you quit; headless it plays once.
+            # The clip stands in for a camera: it plays at its own pace, and in a window it repeats until you quit.
             window = args.display if args.display is not None else display_available()
-            return _run_loop(args, model, source, loop=args.loop or window)
+            return _run_loop(args, model, source, loop=args.loop or window, realtime=True)
     return _run_loop(args, model, source)
 
 

@@ -48,13 +48,15 @@ def test_video_sink_refuses_an_unknown_container(tmp_path):
         sinks.VideoSink(tmp_path / "out.gif")
 
 
-def test_console_sink_prints_a_short_line_at_most_every_interval():
+def test_console_sink_prints_a_short_line_every_interval_and_when_the_label_changes():
     stream = io.StringIO()
     sink = sinks.ConsoleSink(every_s=1.0, stream=stream)
     for t in (0.0, 0.5, 1.2, 1.3):
         sink.write(None, RECORD | {"timestamp": t})
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2 and "a 0.90" in lines[0] and "10.0 FPS" in lines[0]
+    sink.write(None, RECORD | {"timestamp": 1.4, "result": RECORD["result"] | {"label": "b"}})
+    assert stream.getvalue().splitlines()[-1].split()[2] == "b"
 
 
 def test_no_display_is_detected_from_the_environment(monkeypatch):
