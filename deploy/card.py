@@ -77,8 +77,7 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
 
 ## Data and licence
 
-Trained on `{data_dir.name}/train` ({metrics["train_images"]} images) and validated on `{data_dir.name}/val`
-({metrics["val_images"]} images) of the project's shared data: {data_source(data_dir)}.
+{_split_text(metrics, data_dir)}: {data_source(data_dir)}.
 
 {config.get("notes") or ""}
 
@@ -112,6 +111,14 @@ names a label.
 """
     card.write_text(text)
     return card
+
+
+def _split_text(metrics: dict, data_dir: Path) -> str:
+    if metrics.get("split", "given") == "given":
+        return (f"Trained on `{data_dir.name}/train` ({metrics['train_images']} images) and validated on "
+                f"`{data_dir.name}/val` ({metrics['val_images']} images)")
+    return (f"Trained on {metrics['train_images']} and validated on {metrics['val_images']} images of "
+            f"`{data_dir.name}/`, a {metrics['split']}")
 
 
 def _cpu_count() -> int:

@@ -203,6 +203,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = _print_now) -> Path:
             "skipped_images": [str(p) for p in skipped],
             "train_seconds": round(time.perf_counter() - t_start, 1),
             "mode": config.mode,
+            "split": "given" if dataset.split_given else (
+                f"seeded {config.val_split:.0%} stratified split (seed {config.seed})"
+            ),
         }
     )
     model.save(run_dir / "model.keras")

@@ -65,6 +65,9 @@ def test_export_checks_parity_and_the_runner_predicts_the_colours(trained_run):
     report = export(run_dir, out, log=log.append)
     assert out.is_file() and report["parity"]["max_abs_diff"] <= 1e-3
     assert any("parity PASSED" in line for line in log)
+    card = out.with_suffix(".md").read_text()
+    assert "a seeded 20% stratified split (seed 3)" in card and "licence: not stated" in card
+    assert "Validation accuracy (onnxruntime, val/): **" in card
     runner = Runner(out, RunnerOptions(providers="cpu"))
     assert runner.spec.kind == "classify" and runner.spec.labels == ("bluish", "reddish")
     assert runner.spec.input_hw == (32, 32)
