@@ -108,7 +108,8 @@ class Runner:
         if self.spec.kind == "detect" and {"boxes", "scores"} <= set(outputs):
             outputs = ["boxes", "scores"]
         self.output_names = outputs
-        self.input_type = inputs[0].type
+        if inputs[0].type != "tensor(float)":
+            raise UserError(f"{self.path} input must be float32 pixels, got {inputs[0].type}")
 
     @property
     def provider_line(self) -> str:
@@ -118,8 +119,6 @@ class Runner:
         """BGR frames of any size -> (one result per frame, stage timings in ms)."""
         t0 = time.perf_counter()
         batch, placements = ops.preprocess(frames_bgr, self.spec)
-        if self.input_type == "tensor(uint8)":
-            batch = np.clip(batch, 0, 255).astype(np.uint8)
         t1 = time.perf_counter()
         if self.fixed_batch is not None and len(batch) != self.fixed_batch:
             chunks = [self.session.run(self.output_names, {self.input_name: batch[i : i + self.fixed_batch]})
