@@ -172,6 +172,30 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from ..camera.collect import CollectOptions, parse_names, parse_split
+    from ..camera.collect_window import collect, review
+
+    if (args.classes is None) == (args.points is None):
+        raise UserError("give either --classes a,b,... or --points name,... (one of them)")
+    options = CollectOptions(
+        root=args.data,
+        classes=parse_names(args.classes, "classes") if args.classes else (),
+        points=parse_names(args.points, "points") if args.points else (),
+        val_fraction=parse_split(args.split),
+        seed=args.seed,
+        auto_rate=args.rate,
+    )
+    if args.review:
+        reviewer = review(options)
+        say(reviewer.collector.train_hint())
+        return 0
+    collector = collect(options, args.source)
+    say(f"saved {collector.saved_this_session} this session")
+    say(collector.train_hint())
+    return 0
+
+
 def _needs_training_extra() -> None:
     """Import TensorFlow quietly: its start-up lines (oneDNN, CUDA probing) are written before its
     logger reads TF_CPP_MIN_LOG_LEVEL, so they are captured like onnxruntime's."""
@@ -237,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="a model's spec, inputs, outputs, opset and size")
     p.add_argument("model", type=Path)
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("collect", help="collect a dataset from a camera: class labels by key, points by click")
+    p.add_argument("data", type=Path, help="the dataset folder (created; resumed when it exists)")
+    p.add_argument("--classes", help="class names, e.g. thumbs_up,thumbs_down (keys 1..9 save to them)")
+    p.add_argument("--points", help="point names, e.g. nose or nose,left_eye,right_eye (click them in order)")
+    p.add_argument("--source", default="0", help="as for 'run' (default: webcam 0)")
+    p.add_argument("--split", metavar="val=0.2", help="keep a seeded share of saves in a validation folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation share")
+    p.add_argument("--rate", type=float, default=2.0, help="auto-capture (Space) saves per second")
+    p.add_argument("--review", action="store_true", help="step through saved images: delete or relabel")
+    p.set_defaults(func=cmd_collect)
 
     from ..training.options import add_train_args  # argparse only: no TensorFlow import
 

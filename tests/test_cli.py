@@ -208,3 +208,18 @@ def test_display_asked_for_without_one_fails_before_any_output_file_exists(tiny_
                       "--display", "--jsonl", str(out))
     assert_one_line_error(proc, "no display for a window")
     assert not out.exists()
+
+
+def test_collect_errors_are_one_line(tmp_path, synthetic_video):
+    proc = edgevision("collect", str(tmp_path / "d"), "--classes", "a,b", "--points", "nose")
+    assert_one_line_error(proc, "give either --classes")
+    (tmp_path / "file").write_text("x")
+    proc = edgevision("collect", str(tmp_path / "file"), "--classes", "a,b")
+    assert_one_line_error(proc, "is a file, not a folder")
+    proc = edgevision("collect", str(tmp_path / "d"), "--classes", "a,b", "--source", "97")
+    assert_one_line_error(proc, "camera 97 did not open")
+    proc = edgevision("collect", str(tmp_path / "d"), "--classes", "a,b", "--source", str(synthetic_video(3)))
+    assert_one_line_error(proc, "collect needs a window, and there is no display")
+    proc = edgevision("collect", str(tmp_path / "d"), "--points", "nose", "--split", "0.2")
+    assert_one_line_error(proc, "--split looks like val=0.2")
+    assert not (tmp_path / "d").exists()  # nothing was written on the way to an error

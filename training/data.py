@@ -78,6 +78,9 @@ def find_dataset(data: str | Path, val_split: float = 0.2, seed: int = 0) -> Cla
         return ClassDataset(classes, split(train), split(val), True)
     by_class = _class_folders(root)
     _check_classes(by_class, root)
+    few = [name for name, files in by_class.items() if len(files) < 2]
+    if few:
+        raise UserError(f"{root / few[0]} has only one image: a train/val split needs two or more per class")
     classes = tuple(sorted(by_class))
     paths = [p for c in classes for p in by_class[c]]
     labels = np.array([i for i, c in enumerate(classes) for _ in by_class[c]], dtype=np.int64)

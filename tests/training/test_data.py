@@ -64,3 +64,9 @@ def test_unreadable_images_are_skipped_and_returned(tmp_path):
 def test_stratified_split_needs_two_images_per_class():
     with pytest.raises(UserError, match="only 1 image"):
         stratified_split(np.array([0, 0, 1]), 0.2, 0)
+
+
+def test_a_class_with_one_image_is_named_when_a_split_is_needed(tmp_path):
+    make_tree(tmp_path, {"cat": 3, "dog": 1})
+    with pytest.raises(UserError, match="dog has only one image"):
+        find_dataset(tmp_path)
