@@ -37,17 +37,58 @@ def retrain_command(config: dict, out: Path) -> str:
     return f"edgevision train {source} --export {out} --overwrite"
 
 
-def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: dict, export_report: dict) -> Path:
-    """Write ``out`` with .md instead of .onnx; returns its path."""
-    card = out.with_suffix(".md")
-    data_dir = Path(config["data"])
+def _classify_section(metrics: dict, report: dict) -> str:
     per_class = "\n".join(
         f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
         for name, m in metrics["per_class"].items()
     )
-    cm = metrics["confusion_matrix"]
     cm_rows = "\n".join(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |"
-                        for name, row in zip(metrics["classes"], cm))
+                        for name, row in zip(metrics["classes"], metrics["confusion_matrix"]))
+    return f"""Validation accuracy (onnxruntime, val/): **{report["onnx_accuracy"]:.4f}** on {report["onnx_images"]} \
+images (balanced accuracy {metrics["balanced_accuracy"]:.4f}, macro F1 {metrics["macro_f1"]:.4f}, from Keras before
+export). The validation set is small: one image is {100 / max(metrics["val_images"], 1):.1f} points of accuracy.
+
+| class | precision | recall | F1 | images |
+|---|---|---|---|---|
+{per_class}
+
+Confusion matrix (rows: true, columns: predicted):
+
+| | {" | ".join(metrics["classes"])} |
+|---|{"---|" * len(metrics["classes"])}
+{cm_rows}"""
+
+
+def _keypoints_section(metrics: dict, report: dict) -> str:
+    by = metrics["normalised_by"]
+    norm_text = ("the distance between the outer eye corners (iBUG 68-point layout, points 36 and 45)"
+                 if by == "inter-ocular" else "the image diagonal (no eye corners were labelled)")
+    per_point = "\n".join(f"| {n} | {v:.4f} |" for n, v in metrics["per_point_nme_mean"].items())
+    return f"""Validation NME (onnxruntime, val/): **{report["onnx_nme_mean"]:.4f}** mean, \
+{report["onnx_nme_median"]:.4f} median, {report["onnx_nme_share_below_0.1"]:.1%} of images below 0.1, on \
+{report["onnx_images"]} images; mean error {report["onnx_pixel_error_mean"]:.2f} px.
+
+The metric: for each image, the distance between predicted and true point in source-image pixels,
+divided by {norm_text}, averaged over the image's points (NME). Lower is better; 0.1 is about a
+tenth of the eye distance.
+
+| point | mean NME |
+|---|---|
+{per_point}"""
+
+
+MODEL_TEXT = {
+    "classify": "MobileNetV2 (alpha {alpha}) + global pooling + softmax",
+    "regression": "MobileNetV2 (alpha {alpha}) + global pooling + sigmoid regression of (x, y)",
+    "heatmap": "MobileNetV2 (alpha {alpha}) to stride 16 + a heat map per point + spatial soft-argmax",
+}
+
+
+def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: dict, export_report: dict) -> Path:
+    """Write ``out`` with .md instead of .onnx; returns its path."""
+    card = out.with_suffix(".md")
+    data_dir = Path(config["data"])
+    keypoints = spec.kind == "keypoints"
     weights = config["weights"]
     weights_text = "ImageNet" if weights != "none" else "none (from scratch)"
     size_mb = export_report["size_bytes"] / 1e6
@@ -57,18 +98,22 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
         f"per image (batch 1, onnxruntime CPU provider, inference only; {platform.machine()}, {_cpu_count()} cores, "
         f"Python {sys.version.split()[0]})"
     )
+    output = (f"`points`: (batch, {len(spec.labels)}, 2) x, y of each point, 0..1 of the input width and height; "
+              "the runner returns source-image pixels" if keypoints
+              else f"`probs`: (batch, {len(spec.labels)}) softmax probabilities")
+    model_text = MODEL_TEXT[config.get("head", "regression") if keypoints else "classify"].format(alpha=config["alpha"])
     rows = [
-        ("task", f"`{spec.kind}`, labels {', '.join(f'`{x}`' for x in spec.labels)}"),
+        ("task", f"`{spec.kind}`, {'points' if keypoints else 'labels'} {', '.join(f'`{x}`' for x in spec.labels)}"),
         ("input", f"`image`: (batch, {spec.input_hw[0]}, {spec.input_hw[1]}, 3) float32 RGB 0..255, NHWC; scaling to "
                   f"[-1, 1] is in the graph; the runner resizes ({spec.resize})"),
-        ("output", f"`probs`: (batch, {len(spec.labels)}) softmax probabilities"),
-        ("model", f"MobileNetV2 (alpha {config['alpha']}) + global pooling + softmax; backbone weights {weights_text}; "
-                  f"{config['mode']} mode"),
+        ("output", output),
+        ("model", f"{model_text}; backbone weights {weights_text}; {config['mode']} mode"),
         ("file", f"{size_mb:.1f} MB, ONNX opset {export_report['opset']}, batch {export_report['batch']}"),
         ("CPU latency", latency),
         ("training time", f"{metrics['train_seconds']:.0f} s on that CPU ({metrics['train_images']} training images)"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    section = _keypoints_section(metrics, export_report) if keypoints else _classify_section(metrics, export_report)
     text = f"""# {out.name}: {spec.kind}, {", ".join(spec.labels)}
 
 | | |
@@ -83,22 +128,11 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
 
 ## Validation metrics
 
-Validation accuracy (onnxruntime, val/): **{export_report["onnx_accuracy"]:.4f}** on {export_report["onnx_images"]} \
-images (balanced accuracy {metrics["balanced_accuracy"]:.4f}, macro F1 {metrics["macro_f1"]:.4f}, from Keras before
-export). The validation set is small: one image is {100 / max(metrics["val_images"], 1):.1f} points of accuracy.
-
-| class | precision | recall | F1 | images |
-|---|---|---|---|---|
-{per_class}
-
-Confusion matrix (rows: true, columns: predicted):
-
-| | {" | ".join(metrics["classes"])} |
-|---|{"---|" * len(metrics["classes"])}
-{cm_rows}
+{section}
 
 Export parity (Keras vs onnxruntime on {parity["images"]} validation images): max |difference|
-{parity["max_abs_diff"]:.1e} (allowed {parity["atol"]:.0e}), top-1 agreement {parity["top1_agreement"]:.0%}.
+{parity["max_abs_diff"]:.1e} (allowed {parity["atol"]:.0e}), {parity.get("agreement_kind", "top-1 agreement")} \
+{parity.get("agreement", parity.get("top1_agreement", 0)):.0%}.
 
 ## Retrain
 
@@ -106,8 +140,8 @@ Export parity (Keras vs onnxruntime on {parity["images"]} validation images): ma
 {retrain_command(config, out)}
 ```
 
-Check it: `edgevision predict --model {out} {data_dir}/val` prints the accuracy on the images whose folder
-names a label.
+Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line per image{
+        "" if keypoints else " and the accuracy on the images whose folder names a label"}.
 """
     card.write_text(text)
     return card

@@ -38,19 +38,20 @@ IR_VERSION = 8  # read by onnxruntime 1.11+ (JetPack 5's 1.16 included); onnx >=
 class ParityReport:
     images: int
     max_abs_diff: float
-    top1_agreement: float
+    agreement: float  # classify: same top-1 class; keypoints: points within 0.5 input pixel
     atol: float
     min_agreement: float
+    agreement_kind: str = "top-1 agreement"
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_diff <= self.atol and self.top1_agreement >= self.min_agreement
+        return self.max_abs_diff <= self.atol and self.agreement >= self.min_agreement
 
     def text(self) -> str:
         verdict = "PASSED" if self.passed else "FAILED"
         return (
             f"parity {verdict} on {self.images} validation images: max |keras - onnx| = {self.max_abs_diff:.2e} "
-            f"(allowed {self.atol:.0e}), top-1 agreement {self.top1_agreement:.2%} (needed {self.min_agreement:.0%})"
+            f"(allowed {self.atol:.0e}), {self.agreement_kind} {self.agreement:.2%} (needed {self.min_agreement:.0%})"
         )
 
 
@@ -58,9 +59,11 @@ def convert(model, spec: TaskSpec, opset: int = 17, batch: int | None = None) ->
     """Keras model -> ONNX with one input 'image' (batch, h, w, 3) and the spec in its metadata."""
     signature = (tf.TensorSpec((batch, *spec.input_hw, 3), tf.float32, name="image"),)
 
+    output_name = "probs" if spec.kind == "classify" else "points"
+
     @tf.function(input_signature=signature)
     def serve(image):
-        return {"probs": model(image, training=False)}
+        return {output_name: model(image, training=False)}
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
     if batch is None:  # name the symbolic batch dimension instead of tf2onnx's 'unk__123'
@@ -74,12 +77,13 @@ def convert(model, spec: TaskSpec, opset: int = 17, batch: int | None = None) ->
     return proto
 
 
-def read_val_list(run_dir: Path) -> list[tuple[Path, str]]:
+def read_val_list(run_dir: Path) -> list[tuple[Path, list[str]]]:
+    """The run's validation images and what is known of each (a label, or points and a norm)."""
     path = run_dir / "val.tsv"
     if not path.is_file():
         raise UserError(f"{run_dir} has no val.tsv: the parity check needs the run's validation images")
     rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
-    return [(Path(p), label) for p, label in rows]
+    return [(Path(parts[0]), parts[1:]) for parts in rows]
 
 
 def load_parity_images(pairs: list[tuple[Path, str]], limit: int) -> list[np.ndarray]:
@@ -109,27 +113,39 @@ def parity_check(
     ])
     if got.shape != expected.shape:
         raise UserError(f"the ONNX output has shape {got.shape}, Keras gives {expected.shape}")
-    return ParityReport(
-        images=len(batch),
-        max_abs_diff=float(np.abs(got - expected).max()),
-        top1_agreement=float((got.argmax(1) == expected.argmax(1)).mean()),
-        atol=atol,
-        min_agreement=min_agreement,
-    )
+    if runner.spec.kind == "keypoints":  # (n, k, 2) normalised: compare in input pixels
+        shift = np.linalg.norm((got - expected) * np.float32(runner.spec.input_hw[::-1]), axis=-1)
+        agreement, kind = float((shift < 0.5).mean()), "points within 0.5 input px"
+    else:
+        agreement, kind = float((got.argmax(1) == expected.argmax(1)).mean()), "top-1 agreement"
+    return ParityReport(len(batch), float(np.abs(got - expected).max()), agreement, atol, min_agreement, kind)
 
 
-def evaluate_onnx(onnx_path: Path, pairs: list[tuple[Path, str]]) -> dict:
-    """Accuracy of the ONNX model on labelled images, through the runtime, plus CPU latency."""
+def evaluate_onnx(onnx_path: Path, pairs: list[tuple[Path, list[str]]]) -> dict:
+    """The task's metric for the ONNX model on the run's validation images, through the runtime
+    (source pixels for points), plus CPU latency."""
     runner = Runner(onnx_path, RunnerOptions(providers="cpu"))
-    correct = total = 0
-    frames = []
-    for path, label in pairs:
+    frames, results, known = [], [], []
+    for path, info in pairs:
         image = read_image(path)
         if image is None:
             continue
         frames.append(image)
-        total += 1
-        correct += int(runner(image).label == label)
+        results.append(runner(image))
+        known.append(info)
+    if runner.spec.kind == "keypoints":
+        from ..training.keypoints import keypoint_metrics
+
+        pred = np.stack([r.xy for r in results])
+        true = np.asarray([json.loads(info[0]) for info in known], dtype=np.float32)
+        norm = np.asarray([float(info[1]) for info in known], dtype=np.float32)
+        m = keypoint_metrics(pred, true, norm, runner.spec.labels, "")
+        quality = {"onnx_nme_mean": m["nme_mean"], "onnx_nme_median": m["nme_median"],
+                   "onnx_nme_share_below_0.1": m["nme_share_below_0.1"], "onnx_pixel_error_mean": m["pixel_error_mean"]}
+    else:
+        correct = sum(int(r.label == info[0]) for r, info in zip(results, known))
+        quality = {"onnx_accuracy": correct / max(len(results), 1)}
+    total = len(results)
     one = [frames[0]]
     for _ in range(5):
         runner.infer(one)
@@ -139,7 +155,7 @@ def evaluate_onnx(onnx_path: Path, pairs: list[tuple[Path, str]]) -> dict:
         runner.session.run(runner.output_names, {runner.input_name: preprocess(one, runner.spec)[0]})
         times.append((time.perf_counter() - t0) * 1e3)
     return {
-        "onnx_accuracy": correct / max(total, 1),
+        **quality,
         "onnx_images": total,
         "cpu_latency_ms_median": round(statistics.median(times), 2),
         "cpu_latency_ms_p95": round(float(np.percentile(times, 95)), 2),
@@ -192,14 +208,16 @@ def export(
         "opset": opset,
         "batch": batch or "dynamic",
         "parity": {"images": report.images, "max_abs_diff": report.max_abs_diff,
-                   "top1_agreement": report.top1_agreement, "atol": atol},
+                   "agreement": report.agreement, "agreement_kind": report.agreement_kind, "atol": atol},
         **evaluation,
     }
     (run_dir / "export.json").write_text(json.dumps(result, indent=2) + "\n")
     metrics, config = load_run_files(run_dir)
     card = write_card(run_dir, out, spec, metrics, config, result)
+    quality = (f"NME {evaluation['onnx_nme_mean']:.4f} mean" if spec.kind == "keypoints"
+               else f"accuracy {evaluation['onnx_accuracy']:.4f}")
     log(
-        f"wrote {out} ({result['size_bytes'] / 1e6:.1f} MB): accuracy {evaluation['onnx_accuracy']:.4f} on "
+        f"wrote {out} ({result['size_bytes'] / 1e6:.1f} MB): {quality} on "
         f"{evaluation['onnx_images']} validation images through onnxruntime, "
         f"{evaluation['cpu_latency_ms_median']:.1f} ms per image on this CPU (median); card: {card}"
     )

@@ -65,14 +65,14 @@ def save_confusion_png(cm: np.ndarray, classes: tuple[str, ...], path: Path) -> 
     plt.close(fig)
 
 
-def save_curves_png(history: dict[str, dict[str, list[float]]], path: Path) -> None:
-    """Loss and accuracy per epoch, one colour per stage (head, finetune)."""
+def save_curves_png(history: dict[str, dict[str, list[float]]], path: Path, metric: str = "accuracy") -> None:
+    """Loss and ``metric`` per epoch, one colour per stage (head, finetune)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     offset = 0
     for stage, h in history.items():
         epochs = np.arange(offset + 1, offset + 1 + len(h.get("loss", [])))
-        for ax, key in zip(axes, ("loss", "accuracy")):
+        for ax, key in zip(axes, ("loss", metric)):
             ax.plot(epochs, h.get(key, []), label=f"{stage} train")
             ax.plot(epochs, h.get(f"val_{key}", []), "--", label=f"{stage} val")
             ax.set_xlabel("epoch")

@@ -23,7 +23,9 @@ class TrainConfig:
     data: str  # DATA/<label>/*.jpg or DATA/{train,val}/<label>/*.jpg
     name: str = ""  # run name; default: the data folder's name
     runs_dir: str = "runs"
-    task: str = "classify"
+    task: str = "classify"  # or "keypoints"
+    points: tuple[str, ...] = ("nose",)  # keypoints: the point names, as in labels.csv
+    head: str = "regression"  # keypoints: 'regression' or 'heatmap'
     mode: str = "fast"  # fast: fit a head on frozen features; finetune: also train the backbone's top
     input_size: int = 160
     backbone: str = "mobilenet_v2"  # or 'tiny': a small CNN trained from scratch (tests, quick experiments)
@@ -55,8 +57,13 @@ class TrainConfig:
     config_file: str = ""  # the TOML file these came from, if any
 
     def __post_init__(self) -> None:
-        if self.task != "classify":
-            raise UserError(f"task must be 'classify' for now, got {self.task!r}")
+        if self.task not in ("classify", "keypoints"):
+            raise UserError(f"task must be 'classify' or 'keypoints', got {self.task!r}")
+        if self.head not in ("regression", "heatmap"):
+            raise UserError(f"head must be 'regression' or 'heatmap', got {self.head!r}")
+        object.__setattr__(self, "points", tuple(self.points))
+        if self.task == "keypoints" and not self.points:
+            raise UserError("keypoints need at least one point name (--points nose)")
         if self.mode not in MODES:
             raise UserError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not 32 <= self.input_size <= 512 or self.input_size % 8:

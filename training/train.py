@@ -33,19 +33,21 @@ from .options import TrainConfig, config_from_args
 class EpochLine(keras.callbacks.Callback):
     """One line per epoch (or every ``every`` epochs) with loss, accuracy and time."""
 
-    def __init__(self, stage: str, total: int, log: Callable[[str], None], every: int = 1) -> None:
+    def __init__(self, stage: str, total: int, log: Callable[[str], None], every: int = 1,
+                 metric: str = "accuracy") -> None:
         super().__init__()
-        self.stage, self.total, self.log, self.every = stage, total, log, every
+        self.stage, self.total, self.log, self.every, self.metric = stage, total, log, every, metric
         self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.every and epoch + 1 != self.total:
             return
         logs = logs or {}
+        m, short = self.metric, {"accuracy": "acc"}.get(self.metric, self.metric)
         self.log(
-            f"{self.stage} epoch {epoch + 1:>3}/{self.total}  loss {logs.get('loss', 0):.4f}  "
-            f"acc {logs.get('accuracy', 0):.3f}  val_loss {logs.get('val_loss', 0):.4f}  "
-            f"val_acc {logs.get('val_accuracy', 0):.3f}  {time.perf_counter() - self.start:.1f} s"
+            f"{self.stage} epoch {epoch + 1:>3}/{self.total}  loss {logs.get('loss', 0):.4g}  "
+            f"{short} {logs.get(m, 0):.4g}  val_loss {logs.get('val_loss', 0):.4g}  "
+            f"val_{short} {logs.get('val_' + m, 0):.4g}  {time.perf_counter() - self.start:.1f} s"
         )
 
 
@@ -234,7 +236,12 @@ def train_from_args(args) -> Path:
 
         check_new_output(args.export, args.overwrite)  # fail before training, not after
     try:
-        run_dir = train(config)
+        if config.task == "keypoints":
+            from .train_keypoints import train_keypoints
+
+            run_dir = train_keypoints(config, _print_now)
+        else:
+            run_dir = train(config)
     except tf.errors.ResourceExhaustedError as exc:
         raise UserError(
             f"out of memory while training: lower --batch-size or --input-size ({exc.message[:80]})"

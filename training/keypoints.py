@@ -1,0 +1,221 @@
+"""Keypoint data, augmentation and metrics: named (x, y) points per image. No TensorFlow here.
+
+Layout (what ``edgevision collect --points`` writes, and the shared nose set):
+``DATA/images/*.jpg`` + ``DATA/labels.csv`` with ``file,<name>_x,<name>_y,...`` in pixels, or the
+same under ``DATA/train/`` and ``DATA/val/``. A ``landmarks68.csv`` beside it (iBUG 68-point
+layout, columns ``file,x0,y0,...,x67,y67``) gives the outer eye corners for the metric, and the
+points ``left_eye``/``right_eye`` (centres of points 42-47 / 36-41, the subject's left / right)
+when ``labels.csv`` lacks them.
+
+Metric: the normalised mean error (NME) of a point is |predicted - true| divided by the distance
+between the outer eye corners (iBUG points 36 and 45) where landmarks68.csv has them, else by
+the image diagonal (say which in the report).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..camera.sources import read_image
+from ..deploy.errors import UserError
+from ..deploy.ops import fit_to_input, to_model_color
+
+IBUG_EYES = {"right_eye": range(36, 42), "left_eye": range(42, 48)}  # the subject's right eye is on the image left
+IBUG_OUTER_CORNERS = (36, 45)
+
+
+@dataclass(frozen=True)
+class PointSet:
+    paths: tuple[Path, ...]
+    points: np.ndarray  # (n, k, 2) float32, source pixels
+    norm: np.ndarray  # (n,) float32: the distance errors are divided by
+    norm_kind: str  # "inter-ocular" or "diagonal"
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _split_dirs(root: Path) -> tuple[Path, Path | None]:
+    if (root / "train" / "labels.csv").is_file() and (root / "val" / "labels.csv").is_file():
+        return root / "train", root / "val"
+    if (root / "labels.csv").is_file():
+        return root, None
+    raise UserError(
+        f"{root} has no labels.csv (nor train/labels.csv and val/labels.csv): collect points with "
+        "'edgevision collect DATA --points nose'"
+    )
+
+
+def read_points(folder: Path, names: tuple[str, ...]) -> PointSet:
+    """Images and named points of one folder (``images/`` + ``labels.csv`` [+ ``landmarks68.csv``])."""
+    rows = _read_csv(folder / "labels.csv")
+    landmarks = {}
+    if (folder / "landmarks68.csv").is_file():
+        landmarks = {r["file"]: r for r in _read_csv(folder / "landmarks68.csv")}
+    paths, points, norms = [], [], []
+    missing_images = 0
+    for row in rows:
+        path = folder / "images" / row["file"]
+        if not path.is_file():
+            missing_images += 1
+            continue
+        pts = []
+        for name in names:
+            if f"{name}_x" in row and f"{name}_y" in row:
+                pts.append((float(row[f"{name}_x"]), float(row[f"{name}_y"])))
+            elif name in IBUG_EYES and row["file"] in landmarks:
+                lm = landmarks[row["file"]]
+                idx = IBUG_EYES[name]
+                pts.append((float(np.mean([float(lm[f"x{i}"]) for i in idx])),
+                            float(np.mean([float(lm[f"y{i}"]) for i in idx]))))
+            else:
+                raise UserError(f"{folder / 'labels.csv'} has no {name}_x/{name}_y for {row['file']}")
+        if row["file"] in landmarks:
+            lm = landmarks[row["file"]]
+            a, b = IBUG_OUTER_CORNERS
+            norms.append(math.dist((float(lm[f"x{a}"]), float(lm[f"y{a}"])), (float(lm[f"x{b}"]), float(lm[f"y{b}"]))))
+        else:
+            norms.append(float("nan"))
+        paths.append(path)
+        points.append(pts)
+    if not paths:
+        raise UserError(f"no labelled images in {folder} ({missing_images} rows name missing files)")
+    norm = np.asarray(norms, dtype=np.float32)
+    kind = "inter-ocular"
+    if np.isnan(norm).any():  # no eye corners for some: fall back to the diagonal for all, consistently
+        kind = "diagonal"
+        norm = np.asarray([math.hypot(*read_image(p).shape[:2]) for p in paths], dtype=np.float32)
+    return PointSet(tuple(paths), np.asarray(points, dtype=np.float32), norm, kind)
+
+
+def find_point_dataset(
+    data: str | Path, names: tuple[str, ...], val_split: float, seed: int
+) -> tuple[PointSet, PointSet]:
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise UserError(f"data folder not found: {root}")
+    train_dir, val_dir = _split_dirs(root)
+    train = read_points(train_dir, names)
+    if val_dir is not None:
+        return train, read_points(val_dir, names)
+    if len(train.paths) < 5:
+        raise UserError(f"{root} has {len(train.paths)} labelled images: collect at least 5")
+    order = np.random.default_rng(seed).permutation(len(train.paths))
+    is_val = np.zeros(len(order), dtype=bool)
+    is_val[order[: max(1, round(len(order) * val_split))]] = True
+    return subset(train, ~is_val), subset(train, is_val)
+
+
+def flip_partner(names: tuple[str, ...]) -> np.ndarray:
+    """Index of each point after a left-right flip: 'left_eye' <-> 'right_eye'; others stay."""
+    index = {n: i for i, n in enumerate(names)}
+    partner = np.arange(len(names))
+    for i, name in enumerate(names):
+        for a, b in (("left", "right"), ("right", "left")):
+            if a in name and name.replace(a, b) in index:
+                partner[i] = index[name.replace(a, b)]
+    return partner
+
+
+def subset(points: PointSet, keep: np.ndarray) -> PointSet:
+    return PointSet(tuple(p for p, k in zip(points.paths, keep) if k), points.points[keep], points.norm[keep],
+                    points.norm_kind)
+
+
+@dataclass(frozen=True)
+class Resized:
+    images: np.ndarray  # (n, s, s, 3) uint8 RGB, stretched as the runner does
+    points: np.ndarray  # (n, k, 2) in those input pixels
+    scale_xy: np.ndarray  # (n, 2) input pixels per source pixel
+    kept: PointSet  # the labels of the readable images, aligned with the rows above
+    skipped: list[Path]
+
+
+def load_resized(points: PointSet, size: int) -> Resized:
+    images, pts, scales, keep = [], [], [], []
+    for path, p in zip(points.paths, points.points):
+        bgr = read_image(path)
+        keep.append(bgr is not None)
+        if bgr is None:
+            continue
+        rgb, placement = fit_to_input(to_model_color(bgr, "RGB"), (size, size), "stretch")
+        images.append(rgb)
+        pts.append(p * np.float32(placement.scale_xy))
+        scales.append(placement.scale_xy)
+    keep = np.asarray(keep)
+    if not keep.any():
+        raise UserError(f"none of the {len(points.paths)} labelled images could be read")
+    skipped = [p for p, k in zip(points.paths, keep) if not k]
+    return Resized(np.stack(images), np.asarray(pts, np.float32), np.asarray(scales, np.float32),
+                   subset(points, keep), skipped)
+
+
+def random_affine(size: int, rng: np.random.Generator, rotation_deg: float, zoom: float, translate: float,
+                  flip: bool) -> tuple[np.ndarray, bool]:
+    """A 2x3 matrix for a size x size image: rotation and scale about the centre, a shift, maybe a mirror."""
+    angle = rng.uniform(-rotation_deg, rotation_deg)
+    scale = rng.uniform(1 - zoom, 1 + zoom)
+    m = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
+    m[:, 2] += rng.uniform(-translate, translate, size=2) * size
+    mirrored = bool(flip and rng.random() < 0.5)
+    if mirrored:  # x -> size - x after the rest
+        m = np.array([[-1, 0, size], [0, 1, 0]], dtype=np.float64) @ np.vstack([m, [0, 0, 1]])
+    return m.astype(np.float32), mirrored
+
+
+def augment_sample(image: np.ndarray, points: np.ndarray, rng: np.random.Generator, config, partner: np.ndarray,
+                   tries: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented copy: the same affine map moves the image and its points (k, 2); a mirror swaps
+    left/right names. Maps that push a point out of the frame are drawn again."""
+    size = image.shape[0]
+    for _ in range(tries):
+        m, mirrored = random_affine(size, rng, config.rotation_deg, config.zoom, config.translate, config.hflip)
+        moved = points @ m[:, :2].T + m[:, 2]  # (k, 2) -> (k, 2)
+        if ((moved >= 0) & (moved <= size - 1)).all():
+            break
+    else:
+        return image, points
+    # Replicate, not reflect: a reflected border would show unlabelled copies of the points.
+    out = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if mirrored:
+        moved = moved[partner]
+    return color_jitter(out, rng, config.color, config.grayscale), moved.astype(np.float32)
+
+
+def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float, grey_p: float) -> np.ndarray:
+    x = image.astype(np.float32)
+    if strength > 0:
+        x = x + rng.uniform(-strength, strength) * 127
+        mean = x.mean()
+        x = (x - mean) * rng.uniform(1 - strength, 1 + strength) + mean
+        grey = x.mean(axis=2, keepdims=True)
+        x = (x - grey) * rng.uniform(1 - 2 * strength, 1 + 2 * strength) + grey
+    if grey_p > 0 and rng.random() < grey_p:
+        x = np.repeat(x.mean(axis=2, keepdims=True), 3, axis=2)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def keypoint_metrics(pred: np.ndarray, true: np.ndarray, norm: np.ndarray, names: tuple[str, ...],
+                     norm_kind: str) -> dict:
+    """pred, true (n, k, 2) in source pixels; norm (n,). NME per image is the mean over its points."""
+    dist = np.linalg.norm(pred - true, axis=2)  # (n, k) pixels
+    nme = dist / norm[:, None]
+    per_image = nme.mean(axis=1)
+    return {
+        "nme_mean": float(per_image.mean()),
+        "nme_median": float(np.median(per_image)),
+        "nme_share_below_0.1": float((per_image < 0.1).mean()),
+        "pixel_error_mean": float(dist.mean()),
+        "pixel_error_median": float(np.median(dist)),
+        "per_point_nme_mean": {n: float(nme[:, i].mean()) for i, n in enumerate(names)},
+        "normalised_by": norm_kind,
+        "images": int(len(pred)),
+    }

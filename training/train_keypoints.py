@@ -1,0 +1,157 @@
+"""Train a keypoint model: fast (head on cached backbone features) or finetune (then the top of
+the backbone, with augmentation that moves the points with the image)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ..deploy.spec import TaskSpec
+from .keypoint_model import build_keypoint_model, normalised
+from .keypoints import augment_sample, find_point_dataset, flip_partner, keypoint_metrics, load_resized
+from .metrics import save_curves_png
+from .model import set_trainable_top
+from .options import TrainConfig
+from .train import EpochLine, new_run_dir
+
+
+class AugmentedPoints(keras.utils.PyDataset):
+    """Batches of freshly augmented images and their moved points, reshuffled every epoch."""
+
+    def __init__(self, images, points, batch_size, config, partner, seed) -> None:
+        super().__init__()
+        self.images, self.points, self.batch_size = images, points, batch_size
+        self.config, self.partner = config, partner
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(images))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __getitem__(self, i: int):
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        pairs = [augment_sample(self.images[j], self.points[j], self.rng, self.config, self.partner) for j in idx]
+        size = self.images.shape[1]
+        x = np.stack([p[0] for p in pairs]).astype(np.float32)
+        y = normalised(np.stack([p[1] for p in pairs]), size)
+        return x, y
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.images))
+
+
+def _compile(model: keras.Model, lr, config: TrainConfig) -> None:
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay),
+        loss=keras.losses.Huber(delta=0.05),
+        metrics=["mae"],
+    )
+
+
+def _fast_head(features, head, x_train, y_train, x_val, y_val, config, run_dir, log, partner) -> dict:
+    """Fit the head on cached features of the training images (plus augmented copies)."""
+    t0 = time.perf_counter()
+    size = x_train.shape[1]
+    rng = np.random.default_rng(config.seed)
+    xs, ys = [x_train], [y_train]
+    for _ in range(config.augment_copies):
+        pairs = [augment_sample(im, p, rng, config, partner) for im, p in zip(x_train, y_train)]
+        xs.append(np.stack([a for a, _ in pairs]))
+        ys.append(np.stack([b for _, b in pairs]))
+    f_train = features.predict(np.concatenate(xs).astype(np.float32), batch_size=32, verbose=0)
+    f_val = features.predict(x_val.astype(np.float32), batch_size=32, verbose=0)
+    log(f"features: {len(f_train)} train, {len(f_val)} val in {time.perf_counter() - t0:.1f} s")
+    _compile(head, config.head_lr, config)
+    history = head.fit(
+        f_train, normalised(np.concatenate(ys), size),
+        validation_data=(f_val, normalised(y_val, size)),
+        epochs=config.head_epochs, batch_size=config.batch_size, verbose=0,
+        callbacks=[
+            keras.callbacks.EarlyStopping("val_loss", patience=max(config.patience, 20), restore_best_weights=True),
+            keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")),
+            EpochLine("head", config.head_epochs, log, every=max(1, config.head_epochs // 10), metric="mae"),
+        ],
+    )
+    return history.history
+
+
+def _fine_tune(model, features, x_train, y_train, x_val, y_val, config, run_dir, log, partner) -> dict:
+    if config.weights == "none":
+        trainable = set_trainable_top(features, None)
+        log(f"training the whole backbone from scratch ({trainable} weight tensors)")
+    else:
+        trainable = set_trainable_top(features, config.unfreeze)
+        log(f"fine-tuning the top {config.unfreeze} backbone layers ({trainable} weight tensors)")
+    size = x_train.shape[1]
+    data = AugmentedPoints(x_train, y_train, config.batch_size, config, partner, config.seed)
+    steps = config.epochs * len(data)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=config.lr,
+                                                      warmup_steps=max(1, steps // 20))
+    _compile(model, schedule, config)
+    history = model.fit(
+        data, validation_data=(x_val.astype(np.float32), normalised(y_val, size)),
+        epochs=config.epochs, verbose=0,
+        callbacks=[
+            *([keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True)]
+              if config.patience else []),
+            keras.callbacks.TensorBoard(str(run_dir / "tb" / "finetune")),
+            EpochLine("finetune", config.epochs, log, metric="mae"),
+        ],
+    )
+    return history.history
+
+
+def evaluate_points(predict_norm: Callable[[np.ndarray], np.ndarray], data, names: tuple[str, ...]) -> dict:
+    """Metrics in source pixels: predictions are mapped back with each image's resize factor."""
+    size = data.images.shape[1]
+    pred = predict_norm(data.images.astype(np.float32)) * size  # input pixels
+    return keypoint_metrics(pred / data.scale_xy[:, None, :], data.kept.points, data.kept.norm, names,
+                            data.kept.norm_kind)
+
+
+def train_keypoints(config: TrainConfig, log: Callable[[str], None]) -> Path:
+    t_start = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    names, size = config.points, config.input_size
+    train_set, val_set = find_point_dataset(config.data, names, config.val_split, config.seed)
+    train, val = load_resized(train_set, size), load_resized(val_set, size)
+    x_train, y_train, x_val, y_val = train.images, train.points, val.images, val.points
+    skipped = train.skipped + val.skipped
+    log(f"{len(x_train)} train / {len(x_val)} val images, points {', '.join(names)}, {config.head} head"
+        + (f"; {len(skipped)} unreadable images skipped" if skipped else ""))
+    run_dir = new_run_dir(config)
+    model, features, head = build_keypoint_model(len(names), size, config.alpha, config.weights, config.dropout,
+                                                 config.head, config.backbone)
+    partner = flip_partner(names)
+    history = {}
+    if config.weights != "none":
+        history["head"] = _fast_head(features, head, x_train, y_train, x_val, y_val, config, run_dir, log, partner)
+    if config.mode == "finetune":
+        history["finetune"] = _fine_tune(model, features, x_train, y_train, x_val, y_val, config, run_dir, log,
+                                         partner)
+    metrics = evaluate_points(lambda x: model.predict(x, batch_size=32, verbose=0), val, names)
+    metrics.update({"train_images": len(x_train), "val_images": len(x_val), "skipped_images": [str(p) for p in skipped],
+                    "train_seconds": round(time.perf_counter() - t_start, 1), "mode": config.mode,
+                    "head": config.head, "task": "keypoints"})
+    model.save(run_dir / "model.keras")
+    spec = TaskSpec(kind="keypoints", input_hw=(size, size), labels=names)
+    (run_dir / "spec.json").write_text(spec.to_json() + "\n")
+    (run_dir / "config.toml").write_text(config.to_toml())
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    kept = val.kept
+    lines = [f"{p}\t{json.dumps(pts.tolist())}\t{n}" for p, pts, n in zip(kept.paths, kept.points, kept.norm)]
+    (run_dir / "val.tsv").write_text("\n".join(lines) + "\n")
+    (run_dir / "history.json").write_text(json.dumps(history, default=float) + "\n")
+    save_curves_png(history, run_dir / "curves.png", metric="mae")
+    log(f"val NME {metrics['nme_mean']:.4f} mean, {metrics['nme_median']:.4f} median, "
+        f"{metrics['nme_share_below_0.1']:.1%} below 0.1 ({metrics['normalised_by']}); "
+        f"{metrics['pixel_error_mean']:.2f} px mean error; {metrics['train_seconds']:.0f} s in all")
+    log(f"run saved to {run_dir}")
+    log(f"export it: edgevision export {run_dir} --out models/{config.run_name}.onnx")
+    return run_dir
