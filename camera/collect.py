@@ -431,8 +431,9 @@ class Collector:
     def train_hint(self) -> str:
         root = self.root
         if self.points_mode:
-            return (f"{self.count('')} labelled images in {root} ({LABELS_CSV}: file, "
-                    f"{', '.join(c for c in self.columns()[1:])}); keypoint training is not in this version yet")
+            return (f"{self.count('')} labelled images in {root}; train on them: edgevision train {root} "
+                    f"--task keypoints --points {','.join(self.names)} --head heatmap --mode finetune "
+                    "--weights imagenet (or a local .h5 path)")
         counts = ", ".join(f"{n} {self.count(n)}" for n in self.names)
         return f"{counts} in {root}; train on it: edgevision train {root} --weights imagenet (or a local .h5 path)"
 

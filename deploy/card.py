@@ -33,6 +33,8 @@ def retrain_command(config: dict, out: Path) -> str:
     shipped = Path(config_file).parent.name == "configs" and Path(config_file).parent.parent.name == "training"
     source = f"--config {Path(config_file).stem}" if shipped else f"--config {config_file}" if config_file else (
         f"{config['data']} --mode {config['mode']} --input-size {config['input_size']} --weights {config['weights']}"
+        + (f" --task keypoints --points {','.join(config['points'])} --head {config['head']}"
+           if config.get("task") == "keypoints" else "")
     )
     return f"edgevision train {source} --export {out} --overwrite"
 
@@ -102,6 +104,8 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
               "the runner returns source-image pixels" if keypoints
               else f"`probs`: (batch, {len(spec.labels)}) softmax probabilities")
     model_text = MODEL_TEXT[config.get("head", "regression") if keypoints else "classify"].format(alpha=config["alpha"])
+    if config.get("flip_average") and keypoints:
+        model_text += ", averaged with its prediction on the mirrored image (two passes in one graph)"
     rows = [
         ("task", f"`{spec.kind}`, {'points' if keypoints else 'labels'} {', '.join(f'`{x}`' for x in spec.labels)}"),
         ("input", f"`image`: (batch, {spec.input_hw[0]}, {spec.input_hw[1]}, 3) float32 RGB 0..255, NHWC; scaling to "

@@ -38,6 +38,41 @@ class SoftArgmax2D(layers.Layer):
         return ops.stack([x, y], axis=2)  # (n, k, 2)
 
 
+@keras.saving.register_keras_serializable(package="edgevision")
+class MirrorImage(layers.Layer):
+    """(n, h, w, c) -> the same images mirrored left-right."""
+
+    def call(self, images):
+        return ops.flip(images, axis=2)
+
+
+@keras.saving.register_keras_serializable(package="edgevision")
+class UnmirrorPoints(layers.Layer):
+    """Points predicted on a mirrored image -> points on the original: x -> (s - 1) / s - x for an
+    s-pixel-wide input, and left_/right_ names trade places (``partner``)."""
+
+    def __init__(self, width: int, partner: list[int], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.width, self.partner = int(width), [int(i) for i in partner]
+
+    def call(self, points):
+        points = ops.take(points, self.partner, axis=1)
+        x = (self.width - 1) / self.width - points[..., 0]
+        return ops.stack([x, points[..., 1]], axis=-1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "width": self.width, "partner": self.partner}
+
+
+def with_flip_average(model: keras.Model, input_size: int, partner: np.ndarray) -> keras.Model:
+    """A model that averages the prediction on an image and (un-mirrored) on its mirror image."""
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    direct = model(inputs)
+    mirrored = UnmirrorPoints(input_size, partner.tolist())(model(MirrorImage()(inputs)))
+    outputs = layers.Average(name="points")([direct, mirrored])
+    return keras.Model(inputs, outputs, name="keypoints_flip_average")
+
+
 def build_features(input_size: int, alpha: float, weights: str, head: str, backbone_kind: str) -> keras.Model:
     """image (n, s, s, 3) float32 RGB 0..255 -> the feature map the head reads."""
     inputs = keras.Input((input_size, input_size, 3), name="image")

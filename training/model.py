@@ -141,7 +141,12 @@ def augmenter(config, num_classes: int, classes: tuple[str, ...]):
 
 
 def load_run_model(run_dir: Path) -> keras.Model:
+    from . import keypoint_model  # noqa: F401  (registers the custom layers keypoint models are saved with)
+
     path = Path(run_dir) / "model.keras"
     if not path.is_file():
         raise UserError(f"{run_dir} is not a training run (no model.keras): train one with 'edgevision train'")
-    return keras.models.load_model(path, compile=False)
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"cannot load {path}: {str(exc).splitlines()[0][:200]}") from exc

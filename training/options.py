@@ -26,6 +26,7 @@ class TrainConfig:
     task: str = "classify"  # or "keypoints"
     points: tuple[str, ...] = ("nose",)  # keypoints: the point names, as in labels.csv
     head: str = "regression"  # keypoints: 'regression' or 'heatmap'
+    flip_average: bool = False  # keypoints: average with the mirrored image's prediction (2x inference)
     mode: str = "fast"  # fast: fit a head on frozen features; finetune: also train the backbone's top
     input_size: int = 160
     backbone: str = "mobilenet_v2"  # or 'tiny': a small CNN trained from scratch (tests, quick experiments)

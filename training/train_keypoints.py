@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from ..deploy.spec import TaskSpec
-from .keypoint_model import build_keypoint_model, normalised
+from .keypoint_model import build_keypoint_model, normalised, with_flip_average
 from .keypoints import augment_sample, find_point_dataset, flip_partner, keypoint_metrics, load_resized
 from .metrics import save_curves_png
 from .model import set_trainable_top
@@ -135,10 +135,13 @@ def train_keypoints(config: TrainConfig, log: Callable[[str], None]) -> Path:
     if config.mode == "finetune":
         history["finetune"] = _fine_tune(model, features, x_train, y_train, x_val, y_val, config, run_dir, log,
                                          partner)
+    if config.flip_average:
+        model = with_flip_average(model, size, partner)
+        log("the saved model averages each prediction with the one on the mirrored image")
     metrics = evaluate_points(lambda x: model.predict(x, batch_size=32, verbose=0), val, names)
     metrics.update({"train_images": len(x_train), "val_images": len(x_val), "skipped_images": [str(p) for p in skipped],
                     "train_seconds": round(time.perf_counter() - t_start, 1), "mode": config.mode,
-                    "head": config.head, "task": "keypoints"})
+                    "head": config.head, "task": "keypoints", "flip_average": config.flip_average})
     model.save(run_dir / "model.keras")
     spec = TaskSpec(kind="keypoints", input_hw=(size, size), labels=names)
     (run_dir / "spec.json").write_text(spec.to_json() + "\n")
