@@ -5,7 +5,7 @@ Layout (what ``edgevision collect --points`` writes, and the shared nose set):
 same under ``DATA/train/`` and ``DATA/val/``. A ``landmarks68.csv`` beside it (iBUG 68-point
 layout, columns ``file,x0,y0,...,x67,y67``) gives the outer eye corners for the metric, and the
 points ``left_eye``/``right_eye`` (centres of points 42-47 / 36-41, the subject's left / right)
-when ``labels.csv`` lacks them.
+and ``ibug0``..``ibug67`` (single points, e.g. ``ibug30`` the nose tip) when ``labels.csv`` lacks them.
 
 Metric: the normalised mean error (NME) of a point is |predicted - true| divided by the distance
 between the outer eye corners (iBUG points 36 and 45) where landmarks68.csv has them, else by
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +72,11 @@ def read_points(folder: Path, names: tuple[str, ...]) -> PointSet:
         for name in names:
             if f"{name}_x" in row and f"{name}_y" in row:
                 pts.append((float(row[f"{name}_x"]), float(row[f"{name}_y"])))
-            elif name in IBUG_EYES and row["file"] in landmarks:
+            elif (name in IBUG_EYES or re.fullmatch(r"ibug\d+", name)) and row["file"] in landmarks:
                 lm = landmarks[row["file"]]
-                idx = IBUG_EYES[name]
+                idx = IBUG_EYES.get(name) or [int(name[4:])]
+                if max(idx) > 67:
+                    raise UserError(f"{name}: the iBUG layout numbers its points 0..67")
                 pts.append((float(np.mean([float(lm[f"x{i}"]) for i in idx])),
                             float(np.mean([float(lm[f"y{i}"]) for i in idx]))))
             else:

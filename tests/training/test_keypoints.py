@@ -83,8 +83,11 @@ def test_point_data_reads_labels_and_normalises_by_the_outer_eye_corners(tmp_pat
     train, val = find_point_dataset(tmp_path, ("nose",), 0.2, 0)
     assert train.points.shape == (2, 1, 2) and val.points[0, 0].tolist() == [5, 6]
     assert train.norm_kind == "inter-ocular" and train.norm.tolist() == [30.0, 30.0]
-    eyes, _ = find_point_dataset(tmp_path, ("nose", "right_eye"), 0.2, 0)
-    assert eyes.points.shape == (2, 2, 2)  # right_eye from the 68 landmarks
+    eyes, _ = find_point_dataset(tmp_path, ("nose", "right_eye", "ibug45"), 0.2, 0)
+    assert eyes.points.shape == (2, 3, 2)  # right_eye and ibug45 from the 68 landmarks
+    assert eyes.points[0, 2].tolist() == [40.0, 20.0]
+    with pytest.raises(UserError, match="numbers its points 0..67"):
+        find_point_dataset(tmp_path, ("ibug70",), 0.2, 0)
 
 
 def test_without_eye_corners_the_metric_uses_the_diagonal_and_a_seeded_split(tmp_path):
