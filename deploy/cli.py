@@ -150,16 +150,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     import onnxruntime as ort
 
-    from .onnxmeta import read_header
-    from .runner import read_spec
+    from .runner import Runner, RunnerOptions
 
-    header = read_header(args.model)
-    spec = read_spec(header, args.model)
-    session = ort.InferenceSession(str(args.model), providers=["CPUExecutionProvider"])
+    runner = Runner(args.model, RunnerOptions(providers="cpu"))
+    session, header = runner.session, runner.header
     info = {
         "file": str(args.model),
         "size_bytes": args.model.stat().st_size,
-        "spec": json.loads(spec.to_json()),
+        "spec": json.loads(runner.spec.to_json()),
         "ir_version": header.ir_version,
         "opsets": header.opsets,
         "producer": header.producer,

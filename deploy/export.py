@@ -199,6 +199,9 @@ def export(
         if not report.passed:
             raise UserError(f"export refused, {out} not written: {report.text()}")
         evaluation = evaluate_onnx(tmp, pairs)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; an exported model is an ordinary file
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

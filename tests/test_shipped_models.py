@@ -39,6 +39,34 @@ def test_shipped_model_has_its_spec_card_and_a_small_file(name):
     assert abs(float(result.probs.sum()) - 1.0) < 1e-4
 
 
+CARD_NME = re.compile(r"Validation NME \(onnxruntime, val/\): \*\*([0-9.]+)\*\* mean")
+
+
+def test_shipped_nose_model_returns_a_named_point_inside_a_non_square_frame():
+    runner = Runner(REPO / "models" / "nose.onnx", RunnerOptions(providers="cpu"))
+    assert runner.spec.kind == "keypoints" and runner.spec.labels == ("nose",)
+    card = (REPO / "models" / "nose.md").read_text()
+    assert "licence" in card and "edgevision train --config nose" in card and CARD_NME.search(card)
+    (x, y), = runner(np.full((300, 500, 3), 128, np.uint8)).xy
+    assert 0 <= x <= 500 and 0 <= y <= 300
+
+
+@needs_shared()
+@pytest.mark.shared
+def test_the_nose_model_matches_the_nme_in_its_card_on_val():
+    from edgevision.training.keypoints import find_point_dataset, keypoint_metrics
+
+    expected = float(CARD_NME.search((REPO / "models" / "nose.md").read_text()).group(1))
+    _, val = find_point_dataset(SHARED_DATA / "nose", ("nose",), 0.2, 0)
+    runner = Runner(REPO / "models" / "nose.onnx", RunnerOptions(providers="cpu"))
+    from edgevision.camera.sources import read_image
+
+    pred = np.stack([runner(read_image(p)).xy for p in val.paths])
+    metrics = keypoint_metrics(pred, val.points, val.norm, ("nose",), val.norm_kind)
+    assert val.norm_kind == "inter-ocular" and len(val.paths) == 56
+    assert metrics["nme_mean"] == pytest.approx(expected, abs=1e-4)
+
+
 @needs_shared()
 @pytest.mark.shared
 @pytest.mark.parametrize("name", list(SHIPPED))
