@@ -138,7 +138,7 @@ Export parity (Keras vs onnxruntime on {parity["images"]} validation images): ma
 {parity["max_abs_diff"]:.1e} (allowed {parity["atol"]:.0e}), {parity.get("agreement_kind", "top-1 agreement")} \
 {parity.get("agreement", parity.get("top1_agreement", 0)):.0%}.
 
-## Retrain
+{_variants_section(export_report, keypoints)}## Retrain
 
 ```
 {retrain_command(config, out)}
@@ -149,6 +149,34 @@ Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line
 """
     card.write_text(text)
     return card
+
+
+def _variants_section(report: dict, keypoints: bool) -> str:
+    variants = report.get("variants")
+    if not variants:
+        return ""
+    metric = "onnx_nme_mean" if keypoints else "onnx_accuracy"
+    name = "NME (mean)" if keypoints else "accuracy"
+    rows = [f"| float32 | `{Path(report['file']).name}` | {report['size_bytes'] / 1e6:.1f} MB | {report[metric]:.4f} "
+            f"| | {report['cpu_latency_ms_median']:.1f} ms |"]
+    for variant, v in variants.items():
+        change = f"{v[metric] - report[metric]:+.4f}" + ("" if v["written"] else " (refused, not written)")
+        rows.append(f"| {variant} | `{Path(v['file']).name}` | {v['size_bytes'] / 1e6:.1f} MB | {v[metric]:.4f} "
+                    f"| {change} | {v['cpu_latency_ms_median']:.1f} ms |")
+    int8 = variants.get("int8", {})
+    calib = f"{int8.get('calibration_images', 0)} images, {int8.get('calibration_method', 'minmax')} calibration"
+    max_loss = next(iter(variants.values()))["max_loss"]
+    table = "\n".join(rows)
+    return (
+        "## Precision variants\n\n"
+        "Measured the same way on the same validation images (through onnxruntime, on this CPU). A\n"
+        f"variant is written only when it loses at most {max_loss} ({name}).\n\n"
+        f"| precision | file | size | {name} | change | CPU latency |\n|---|---|---|---|---|---|\n{table}\n\n"
+        f"INT8 is static QDQ quantisation (symmetric, per-channel weights; {calib}),\n"
+        "the explicit form TensorRT builds INT8 engines from; on a CPU the QDQ pairs are not fused\n"
+        "and it runs slower than float32. FP16 keeps float32 input and output. Their speed on a Jetson's\n"
+        "GPU is still to be measured.\n\n"
+    )
 
 
 def _split_text(metrics: dict, data_dir: Path) -> str:

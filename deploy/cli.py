@@ -287,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parity: smallest allowed top-1 agreement (default 1.0)")
     p.add_argument("--parity-images", type=int, default=64, help="validation images used for the parity check")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx: static INT8 (QDQ) for TensorRT")
+    p.add_argument("--calib", type=Path, metavar="DIR", help="--int8 calibration images (default: the run's data)")
+    p.add_argument("--calib-images", type=int, default=200, help="at most this many calibration images")
+    p.add_argument("--calib-method", default="percentile", choices=["percentile", "minmax", "entropy"],
+                   help="INT8 calibration (default percentile: it measured best here)")
+    p.add_argument("--fp16", action="store_true", help="also write OUT.fp16.onnx: float16 for GPUs")
+    p.add_argument("--max-loss", type=float, default=0.01,
+                   help="refuse a variant losing more than this (accuracy points, or NME); default 0.01")
     p.set_defaults(func=cmd_export)
     return parser
 

@@ -28,6 +28,7 @@ from ..camera.sources import read_image
 from .card import load_run_files, write_card
 from .errors import UserError
 from .ops import preprocess
+from .precision import VARIANTS, convert_fp16, metric_loss, metric_text, quantize_int8, variant_path
 from .runner import Runner, RunnerOptions
 from .spec import SPEC_KEY, TaskSpec
 
@@ -172,16 +173,22 @@ def export(
     parity_images: int = 64,
     overwrite: bool = False,
     log=None,
+    variants: tuple[str, ...] = (),
+    calib_dir: Path | None = None,
+    calib_images: int = 200,
+    max_loss: float = 0.01,
+    calib_method: str = "percentile",
 ) -> dict:
-    """Convert, check parity, and only then write ``out``; returns the export report."""
+    """Convert, check parity, and only then write ``out``; then the precision ``variants`` asked for
+    (int8, fp16), each kept only when it loses at most ``max_loss`` (accuracy points, or NME)."""
     from ..training.model import load_run_model
 
     log = log or functools.partial(print, flush=True)
     run_dir = Path(run_dir)
     if out.suffix != ".onnx":
         raise UserError(f"--out must end in .onnx, got {out}")
-    check_new_output(out, overwrite)
-    check_new_output(out.with_suffix(".md"), overwrite)
+    for path in (out, out.with_suffix(".md"), *(variant_path(out, v) for v in variants)):
+        check_new_output(path, overwrite)
     model = load_run_model(run_dir)
     spec = TaskSpec.from_json((run_dir / "spec.json").read_text())
     pairs = read_val_list(run_dir)
@@ -199,10 +206,7 @@ def export(
         if not report.passed:
             raise UserError(f"export refused, {out} not written: {report.text()}")
         evaluation = evaluate_onnx(tmp, pairs)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; an exported model is an ordinary file
-        os.replace(tmp, out)
+        _publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     result = {
@@ -214,17 +218,85 @@ def export(
                    "agreement": report.agreement, "agreement_kind": report.agreement_kind, "atol": atol},
         **evaluation,
     }
-    (run_dir / "export.json").write_text(json.dumps(result, indent=2) + "\n")
-    metrics, config = load_run_files(run_dir)
-    card = write_card(run_dir, out, spec, metrics, config, result)
     quality = (f"NME {evaluation['onnx_nme_mean']:.4f} mean" if spec.kind == "keypoints"
                else f"accuracy {evaluation['onnx_accuracy']:.4f}")
     log(
         f"wrote {out} ({result['size_bytes'] / 1e6:.1f} MB): {quality} on "
         f"{evaluation['onnx_images']} validation images through onnxruntime, "
-        f"{evaluation['cpu_latency_ms_median']:.1f} ms per image on this CPU (median); card: {card}"
+        f"{evaluation['cpu_latency_ms_median']:.1f} ms per image on this CPU (median)"
     )
+    metrics, config = load_run_files(run_dir)
+    refused = []
+    if variants:
+        calib = calibration_frames(calib_dir, Path(config["data"]), {p for p, _ in pairs}, calib_images)
+        result["variants"] = {}
+        for variant in variants:
+            entry = make_variant(variant, out, spec, calib, pairs, evaluation, max_loss, log, calib_method)
+            result["variants"][variant] = entry
+            if not entry["written"]:
+                refused.append(variant)
+    (run_dir / "export.json").write_text(json.dumps(result, indent=2) + "\n")
+    card = write_card(run_dir, out, spec, metrics, config, result)
+    log(f"wrote {card}")
+    if refused:
+        raise UserError(
+            f"{out} and its card were written, but the {' and '.join(refused)} variant lost more than "
+            f"--max-loss {max_loss} and was not: see the lines above"
+        )
     return result
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move a finished temporary file into place, with ordinary permissions (mkstemp's are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, out)
+
+
+def calibration_frames(calib_dir: Path | None, data_dir: Path, exclude: set[Path], limit: int) -> list[np.ndarray]:
+    """Up to ``limit`` images, spread evenly: from --calib DIR, else the run's data minus validation."""
+    from ..camera.predict import collect_images
+
+    paths = collect_images([str(calib_dir or data_dir)])
+    paths = [p for p in paths if p not in exclude] or paths
+    step = max(1, len(paths) // limit)
+    frames = [f for f in (read_image(p) for p in paths[::step][:limit]) if f is not None]
+    if not frames:
+        raise UserError(f"no readable calibration images in {calib_dir or data_dir}")
+    return frames
+
+
+def make_variant(variant: str, out: Path, spec: TaskSpec, calib: list[np.ndarray], pairs, fp32: dict,
+                 max_loss: float, log, calib_method: str = "percentile") -> dict:
+    """Build, evaluate and (within the margin) write one precision variant of ``out``."""
+    path = variant_path(out, variant)
+    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        t0 = time.perf_counter()
+        used = quantize_int8(out, tmp, calib, spec, calib_method) if variant == "int8" else 0
+        if variant == "fp16":
+            convert_fp16(out, tmp)
+        built_s = time.perf_counter() - t0
+        evaluation = evaluate_onnx(tmp, pairs)
+        loss = metric_loss(spec.kind, fp32, evaluation)
+        entry = {"file": str(path), "size_bytes": tmp.stat().st_size, "loss": loss, "max_loss": max_loss,
+                 "calibration_images": used,
+                 "calibration_method": calib_method if variant == "int8" else "", **evaluation}
+        line = (f"{variant}: {metric_text(spec.kind, evaluation)} vs {metric_text(spec.kind, fp32)} for float32, "
+                f"{entry['size_bytes'] / 1e6:.1f} MB, {evaluation['cpu_latency_ms_median']:.1f} ms on this CPU "
+                f"(built in {built_s:.1f} s)")
+        entry["written"] = loss <= max_loss
+        if entry["written"]:
+            _publish(tmp, path)
+            log(f"wrote {path}: {line}")
+        else:
+            log(f"REFUSED {path}: {line}; it loses {loss:.4f}, more than --max-loss {max_loss}")
+        return entry
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def export_from_args(args) -> dict:
@@ -236,5 +308,11 @@ def export_from_args(args) -> dict:
         raise UserError(f"--batch must be 'dynamic' or a positive integer, got {args.batch!r}")
     if args.opset < 13:
         raise UserError(f"--opset must be 13 or newer, got {args.opset}")
+    if args.max_loss < 0:
+        raise UserError(f"--max-loss must be 0 or more, got {args.max_loss}")
+    variants = tuple(v for v in VARIANTS if getattr(args, v))
+    if args.calib is not None and "int8" not in variants:
+        raise UserError("--calib is for --int8: add --int8, or drop --calib")
     return export(args.run, args.out, args.opset, batch, args.atol, args.min_agreement,
-                  args.parity_images, args.overwrite)
+                  args.parity_images, args.overwrite, variants=variants, calib_dir=args.calib,
+                  calib_images=args.calib_images, max_loss=args.max_loss, calib_method=args.calib_method)

@@ -223,3 +223,12 @@ def test_collect_errors_are_one_line(tmp_path, synthetic_video):
     proc = edgevision("collect", str(tmp_path / "d"), "--points", "nose", "--split", "0.2")
     assert_one_line_error(proc, "--split looks like val=0.2")
     assert not (tmp_path / "d").exists()  # nothing was written on the way to an error
+
+
+def test_export_option_mistakes_are_one_line(tmp_path):
+    proc = edgevision("export", str(tmp_path), "--out", str(tmp_path / "m.onnx"), "--calib", str(tmp_path))
+    if "needs the training extra" in proc.stderr:
+        pytest.skip("the train extra is not installed")
+    assert_one_line_error(proc, "--calib is for --int8")
+    proc = edgevision("export", str(tmp_path), "--out", str(tmp_path / "m.onnx"), "--int8", "--max-loss", "-1")
+    assert_one_line_error(proc, "--max-loss must be 0 or more")

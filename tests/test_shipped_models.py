@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import REPO, SHARED_DATA, needs_shared
@@ -91,3 +92,20 @@ def test_demo_without_a_camera_says_so_and_runs_the_sample_clip(tmp_path):
     assert len([ln for ln in proc.stderr.splitlines() if "no camera found" in ln]) == 1
     assert "thumbs_demo.mp4" in proc.stderr
     assert len(out.read_text().splitlines()) == 60
+
+
+@pytest.mark.parametrize("name", [*SHIPPED, "nose"])
+@pytest.mark.parametrize("variant", ["int8", "fp16"])
+def test_shipped_precision_variants_carry_the_same_spec_and_agree_on_a_photo_like_frame(name, variant):
+    base = Runner(REPO / "models" / f"{name}.onnx", RunnerOptions(providers="cpu"))
+    other = Runner(REPO / "models" / f"{name}.{variant}.onnx", RunnerOptions(providers="cpu"))
+    assert other.spec == base.spec
+    rng = np.random.default_rng(0)
+    frame = cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), (31, 31), 8)
+    a, b = base(frame), other(frame)
+    if base.spec.kind == "keypoints":
+        assert np.abs(a.xy - b.xy).max() < 15  # pixels in a 320x240 frame
+    else:
+        assert np.abs(a.probs - b.probs).max() < 0.15
+    card = (REPO / "models" / f"{name}.md").read_text()
+    assert f"`{name}.{variant}.onnx`" in card

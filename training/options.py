@@ -155,6 +155,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a TOML file of options, or a shipped one: thumbs, emotions, fingers")
     p.add_argument("--export", type=Path, metavar="OUT.onnx", help="export the run to this file, with its card")
     p.add_argument("--overwrite", action="store_true", help="with --export: replace an existing file")
+    p.add_argument("--int8", action="store_true", help="with --export: also an INT8 (QDQ) variant")
+    p.add_argument("--fp16", action="store_true", help="with --export: also an FP16 variant")
     for f in fields(TrainConfig):
         if f.name in ("data", "config_file"):
             continue

@@ -249,5 +249,6 @@ def train_from_args(args) -> Path:
     if args.export is not None:
         from ..deploy.export import export
 
-        export(run_dir, args.export, overwrite=args.overwrite)
+        variants = tuple(v for v in ("int8", "fp16") if getattr(args, v))
+        export(run_dir, args.export, overwrite=args.overwrite, variants=variants)
     return run_dir

@@ -112,3 +112,36 @@ def test_export_refuses_and_writes_nothing_when_parity_fails(trained_run, monkey
     with pytest.raises(UserError, match="export refused.*parity FAILED"):
         export(run_dir, out, log=lambda _: None)
     assert not out.exists() and not list(out.parent.glob("tmp*.onnx"))
+
+
+def test_int8_and_fp16_variants_are_evaluated_against_float32_and_written(trained_run):
+    run_dir, _, root = trained_run
+    out = root / "variants" / "colours.onnx"
+    log = []
+    report = export(run_dir, out, log=log.append, variants=("int8", "fp16"), calib_images=10)
+    for variant in ("int8", "fp16"):
+        entry = report["variants"][variant]
+        path = out.with_name(f"colours.{variant}.onnx")
+        assert entry["written"] and path.is_file() and entry["file"] == str(path)
+        assert entry["loss"] == pytest.approx(report["onnx_accuracy"] - entry["onnx_accuracy"])
+        runner = Runner(path, RunnerOptions(providers="cpu"))  # runs on the CPU provider, spec carried over
+        assert runner.spec.labels == ("bluish", "reddish")
+        red = np.full((50, 80, 3), COLOURS["reddish"], np.uint8)
+        assert runner(red).label == "reddish"
+    assert report["variants"]["int8"]["calibration_images"] == 8  # 10 asked, used in chunks of 4
+    card = out.with_suffix(".md").read_text()
+    assert "## Precision variants" in card and "colours.int8.onnx" in card
+
+
+def test_a_variant_that_loses_too_much_is_refused_and_not_written(trained_run, monkeypatch):
+    run_dir, _, root = trained_run
+    import edgevision.deploy.export as export_module
+
+    monkeypatch.setattr(export_module, "metric_loss", lambda kind, fp32, variant: 0.5)
+    out = root / "refusing" / "colours.onnx"
+    log = []
+    with pytest.raises(UserError, match="int8 variant lost more than --max-loss 0.01"):
+        export(run_dir, out, log=log.append, variants=("int8",), calib_images=5)
+    assert out.is_file() and not out.with_name("colours.int8.onnx").exists()
+    assert any(line.startswith("REFUSED") for line in log)
+    assert "(refused, not written)" in out.with_suffix(".md").read_text()
