@@ -194,6 +194,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_from_args
+
+    return bench_from_args(args)
+
+
 def _needs_training_extra() -> None:
     """Import TensorFlow quietly: its start-up lines (oneDNN, CUDA probing) are written before its
     logger reads TF_CPP_MIN_LOG_LEVEL, so they are captured like onnxruntime's."""
@@ -255,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", type=Path, metavar="DIR", help="segmentation: write a PNG mask per image here")
     _add_runner_args(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("bench", help="per-stage timings, throughput and memory per provider and precision")
+    p.add_argument("--model", type=Path, required=True, help="the float32 .onnx; NAME.int8/.fp16.onnx beside it join")
+    p.add_argument("--providers", help="e.g. 'trt,cuda,cpu': each is measured on its own (default: all available)")
+    p.add_argument("--source", help="frames to use (a video, folder, camera...); default: a synthetic 640x480 scene")
+    p.add_argument("--frames", type=int, default=100, help="frames per measurement")
+    p.add_argument("--warmup", type=int, default=10, help="runs before timing (TensorRT builds its engine here)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("info", help="a model's spec, inputs, outputs, opset and size")
     p.add_argument("model", type=Path)

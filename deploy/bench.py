@@ -1,0 +1,153 @@
+"""``edgevision bench``: what a model costs per stage, for each provider and precision variant.
+
+For every provider asked for (default: each one this onnxruntime build offers) and every
+precision file beside the model (``NAME.onnx``, ``NAME.fp16.onnx``, ``NAME.int8.onnx``), it
+warms up, then times capture (decoding the source's frames), preprocess, inference, decode and
+draw per frame, and reports median and p95 per stage, throughput, and the process's resident
+memory after the warm-up (rows run one after another in one process, so the first row is the
+cleanest measure of one session). A provider that falls back is reported with the provider that
+actually ran.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .providers import parse_providers, short_name
+from .runner import Runner, RunnerOptions
+
+STAGES = ("capture_ms", "preprocess_ms", "infer_ms", "decode_ms", "draw_ms")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def resident_mb() -> float:
+    """This process's resident memory in MB (Linux /proc; 0 where it is not available)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 3), "p95": round(float(np.percentile(values, 95)), 3)}
+
+
+@dataclass
+class BenchResult:
+    model: str
+    precision: str
+    requested: str
+    provider: str  # what actually ran
+    fell_back: bool
+    frames: int
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    throughput_fps: float = 0.0  # preprocess + infer + decode + draw, back to back
+    rss_mb: float = 0.0  # process resident memory after this row's warm-up
+
+
+def precision_files(model: Path) -> list[tuple[str, Path]]:
+    base = model.with_suffix("")
+    for p in PRECISIONS[1:]:
+        if base.name.endswith(f".{p}"):
+            raise UserError(f"give the float32 model ({base.name.removesuffix('.' + p)}.onnx); its variants are found")
+    found = [("fp32", model)]
+    found += [(p, base.with_name(f"{base.name}.{p}.onnx")) for p in PRECISIONS[1:]]
+    return [(p, f) for p, f in found if f.is_file()]
+
+
+def load_frames(source: str | None, count: int) -> tuple[list[np.ndarray], list[float]]:
+    """Frames to run on and the time each took to capture (decode). Default: a synthetic 640x480 scene."""
+    if source is None:
+        rng = np.random.default_rng(0)
+        import cv2
+
+        base = cv2.GaussianBlur(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), (31, 31), 9)
+        return [np.roll(base, 7 * i, axis=1) for i in range(count)], []
+    from ..camera.sources import open_source
+
+    frames, capture = [], []
+    with open_source(source) as src:
+        iterator = iter(src)
+        while len(frames) < count:
+            t0 = time.perf_counter()
+            frame = next(iterator, None)
+            if frame is None:
+                break
+            capture.append((time.perf_counter() - t0) * 1e3)
+            frames.append(frame.image)
+    if not frames:
+        raise UserError(f"{source} gave no frames to benchmark on")
+    return frames, capture
+
+
+def bench_one(model: Path, precision: str, provider: str, frames: list[np.ndarray], capture: list[float],
+              warmup: int) -> BenchResult:
+    from ..camera.overlay import draw_result
+
+    runner = Runner(model, RunnerOptions(providers=provider))
+    for i in range(warmup):
+        runner.infer([frames[i % len(frames)]])
+    memory = resident_mb()
+    times: dict[str, list[float]] = {s: [] for s in STAGES if s != "capture_ms"}
+    start = time.perf_counter()
+    for frame in frames:
+        results, timings = runner.infer([frame])
+        t0 = time.perf_counter()
+        draw_result(frame.copy(), results[0])
+        timings["draw_ms"] = (time.perf_counter() - t0) * 1e3
+        for key in times:
+            times[key].append(timings[key])
+    elapsed = time.perf_counter() - start
+    stages = {"capture_ms": _stats(capture)} if capture else {}
+    stages.update({k: _stats(v) for k, v in times.items()})
+    return BenchResult(
+        model=str(model), precision=precision, requested=short_name(runner.report.requested[0]),
+        provider=short_name(runner.report.running), fell_back=runner.report.fell_back, frames=len(frames),
+        stages=stages, throughput_fps=round(len(frames) / elapsed, 2), rss_mb=round(memory, 1),
+    )
+
+
+def bench(model: Path, providers: str | None, source: str | None, frames: int, warmup: int) -> list[BenchResult]:
+    import onnxruntime as ort
+
+    if frames < 1 or warmup < 0:
+        raise UserError("--frames must be 1 or more and --warmup 0 or more")
+    chosen = parse_providers(providers, ort.get_available_providers())
+    images, capture = load_frames(source, frames)
+    return [bench_one(path, precision, provider, images, capture, warmup)
+            for precision, path in precision_files(model) for provider in chosen]
+
+
+def table(results: list[BenchResult]) -> str:
+    head = f"{'precision':<9} {'provider':<22} {'FPS':>7} {'RSS':>8}  " + "  ".join(
+        f"{s.removesuffix('_ms'):>17}" for s in STAGES)
+    lines = [head, " " * 51 + "  ".join(f"{'median / p95 ms':>17}" for _ in STAGES)]
+    for r in results:
+        provider = r.provider + (f" (asked {r.requested})" if r.fell_back else "")
+        cells = "  ".join(
+            f"{r.stages[s]['median']:>8.2f} / {r.stages[s]['p95']:<6.2f}" if s in r.stages else f"{'-':>17}"
+            for s in STAGES
+        )
+        lines.append(f"{r.precision:<9} {provider:<22} {r.throughput_fps:>7.1f} {r.rss_mb:>6.0f}MB  {cells}")
+    return "\n".join(lines)
+
+
+def bench_from_args(args) -> int:
+    results = bench(args.model, args.providers, args.source, args.frames, args.warmup)
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+    else:
+        print(f"{args.model}: {results[0].frames} frames per run, {args.warmup} warm-up runs; "
+              "FPS is preprocess + inference + decode + draw back to back")
+        print(table(results))
+    return 0

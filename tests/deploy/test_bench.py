@@ -1,0 +1,36 @@
+import json
+import shutil
+
+import pytest
+from edgevision.deploy.bench import STAGES, bench, precision_files
+from edgevision.deploy.errors import UserError
+from test_cli import assert_one_line_error, edgevision
+
+
+def test_bench_json_has_every_stage_for_each_precision_and_provider(tiny_model, synthetic_video):
+    model = tiny_model("classify", name="m.onnx")
+    shutil.copy(model, model.with_name("m.int8.onnx"))  # stands in for a variant beside it
+    proc = edgevision("bench", "--model", str(model), "--source", str(synthetic_video(20)), "--frames", "12",
+                      "--warmup", "2", "--providers", "cpu", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["precision"], r["provider"]) for r in rows] == [("fp32", "CPU"), ("int8", "CPU")]
+    for row in rows:
+        assert set(row["stages"]) == set(STAGES)
+        assert all(row["stages"][s]["p95"] >= row["stages"][s]["median"] >= 0 for s in STAGES)
+        assert row["frames"] == 12 and row["throughput_fps"] > 0 and row["rss_mb"] > 0 and not row["fell_back"]
+
+
+def test_bench_without_a_source_uses_a_synthetic_scene_and_prints_a_table(tiny_model):
+    results = bench(tiny_model("detect"), "cpu", None, 5, 1)
+    assert len(results) == 1 and "capture_ms" not in results[0].stages
+    proc = edgevision("bench", "--model", str(tiny_model("segment")), "--frames", "5", "--providers", "cpu")
+    assert proc.returncode == 0 and "median / p95 ms" in proc.stdout and "fp32" in proc.stdout
+
+
+def test_bench_wants_the_float32_file_and_clear_options(tiny_model):
+    model = tiny_model("classify", name="m.int8.onnx")
+    with pytest.raises(UserError, match=r"give the float32 model \(m.onnx\)"):
+        precision_files(model)
+    proc = edgevision("bench", "--model", str(tiny_model("classify")), "--frames", "0")
+    assert_one_line_error(proc, "--frames must be 1 or more")
