@@ -194,6 +194,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import doctor_from_args
+
+    return doctor_from_args(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_from_args
 
@@ -270,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="runs before timing (TensorRT builds its engine here)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("doctor", help="what this machine can run (OpenCV, onnxruntime providers, GPU libraries, "
+                                     "cameras, display), with fixes")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("info", help="a model's spec, inputs, outputs, opset and size")
     p.add_argument("model", type=Path)

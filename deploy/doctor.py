@@ -1,0 +1,186 @@
+"""``edgevision doctor``: what this machine can run, and the fix for each problem in one line."""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import glob
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# A 69-byte ONNX model (y = Relu(x), x: float[1, 4], IR 7, opset 13), so provider loading can be
+# tried without the onnx package, which a Jetson runtime need not have.
+TINY_MODEL = base64.b64decode(
+    "CAc6OwoMCgF4EgF5IgRSZWx1EgFnWhMKAXgSDgoMCAESCAoCCAEKAggEYhMKAXkSDgoMCAESCAoCCAEKAggEQgQKABAN"
+)
+LIBRARIES = {
+    "CUDA runtime": ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"),
+    "cuBLAS": ("libcublas.so", "libcublas.so.13", "libcublas.so.12", "libcublas.so.11"),
+    "cuDNN": ("libcudnn.so", "libcudnn.so.9", "libcudnn.so.8"),
+    "TensorRT": ("libnvinfer.so", "libnvinfer.so.10", "libnvinfer.so.8"),
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    area: str
+    status: str  # "ok", "warn" or "fail"
+    text: str
+    fix: str = ""
+
+
+def _jetson_model() -> str:
+    for path in ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model"):
+        try:
+            text = Path(path).read_text(errors="replace").strip("\x00\n ")
+        except OSError:
+            continue
+        if "jetson" in text.lower() or "nvidia" in text.lower():
+            return text
+    return ""
+
+
+def check_python() -> list[Check]:
+    version = platform.python_version()
+    checks = [Check("python", "ok" if sys.version_info >= (3, 10) else "fail",
+                    f"Python {version} on {platform.machine()}",
+                    "" if sys.version_info >= (3, 10) else "edgevision needs Python 3.10+ (JetPack 6)")]
+    jetson = _jetson_model()
+    release = Path("/etc/nv_tegra_release")
+    if jetson or release.exists():
+        l4t = release.read_text(errors="replace").split(",")[0].strip() if release.exists() else "L4T unknown"
+        checks.append(Check("platform", "ok", f"{jetson or 'Jetson'} ({l4t})"))
+    import numpy
+
+    checks.append(Check("numpy", "ok", f"numpy {numpy.__version__}"))
+    return checks
+
+
+def check_opencv() -> list[Check]:
+    import cv2
+
+    info = cv2.getBuildInformation()
+
+    def flag(name: str) -> str:
+        m = re.search(rf"{name}:\s*(\S+)", info)
+        return m.group(1) if m else "NO"
+
+    gui, gst, v4l = flag("GUI"), flag("GStreamer"), flag("v4l/v4l2")
+    checks = [Check("opencv", "ok", f"OpenCV {cv2.__version__}: GUI {gui}, GStreamer {gst}, V4L2 {v4l}")]
+    if gst.upper() != "YES":
+        checks.append(Check("opencv", "warn", "no GStreamer: csi:// cameras and GStreamer pipelines cannot open",
+                            "on a Jetson use JetPack's OpenCV (venv --system-site-packages, pip uninstall "
+                            "opencv-python); USB webcams work without it"))
+    if gui.upper() == "NONE":
+        checks.append(Check("opencv", "warn", "OpenCV has no GUI (opencv-python-headless?): no windows",
+                            "pip uninstall opencv-python-headless && pip install opencv-python, or run --no-display"))
+    return checks
+
+
+def check_onnxruntime() -> list[Check]:
+    flavours = []
+    for dist in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino"):
+        try:
+            flavours.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return [Check("onnxruntime", "fail", "onnxruntime is not installed",
+                      "x86_64: pip install onnxruntime-gpu; Jetson: pip install onnxruntime-gpu --index-url "
+                      "https://pypi.jetson-ai-lab.io/jp6/cu126")]
+    checks = [Check("onnxruntime", "ok", f"{', '.join(flavours) or 'onnxruntime ' + ort.__version__}; "
+                    f"providers in this build: {', '.join(ort.get_available_providers())}")]
+    if len(flavours) > 1:
+        checks.append(Check("onnxruntime", "fail", f"several onnxruntime packages at once ({', '.join(flavours)}): "
+                            "they share one module and the last installed wins",
+                            "pip uninstall -y " + " ".join(f.split()[0] for f in flavours) + " and install one"))
+    return checks + check_providers(ort)
+
+
+def check_providers(ort) -> list[Check]:
+    """Try to create a session on each provider the build offers: what loads, and why not."""
+    from .providers import GPU_PROVIDERS, captured_fds, load_failure_reason, short_name
+
+    checks = []
+    for provider in ort.get_available_providers():
+        with captured_fds() as log:
+            try:
+                session = ort.InferenceSession(TINY_MODEL, providers=[provider])
+                got = session.get_providers()[0]
+            except Exception as exc:  # onnxruntime raises several types here
+                got, log = "", [*log, str(exc)]
+        name = short_name(provider)
+        if got == provider:
+            checks.append(Check("provider", "ok", f"{name} loads"))
+        else:
+            gpu = provider in GPU_PROVIDERS
+            reason = load_failure_reason(log)
+            checks.append(Check("provider", "warn" if gpu else "fail", f"{name} does not load: {reason}",
+                                "install the CUDA/cuDNN/TensorRT versions this onnxruntime-gpu was built for "
+                                "(JetPack brings them on a Jetson)" if gpu else "reinstall onnxruntime"))
+    return checks
+
+
+def find_library(names: tuple[str, ...]) -> str:
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+            return name
+        except OSError:
+            continue
+    return ""
+
+
+def check_libraries() -> list[Check]:
+    checks = []
+    for what, names in LIBRARIES.items():
+        found = find_library(names)
+        checks.append(Check("library", "ok" if found else "warn", f"{what}: {found or 'not found'}",
+                            "" if found else "needed only for GPU providers; on a Jetson it comes with JetPack"))
+    return checks
+
+
+def check_cameras() -> list[Check]:
+    devices = sorted(glob.glob("/dev/video*"))
+    checks = [Check("camera", "ok" if devices else "warn", f"video devices: {', '.join(devices) or 'none'}",
+                    "" if devices else "plug in a USB camera (then ls /dev/video*), or use a video file as --source")]
+    if _jetson_model():
+        argus = any(Path(p).exists() for p in ("/usr/sbin/nvargus-daemon", "/usr/bin/nvargus-daemon"))
+        checks.append(Check("camera", "ok" if argus else "warn",
+                            f"nvargus-daemon (CSI cameras): {'present' if argus else 'not found'}",
+                            "" if argus else "CSI cameras need JetPack's nvargus-daemon"))
+    return checks
+
+
+def check_display() -> list[Check]:
+    from ..camera.sinks import display_available
+
+    if display_available():
+        return [Check("display", "ok", f"a window can open (DISPLAY={os.environ.get('DISPLAY', '')})")]
+    return [Check("display", "warn", "no display: windows cannot open",
+                  "run with --no-display and --record/--jsonl, or set DISPLAY (ssh -X, or export DISPLAY=:0)")]
+
+
+def run_checks() -> list[Check]:
+    return [*check_python(), *check_opencv(), *check_onnxruntime(), *check_libraries(), *check_cameras(),
+            *check_display()]
+
+
+def doctor_from_args(args) -> int:
+    checks = run_checks()
+    if args.json:
+        print(json.dumps([asdict(c) for c in checks], indent=2))
+    else:
+        for c in checks:
+            print(f"{c.status:<4}  {c.area:<11} {c.text}")
+            if c.fix:
+                print(f"{'':<17}fix: {c.fix}")
+    return 1 if any(c.status == "fail" for c in checks) else 0

@@ -1,0 +1,59 @@
+import json
+
+import onnxruntime as ort
+from edgevision.deploy import doctor
+from test_cli import HEADLESS, edgevision
+
+
+def test_doctor_json_reports_every_area_and_exits_zero_on_a_working_runtime():
+    proc = edgevision("doctor", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    checks = json.loads(proc.stdout)
+    areas = {c["area"] for c in checks}
+    assert {"python", "numpy", "opencv", "onnxruntime", "provider", "library", "camera", "display"} <= areas
+    cpu = [c for c in checks if c["area"] == "provider" and c["text"].startswith("CPU")]
+    assert cpu and cpu[0]["status"] == "ok"
+    assert all(c["fix"] for c in checks if c["status"] != "ok")  # every problem comes with its fix
+    assert "DISPLAY" not in HEADLESS and any(c["area"] == "display" and c["status"] == "warn" for c in checks)
+
+
+def test_the_embedded_tiny_model_runs_without_the_onnx_package():
+    session = ort.InferenceSession(doctor.TINY_MODEL, providers=["CPUExecutionProvider"])
+    import numpy as np
+
+    out = session.run(None, {"x": np.array([[-1, 2, -3, 4]], np.float32)})[0]
+    assert out.tolist() == [[0, 2, 0, 4]]
+
+
+def test_a_provider_that_cannot_load_is_reported_with_its_reason(monkeypatch):
+    class NoCuda:
+        @staticmethod
+        def get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        @staticmethod
+        def InferenceSession(model, providers):
+            if providers == ["CUDAExecutionProvider"]:
+                import os
+
+                os.write(2, b"libcudnn.so.9: cannot open shared object file\n")
+            return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+
+    checks = doctor.check_providers(NoCuda)
+    assert [(c.status, c.text) for c in checks] == [
+        ("warn", "CUDA does not load: libcudnn.so.9 not found"),
+        ("ok", "CPU loads"),
+    ]
+    assert "CUDA/cuDNN/TensorRT" in checks[0].fix
+
+
+def test_two_onnxruntime_packages_at_once_is_a_failure_with_the_fix(monkeypatch):
+    real = doctor.importlib.metadata.version
+
+    def version(dist):
+        return "1.0" if dist == "onnxruntime" else real(dist)
+
+    monkeypatch.setattr(doctor.importlib.metadata, "version", version)
+    checks = doctor.check_onnxruntime()
+    failed = [c for c in checks if c.status == "fail"]
+    assert failed and "last installed wins" in failed[0].text and "pip uninstall" in failed[0].fix
