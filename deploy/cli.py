@@ -25,21 +25,28 @@ def _add_runner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--providers", help="execution providers in order, e.g. 'trt,cuda,cpu' (default: best available)")
     p.add_argument("--require-gpu", action="store_true", help="fail instead of falling back to the CPU")
     p.add_argument("--no-fp16", action="store_true", help="TensorRT: build FP32 engines")
+    p.add_argument("--trt-workspace-gb", type=float, default=1.0, help="TensorRT builder memory (default 1 GB)")
+    p.add_argument("--device", type=int, default=0, help="CUDA/TensorRT device id (default 0)")
+    p.add_argument("--cudnn-algo", default="HEURISTIC", choices=["HEURISTIC", "DEFAULT", "EXHAUSTIVE"],
+                   help="CUDA: cuDNN convolution algorithm search (default HEURISTIC: quick first frames)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for onnxruntime (0: automatic)")
     p.add_argument("--score-threshold", type=float, help="detection: minimum score (default: the model's)")
     p.add_argument("--iou-threshold", type=float, help="detection: NMS IoU (default: the model's)")
 
 
 def _open_runner(args: argparse.Namespace, model: Path):
+    from .providers import ProviderConfig
     from .runner import Runner, RunnerOptions
 
+    config = ProviderConfig(fp16=not args.no_fp16, trt_workspace_gb=args.trt_workspace_gb, device_id=args.device,
+                            cudnn_conv_algo_search=args.cudnn_algo, threads=args.threads)
     options = RunnerOptions(
         providers=args.providers,
         require_gpu=args.require_gpu,
-        fp16=not args.no_fp16,
-        threads=args.threads,
+        config=config,
         score_threshold=args.score_threshold,
         iou_threshold=args.iou_threshold,
+        notice=say,
     )
     runner = Runner(model, options)
     say(f"{model.name}: {runner.spec.kind}, {runner.provider_line}")

@@ -140,7 +140,11 @@ def find_library(names: tuple[str, ...]) -> str:
 
 
 def check_libraries() -> list[Check]:
-    checks = []
+    from .providers import gpu_name, tensorrt_version
+
+    gpu, trt = gpu_name(), tensorrt_version()
+    checks = [Check("gpu", "ok" if gpu != "none" else "warn", f"GPU: {gpu}; TensorRT library version: {trt}",
+                    "" if gpu != "none" else "no NVIDIA GPU seen: models run on the CPU provider")]
     for what, names in LIBRARIES.items():
         found = find_library(names)
         checks.append(Check("library", "ok" if found else "warn", f"{what}: {found or 'not found'}",

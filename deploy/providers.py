@@ -9,6 +9,7 @@ captured at the file-descriptor level; what the user sees is one line.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import io
 import os
@@ -71,24 +72,87 @@ def parse_providers(text: str | None, available: list[str]) -> list[str]:
     return chosen
 
 
-def model_cache_dir(model_path: Path, root: Path | None = None) -> Path:
-    """A per-model folder for TensorRT engines, keyed by the model's bytes and onnxruntime version."""
+CUDNN_ALGO_SEARCH = ("HEURISTIC", "DEFAULT", "EXHAUSTIVE")
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """Every provider option in one place. Bad values fail here, when the config is built."""
+
+    fp16: bool = True  # TensorRT: FP16 kernels where they are faster
+    trt_workspace_gb: float = 1.0  # TensorRT: scratch memory for the engine builder (a Nano shares 4 GB)
+    device_id: int = 0  # CUDA and TensorRT
+    cudnn_conv_algo_search: str = "HEURISTIC"  # EXHAUSTIVE is onnxruntime's default: slow first frames
+    threads: int = 0  # CPU intra-op threads; 0: onnxruntime's default
+    cache_root: Path | None = None  # default: $EDGEVISION_CACHE or ~/.cache/edgevision
+
+    def __post_init__(self) -> None:
+        if not 0 < self.trt_workspace_gb <= 64:
+            raise UserError(f"--trt-workspace-gb must be within 0..64, got {self.trt_workspace_gb}")
+        if self.device_id < 0:
+            raise UserError(f"--device must be 0 or more, got {self.device_id}")
+        if self.cudnn_conv_algo_search not in CUDNN_ALGO_SEARCH:
+            raise UserError(f"--cudnn-algo must be one of {', '.join(CUDNN_ALGO_SEARCH)}, "
+                            f"got {self.cudnn_conv_algo_search!r}")
+        if self.threads < 0:
+            raise UserError(f"--threads must be 0 (automatic) or more, got {self.threads}")
+
+
+def tensorrt_version() -> str:
+    """The TensorRT library's version number as it reports it, or 'none'."""
+    import ctypes
+
+    for name in ("libnvinfer.so", "libnvinfer.so.10", "libnvinfer.so.8"):
+        try:
+            return str(ctypes.CDLL(name).getInferLibVersion())
+        except (OSError, AttributeError):
+            continue
+    return "none"
+
+
+def gpu_name() -> str:
+    """The GPU's model name (a Jetson's board name), or 'none'; read from files, no subprocess."""
+    for path in ("/proc/device-tree/model", *sorted(glob.glob("/proc/driver/nvidia/gpus/*/information"))):
+        try:
+            text = Path(path).read_text(errors="replace").strip("\x00\n ")
+        except OSError:
+            continue
+        if path.endswith("information"):
+            m = re.search(r"Model:\s*(.+)", text)
+            if m:
+                return m.group(1).strip()
+        elif "nvidia" in text.lower() or "jetson" in text.lower():
+            return text
+    return "none"
+
+
+def cache_key(model_digest: str, ort_version: str, trt_version: str, gpu: str) -> str:
+    """An engine built for other bytes, another onnxruntime or TensorRT, or another GPU is never reused."""
+    return hashlib.sha256("\n".join((model_digest, ort_version, trt_version, gpu)).encode()).hexdigest()[:16]
+
+
+def engine_cache_dir(model_path: Path, root: Path | None = None) -> Path:
+    """Where TensorRT keeps this model's engines and timing cache on this machine."""
     import onnxruntime as ort
 
     root = root or Path(os.environ.get("EDGEVISION_CACHE", Path.home() / ".cache" / "edgevision"))
-    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
-    return root / "trt" / f"{model_path.stem}-{digest}-ort{ort.__version__}"
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    return root / "trt" / f"{model_path.stem}-{cache_key(digest, ort.__version__, tensorrt_version(), gpu_name())}"
 
 
-def provider_options(providers: list[str], model_path: Path, fp16: bool = True) -> list[dict[str, str]]:
-    """Options per provider: TensorRT gets FP16 and an engine + timing cache per model."""
+def provider_options(providers: list[str], model_path: Path, config: ProviderConfig | None = None
+                     ) -> list[dict[str, str]]:
+    """Options per provider: TensorRT gets FP16, a workspace and an engine + timing cache per model."""
+    config = config or ProviderConfig()
     options: list[dict[str, str]] = []
     for name in providers:
         if name == TRT:
-            cache = model_cache_dir(model_path)
+            cache = engine_cache_dir(model_path, config.cache_root)
             options.append(
                 {
-                    "trt_fp16_enable": "True" if fp16 else "False",
+                    "device_id": str(config.device_id),
+                    "trt_fp16_enable": "True" if config.fp16 else "False",
+                    "trt_max_workspace_size": str(int(config.trt_workspace_gb * (1 << 30))),
                     "trt_engine_cache_enable": "True",
                     "trt_engine_cache_path": str(cache),
                     "trt_timing_cache_enable": "True",
@@ -96,10 +160,17 @@ def provider_options(providers: list[str], model_path: Path, fp16: bool = True) 
                 }
             )
         elif name == CUDA:
-            options.append({"device_id": "0"})
+            options.append({"device_id": str(config.device_id),
+                            "cudnn_conv_algo_search": config.cudnn_conv_algo_search})
         else:
             options.append({})
     return options
+
+
+def needs_engine_build(model_path: Path, config: ProviderConfig | None = None) -> bool:
+    """True when TensorRT has no cached engine for this model on this machine yet."""
+    cache = engine_cache_dir(model_path, (config or ProviderConfig()).cache_root)
+    return not any(cache.glob("*.engine"))
 
 
 @contextlib.contextmanager

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,13 @@ from .errors import UserError
 from .onnxmeta import OnnxHeader, read_header
 from .providers import (
     CPU,
+    TRT,
+    ProviderConfig,
     ProviderReport,
     captured_fds,
+    engine_cache_dir,
     load_failure_reason,
+    needs_engine_build,
     parse_providers,
     provider_options,
 )
@@ -29,14 +34,12 @@ class RunnerOptions:
 
     providers: str | None = None  # "trt,cuda,cpu" style; None: best available
     require_gpu: bool = False
-    fp16: bool = True  # TensorRT only
-    threads: int = 0  # CPU intra-op threads; 0: onnxruntime's default
+    config: ProviderConfig = field(default_factory=ProviderConfig)  # per-provider settings
     score_threshold: float | None = None  # detect: override the spec's default
     iou_threshold: float | None = None
+    notice: Callable[[str], None] | None = None  # told before slow steps (a TensorRT engine build)
 
     def __post_init__(self) -> None:
-        if self.threads < 0:
-            raise UserError(f"threads must be 0 (automatic) or more, got {self.threads}")
         if self.require_gpu and self.providers is not None:
             names = {p.strip().lower() for p in self.providers.split(",") if p.strip()}
             if names and names <= {"cpu", "cpuexecutionprovider"}:
@@ -77,9 +80,15 @@ class Runner:
     def _create_session(self, requested: list[str]) -> tuple[ort.InferenceSession, ProviderReport]:
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        if self.options.threads:
-            so.intra_op_num_threads = self.options.threads
-        opts = provider_options(requested, self.path, fp16=self.options.fp16)
+        config = self.options.config
+        if config.threads:
+            so.intra_op_num_threads = config.threads
+        opts = provider_options(requested, self.path, config)
+        if TRT in requested and self.options.notice and needs_engine_build(self.path, config):
+            self.options.notice(
+                f"building a TensorRT engine for {self.path.name} (first run on this machine; can take minutes "
+                f"on a Nano); it is cached in {engine_cache_dir(self.path, config.cache_root)}"
+            )
         with captured_fds() as log:
             try:
                 session = ort.InferenceSession(str(self.path), so, providers=requested, provider_options=opts)

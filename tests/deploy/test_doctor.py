@@ -10,7 +10,7 @@ def test_doctor_json_reports_every_area_and_exits_zero_on_a_working_runtime():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     checks = json.loads(proc.stdout)
     areas = {c["area"] for c in checks}
-    assert {"python", "numpy", "opencv", "onnxruntime", "provider", "library", "camera", "display"} <= areas
+    assert {"python", "numpy", "opencv", "onnxruntime", "provider", "gpu", "library", "camera", "display"} <= areas
     cpu = [c for c in checks if c["area"] == "provider" and c["text"].startswith("CPU")]
     assert cpu and cpu[0]["status"] == "ok"
     assert all(c["fix"] for c in checks if c["status"] != "ok")  # every problem comes with its fix

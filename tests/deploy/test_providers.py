@@ -45,17 +45,56 @@ def test_empty_providers_text_is_refused():
         P.parse_providers(" , ", ALL)
 
 
-def test_tensorrt_options_turn_on_fp16_and_a_per_model_engine_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGEVISION_CACHE", str(tmp_path / "cache"))
+def test_options_per_provider_come_from_one_config(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"one")
-    trt, cuda, cpu = P.provider_options(ALL, model)
+    config = P.ProviderConfig(trt_workspace_gb=0.5, device_id=1, cudnn_conv_algo_search="DEFAULT",
+                              cache_root=tmp_path / "cache")
+    trt, cuda, cpu = P.provider_options(ALL, model, config)
     assert trt["trt_fp16_enable"] == "True" and trt["trt_engine_cache_enable"] == "True"
-    assert Path(trt["trt_engine_cache_path"]).is_relative_to(tmp_path / "cache")
-    assert cuda == {"device_id": "0"} and cpu == {}
-    model.write_bytes(b"two")  # different bytes, different engine folder: a stale engine is never used
-    assert P.provider_options([P.TRT], model)[0]["trt_engine_cache_path"] != trt["trt_engine_cache_path"]
-    assert P.provider_options([P.TRT], model, fp16=False)[0]["trt_fp16_enable"] == "False"
+    assert trt["trt_max_workspace_size"] == str(1 << 29) and trt["device_id"] == "1"
+    assert trt["trt_timing_cache_enable"] == "True" and trt["trt_timing_cache_path"] == trt["trt_engine_cache_path"]
+    assert Path(trt["trt_engine_cache_path"]).is_relative_to(tmp_path / "cache" / "trt")
+    assert cuda == {"device_id": "1", "cudnn_conv_algo_search": "DEFAULT"} and cpu == {}
+    fp32 = P.provider_options([P.TRT], model, P.ProviderConfig(fp16=False, cache_root=tmp_path))[0]
+    assert fp32["trt_fp16_enable"] == "False"
+    model.write_bytes(b"two")  # other bytes, another engine folder: a stale engine is never used
+    assert P.provider_options([P.TRT], model, config)[0]["trt_engine_cache_path"] != trt["trt_engine_cache_path"]
+
+
+def test_the_engine_cache_key_changes_when_any_of_its_inputs_changes():
+    base = ("sha-of-model", "1.22.0", "100300", "NVIDIA Jetson Orin Nano")
+    keys = {P.cache_key(*base)}
+    for i, changed in enumerate(["other-model", "1.23.0", "100301", "NVIDIA Jetson AGX Orin"]):
+        args = list(base)
+        args[i] = changed
+        keys.add(P.cache_key(*args))
+    assert len(keys) == 5 and P.cache_key(*base) == P.cache_key(*base)
+
+
+def test_engine_build_is_needed_until_an_engine_file_is_cached(tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"bytes")
+    config = P.ProviderConfig(cache_root=tmp_path / "cache")
+    assert P.needs_engine_build(model, config)
+    folder = P.engine_cache_dir(model, config.cache_root)
+    folder.mkdir(parents=True)
+    (folder / "TensorrtExecutionProvider_m_123.engine").write_bytes(b"x")
+    assert not P.needs_engine_build(model, config)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"trt_workspace_gb": 0}, "--trt-workspace-gb"),
+        ({"device_id": -1}, "--device must be 0 or more"),
+        ({"cudnn_conv_algo_search": "FAST"}, "--cudnn-algo must be one of"),
+        ({"threads": -2}, "--threads must be 0"),
+    ],
+)
+def test_bad_provider_settings_fail_when_the_config_is_built(fields, message):
+    with pytest.raises(UserError, match=message):
+        P.ProviderConfig(**fields)
 
 
 def test_load_failure_reason_distils_onnxruntime_noise_to_one_phrase():

@@ -125,3 +125,13 @@ def test_real_onnxruntime_gpu_build_falls_back_to_cpu_here_and_says_so(tiny_mode
     assert runner.provider_line.startswith("running on CPU: ")
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def test_a_first_tensorrt_engine_build_is_announced_before_it_starts(tiny_model, monkeypatch, tmp_path):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [P.TRT, P.CPU])
+    monkeypatch.setattr(ort, "InferenceSession", FallbackSession(ort.InferenceSession))
+    told = []
+    options = RunnerOptions(providers="trt", config=P.ProviderConfig(cache_root=tmp_path), notice=told.append)
+    Runner(tiny_model("classify"), options)
+    assert len(told) == 1 and "building a TensorRT engine for classify.onnx" in told[0]
+    assert str(tmp_path / "trt") in told[0]
