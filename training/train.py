@@ -120,14 +120,34 @@ def fit_head(model, x_train, y_train, x_val, y_val, config, run_dir, log, weight
     return history.history
 
 
-def fine_tune(model, x_train, y_train, x_val, y_val, config, run_dir, log, weights, classes) -> dict:
-    num_classes = len(classes)
+def unfreeze_backbone(owner: keras.Model, config: TrainConfig, log: Callable[[str], None]) -> None:
+    """The whole backbone from scratch (weights 'none'), else its top ``config.unfreeze`` layers."""
     if config.weights == "none":
-        trainable = set_trainable_top(model, None)
+        trainable = set_trainable_top(owner, None)
         log(f"training the whole backbone from scratch ({trainable} weight tensors)")
     else:
-        trainable = set_trainable_top(model, config.unfreeze)
+        trainable = set_trainable_top(owner, config.unfreeze)
         log(f"fine-tuning the top {config.unfreeze} backbone layers ({trainable} weight tensors)")
+
+
+def finetune_schedule(config: TrainConfig, steps_per_epoch: int):
+    """Linear warm-up over the first 5% of steps to ``config.lr``, then cosine decay to 0."""
+    steps = config.epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=config.lr, warmup_steps=max(1, steps // 20))
+
+
+def finetune_callbacks(config: TrainConfig, run_dir: Path, log: Callable[[str], None], metric: str) -> list:
+    return [
+        *([keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True)]
+          if config.patience else []),
+        keras.callbacks.TensorBoard(str(run_dir / "tb" / "finetune")),
+        EpochLine("finetune", config.epochs, log, metric=metric),
+    ]
+
+
+def fine_tune(model, x_train, y_train, x_val, y_val, config, run_dir, log, weights, classes) -> dict:
+    num_classes = len(classes)
+    unfreeze_backbone(model, config, log)
     augment = augmenter(config, num_classes, classes)
 
     def one_hot(images, labels):
@@ -144,11 +164,7 @@ def fine_tune(model, x_train, y_train, x_val, y_val, config, run_dir, log, weigh
     val_ds = tf.data.Dataset.from_tensor_slices(
         (x_val.astype(np.float32), keras.utils.to_categorical(y_val, num_classes))
     ).batch(config.batch_size)
-    steps = config.epochs * math.ceil(len(x_train) / config.batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, steps, warmup_target=config.lr, warmup_steps=max(1, steps // 20)
-    )
-    _compile(model, schedule, config)
+    _compile(model, finetune_schedule(config, math.ceil(len(x_train) / config.batch_size)), config)
     history = model.fit(
         train_ds,
         validation_data=val_ds,
@@ -156,12 +172,7 @@ def fine_tune(model, x_train, y_train, x_val, y_val, config, run_dir, log, weigh
         class_weight=weights,
         shuffle=False,  # train_ds is shuffled each epoch already
         verbose=0,
-        callbacks=[
-            *([keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True)]
-              if config.patience else []),
-            keras.callbacks.TensorBoard(str(run_dir / "tb" / "finetune")),
-            EpochLine("finetune", config.epochs, log),
-        ],
+        callbacks=finetune_callbacks(config, run_dir, log, "accuracy"),
     )
     return history.history
 

@@ -16,9 +16,8 @@ from ..deploy.spec import TaskSpec
 from .keypoint_model import build_keypoint_model, normalised, with_flip_average
 from .keypoints import augment_sample, find_point_dataset, flip_partner, keypoint_metrics, load_resized
 from .metrics import save_curves_png
-from .model import set_trainable_top
 from .options import TrainConfig
-from .train import EpochLine, new_run_dir
+from .train import EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
 
 
 class AugmentedPoints(keras.utils.PyDataset):
@@ -82,27 +81,13 @@ def _fast_head(features, head, x_train, y_train, x_val, y_val, config, run_dir, 
 
 
 def _fine_tune(model, features, x_train, y_train, x_val, y_val, config, run_dir, log, partner) -> dict:
-    if config.weights == "none":
-        trainable = set_trainable_top(features, None)
-        log(f"training the whole backbone from scratch ({trainable} weight tensors)")
-    else:
-        trainable = set_trainable_top(features, config.unfreeze)
-        log(f"fine-tuning the top {config.unfreeze} backbone layers ({trainable} weight tensors)")
+    unfreeze_backbone(features, config, log)
     size = x_train.shape[1]
     data = AugmentedPoints(x_train, y_train, config.batch_size, config, partner, config.seed)
-    steps = config.epochs * len(data)
-    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=config.lr,
-                                                      warmup_steps=max(1, steps // 20))
-    _compile(model, schedule, config)
+    _compile(model, finetune_schedule(config, len(data)), config)
     history = model.fit(
         data, validation_data=(x_val.astype(np.float32), normalised(y_val, size)),
-        epochs=config.epochs, verbose=0,
-        callbacks=[
-            *([keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True)]
-              if config.patience else []),
-            keras.callbacks.TensorBoard(str(run_dir / "tb" / "finetune")),
-            EpochLine("finetune", config.epochs, log, metric="mae"),
-        ],
+        epochs=config.epochs, verbose=0, callbacks=finetune_callbacks(config, run_dir, log, "mae"),
     )
     return history.history
 
