@@ -167,9 +167,8 @@ def provider_options(providers: list[str], model_path: Path, config: ProviderCon
     return options
 
 
-def needs_engine_build(model_path: Path, config: ProviderConfig | None = None) -> bool:
-    """True when TensorRT has no cached engine for this model on this machine yet."""
-    cache = engine_cache_dir(model_path, (config or ProviderConfig()).cache_root)
+def needs_engine_build(cache: Path) -> bool:
+    """True when an engine cache folder holds no TensorRT engine yet."""
     return not any(cache.glob("*.engine"))
 
 

@@ -19,7 +19,6 @@ from .providers import (
     ProviderConfig,
     ProviderReport,
     captured_fds,
-    engine_cache_dir,
     load_failure_reason,
     needs_engine_build,
     parse_providers,
@@ -84,11 +83,13 @@ class Runner:
         if config.threads:
             so.intra_op_num_threads = config.threads
         opts = provider_options(requested, self.path, config)
-        if TRT in requested and self.options.notice and needs_engine_build(self.path, config):
-            self.options.notice(
-                f"building a TensorRT engine for {self.path.name} (first run on this machine; can take minutes "
-                f"on a Nano); it is cached in {engine_cache_dir(self.path, config.cache_root)}"
-            )
+        if TRT in requested and self.options.notice:
+            cache = Path(opts[requested.index(TRT)]["trt_engine_cache_path"])
+            if needs_engine_build(cache):
+                self.options.notice(
+                    f"building a TensorRT engine for {self.path.name} (first run on this machine; can take "
+                    f"minutes on a Nano); it is cached in {cache}"
+                )
         with captured_fds() as log:
             try:
                 session = ort.InferenceSession(str(self.path), so, providers=requested, provider_options=opts)
@@ -107,7 +108,8 @@ class Runner:
             raise UserError(f"{self.path} has {len(inputs)} inputs; edgevision models take one image batch")
         shape = inputs[0].shape  # (n, h, w, 3), dims may be symbolic
         self.input_name = inputs[0].name
-        if len(shape) != 4 or shape[3] not in (3, None) and not isinstance(shape[3], str):
+        channels = shape[3] if len(shape) == 4 else None
+        if len(shape) != 4 or (isinstance(channels, int) and channels != 3):
             raise UserError(f"{self.path} input must be NHWC (n, h, w, 3), got {shape}")
         hw = tuple(shape[1:3])
         if all(isinstance(d, int) for d in hw) and hw != self.spec.input_hw:

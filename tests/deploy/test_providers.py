@@ -75,12 +75,11 @@ def test_the_engine_cache_key_changes_when_any_of_its_inputs_changes():
 def test_engine_build_is_needed_until_an_engine_file_is_cached(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"bytes")
-    config = P.ProviderConfig(cache_root=tmp_path / "cache")
-    assert P.needs_engine_build(model, config)
-    folder = P.engine_cache_dir(model, config.cache_root)
+    folder = P.engine_cache_dir(model, tmp_path / "cache")
+    assert P.needs_engine_build(folder)
     folder.mkdir(parents=True)
     (folder / "TensorrtExecutionProvider_m_123.engine").write_bytes(b"x")
-    assert not P.needs_engine_build(model, config)
+    assert not P.needs_engine_build(folder)
 
 
 @pytest.mark.parametrize(
