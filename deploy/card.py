@@ -28,7 +28,7 @@ def data_source(data_dir: Path) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def retrain_command(config: dict, out: Path) -> str:
+def retrain_command(config: dict, out: Path, variants: tuple[str, ...] = ()) -> str:
     config_file = config.get("config_file") or ""
     shipped = Path(config_file).parent.name == "configs" and Path(config_file).parent.parent.name == "training"
     source = f"--config {Path(config_file).stem}" if shipped else f"--config {config_file}" if config_file else (
@@ -36,7 +36,8 @@ def retrain_command(config: dict, out: Path) -> str:
         + (f" --task keypoints --points {','.join(config['points'])} --head {config['head']}"
            if config.get("task") == "keypoints" else "")
     )
-    return f"edgevision train {source} --export {out} --overwrite"
+    flags = "".join(f" --{v}" for v in variants)
+    return f"edgevision train {source} --export {out}{flags} --overwrite"
 
 
 def _classify_section(metrics: dict, report: dict) -> str:
@@ -141,13 +142,16 @@ Export parity (Keras vs onnxruntime on {parity["images"]} validation images): ma
 {_variants_section(export_report, keypoints)}## Retrain
 
 ```
-{retrain_command(config, out)}
+{retrain_command(config, out, tuple(export_report.get("variants", ())))}
 ```
 
 Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line per image{
         "" if keypoints else " and the accuracy on the images whose folder names a label"}.
 """
     card.write_text(text)
+    for variant, entry in export_report.get("variants", {}).items():
+        if entry["written"]:
+            write_variant_card(variant, entry, out, spec, config, export_report)
     return card
 
 
@@ -177,6 +181,53 @@ def _variants_section(report: dict, keypoints: bool) -> str:
         "and it runs slower than float32. FP16 keeps float32 input and output. Their speed on a Jetson's\n"
         "GPU is still to be measured.\n\n"
     )
+
+
+PRECISION_TEXT = {
+    "int8": "INT8: static QDQ quantisation (symmetric, per-channel weights; {calib}), the explicit form TensorRT "
+            "builds INT8 engines from; on a CPU it runs slower than float32",
+    "fp16": "FP16: float16 weights and maths, float32 input and output; for GPUs",
+}
+
+
+def write_variant_card(variant: str, entry: dict, out: Path, spec: TaskSpec, config: dict, report: dict) -> Path:
+    """A short card for models/NAME.<variant>.onnx: what it is, its own measured metric against float32."""
+    path = Path(entry["file"]).with_suffix(".md")
+    keypoints = spec.kind == "keypoints"
+    metric = "onnx_nme_mean" if keypoints else "onnx_accuracy"
+    name = "NME (mean)" if keypoints else "accuracy"
+    calib = f"{entry.get('calibration_images', 0)} images, {entry.get('calibration_method', 'minmax')} calibration"
+    verdict = "written" if entry["written"] else "refused, not written"
+    labels = ", ".join(f"`{x}`" for x in spec.labels)
+    latency = (f"{entry['cpu_latency_ms_median']:.1f} ms median, {entry['cpu_latency_ms_p95']:.1f} ms p95 per image "
+               f"(float32: {report['cpu_latency_ms_median']:.1f} ms; onnxruntime CPU provider)")
+    text = f"""# {Path(entry["file"]).name}: {variant.upper()} variant of {out.name}
+
+| | |
+|---|---|
+| precision | {PRECISION_TEXT[variant].format(calib=calib)} |
+| task | the same spec as `{out.name}`: `{spec.kind}`, {labels}, input {spec.input_hw[0]}x{spec.input_hw[1]} |
+| file | {entry["size_bytes"] / 1e6:.1f} MB (float32: {report["size_bytes"] / 1e6:.1f} MB) |
+| CPU latency | {latency} |
+
+## Data and licence
+
+The same model and data as [{out.with_suffix(".md").name}]({out.with_suffix(".md").name}):
+`{Path(config["data"]).name}`, {data_source(Path(config["data"]))}.
+
+## Validation metrics
+
+Validation {name} (onnxruntime, val/): **{entry[metric]:.4f}** on {entry["onnx_images"]} images; float32
+{report[metric]:.4f}; change {entry[metric] - report[metric]:+.4f}, allowed loss {entry["max_loss"]} ({verdict}).
+
+## Make it
+
+```
+{retrain_command(config, out, variants=tuple(report.get("variants", ())))}
+```
+"""
+    path.write_text(text)
+    return path
 
 
 def _split_text(metrics: dict, data_dir: Path) -> str:

@@ -216,6 +216,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _needs_training_extra() -> None:
     """Import TensorFlow quietly: its start-up lines (oneDNN, CUDA probing) are written before its
     logger reads TF_CPP_MIN_LOG_LEVEL, so they are captured like onnxruntime's."""
+    import importlib
     import os
 
     from .providers import captured_fds
@@ -223,7 +224,7 @@ def _needs_training_extra() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with captured_fds():
         try:
-            import tensorflow  # noqa: F401
+            importlib.import_module("tensorflow")  # only here, for train and export: never for run
         except ImportError as exc:
             error = exc
         else:

@@ -187,7 +187,8 @@ def export(
     run_dir = Path(run_dir)
     if out.suffix != ".onnx":
         raise UserError(f"--out must end in .onnx, got {out}")
-    for path in (out, out.with_suffix(".md"), *(variant_path(out, v) for v in variants)):
+    for path in (out, out.with_suffix(".md"), *(variant_path(out, v).with_suffix(s) for v in variants
+                                                  for s in (".onnx", ".md"))):
         check_new_output(path, overwrite)
     model = load_run_model(run_dir)
     spec = TaskSpec.from_json((run_dir / "spec.json").read_text())

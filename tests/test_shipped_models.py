@@ -109,3 +109,9 @@ def test_shipped_precision_variants_carry_the_same_spec_and_agree_on_a_photo_lik
         assert np.abs(a.probs - b.probs).max() < 0.15
     card = (REPO / "models" / f"{name}.md").read_text()
     assert f"`{name}.{variant}.onnx`" in card
+
+
+def test_models_folder_holds_only_shipped_models_their_variants_and_cards():
+    expected = {f"{name}{suffix}" for name in [*SHIPPED, "nose"]
+                for suffix in (".onnx", ".md", ".int8.onnx", ".int8.md", ".fp16.onnx", ".fp16.md")}
+    assert {p.name for p in (REPO / "models").iterdir()} == expected

@@ -130,7 +130,10 @@ def test_int8_and_fp16_variants_are_evaluated_against_float32_and_written(traine
         assert runner(red).label == "reddish"
     assert report["variants"]["int8"]["calibration_images"] == 8  # 10 asked, used in chunks of 4
     card = out.with_suffix(".md").read_text()
-    assert "## Precision variants" in card and "colours.int8.onnx" in card
+    assert "## Precision variants" in card and "colours.int8.onnx" in card and "--int8 --fp16" in card
+    int8_card = out.with_name("colours.int8.md").read_text()
+    assert "INT8 variant of colours.onnx" in int8_card and "licence" in int8_card
+    assert "Validation accuracy (onnxruntime, val/): **" in int8_card
 
 
 def test_a_variant_that_loses_too_much_is_refused_and_not_written(trained_run, monkeypatch):
@@ -145,3 +148,4 @@ def test_a_variant_that_loses_too_much_is_refused_and_not_written(trained_run, m
     assert out.is_file() and not out.with_name("colours.int8.onnx").exists()
     assert any(line.startswith("REFUSED") for line in log)
     assert "(refused, not written)" in out.with_suffix(".md").read_text()
+    assert not out.with_name("colours.int8.md").exists()
