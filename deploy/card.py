@@ -80,10 +80,23 @@ tenth of the eye distance.
 {per_point}"""
 
 
+def _segment_section(metrics: dict, report: dict) -> str:
+    rows = "\n".join(f"| {n} | {v:.4f} |" for n, v in report["onnx_iou"].items())
+    return f"""Validation mean IoU (onnxruntime, val/): **{report["onnx_miou"]:.4f}** on {report["onnx_images"]} images,
+masks at source resolution (intersections and unions summed over the set); foreground is
+{metrics["foreground_share"]:.0%} of the training pixels.
+
+| class | IoU |
+|---|---|
+{rows}"""
+
+
 MODEL_TEXT = {
     "classify": "MobileNetV2 (alpha {alpha}) + global pooling + softmax",
     "regression": "MobileNetV2 (alpha {alpha}) + global pooling + sigmoid regression of (x, y)",
     "heatmap": "MobileNetV2 (alpha {alpha}) to stride 16 + a heat map per point + spatial soft-argmax",
+    "segment": "MobileNetV2 (alpha {alpha}) encoder + U-Net-style decoder (skips at strides 4, 8, 16), "
+               "class probabilities at stride 4",
 }
 
 
@@ -92,6 +105,7 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
     card = out.with_suffix(".md")
     data_dir = Path(config["data"])
     keypoints = spec.kind == "keypoints"
+    segment = spec.kind == "segment"
     weights = config["weights"]
     weights_text = "ImageNet" if weights != "none" else "none (from scratch)"
     size_mb = export_report["size_bytes"] / 1e6
@@ -103,8 +117,10 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
     )
     output = (f"`points`: (batch, {len(spec.labels)}, 2) x, y of each point, 0..1 of the input width and height; "
               "the runner returns source-image pixels" if keypoints
+              else f"`probs`: (batch, {spec.input_hw[0] // 4}, {spec.input_hw[1] // 4}, {len(spec.labels)}) class "
+              "probabilities; the runner upsamples them once to a class map at source size" if segment
               else f"`probs`: (batch, {len(spec.labels)}) softmax probabilities")
-    model_text = MODEL_TEXT[config.get("head", "regression") if keypoints else "classify"].format(alpha=config["alpha"])
+    model_text = MODEL_TEXT[config.get("head", "regression") if keypoints else spec.kind].format(alpha=config["alpha"])
     if config.get("flip_average") and keypoints:
         model_text += ", averaged with its prediction on the mirrored image (two passes in one graph)"
     rows = [
@@ -118,7 +134,9 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
         ("training time", f"{metrics['train_seconds']:.0f} s on that CPU ({metrics['train_images']} training images)"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    section = _keypoints_section(metrics, export_report) if keypoints else _classify_section(metrics, export_report)
+    section = (_keypoints_section(metrics, export_report) if keypoints
+               else _segment_section(metrics, export_report) if segment
+               else _classify_section(metrics, export_report))
     text = f"""# {out.name}: {spec.kind}, {", ".join(spec.labels)}
 
 | | |
@@ -139,7 +157,7 @@ Export parity (Keras vs onnxruntime on {parity["images"]} validation images): ma
 {parity["max_abs_diff"]:.1e} (allowed {parity["atol"]:.0e}), {parity.get("agreement_kind", "top-1 agreement")} \
 {parity.get("agreement", parity.get("top1_agreement", 0)):.0%}.
 
-{_variants_section(export_report, keypoints)}## Retrain
+{_variants_section(export_report, spec.kind)}## Retrain
 
 ```
 {retrain_command(config, out, tuple(export_report.get("variants", ())))}
@@ -155,12 +173,18 @@ Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line
     return card
 
 
-def _variants_section(report: dict, keypoints: bool) -> str:
+HEADLINE = {  # kind -> (key in the export report, name)
+    "classify": ("onnx_accuracy", "accuracy"),
+    "keypoints": ("onnx_nme_mean", "NME (mean)"),
+    "segment": ("onnx_miou", "mean IoU"),
+}
+
+
+def _variants_section(report: dict, kind: str) -> str:
     variants = report.get("variants")
     if not variants:
         return ""
-    metric = "onnx_nme_mean" if keypoints else "onnx_accuracy"
-    name = "NME (mean)" if keypoints else "accuracy"
+    metric, name = HEADLINE[kind]
     rows = [f"| float32 | `{Path(report['file']).name}` | {report['size_bytes'] / 1e6:.1f} MB | {report[metric]:.4f} "
             f"| | {report['cpu_latency_ms_median']:.1f} ms |"]
     for variant, v in variants.items():
@@ -193,9 +217,7 @@ PRECISION_TEXT = {
 def write_variant_card(variant: str, entry: dict, out: Path, spec: TaskSpec, config: dict, report: dict) -> Path:
     """A short card for models/NAME.<variant>.onnx: what it is, its own measured metric against float32."""
     path = Path(entry["file"]).with_suffix(".md")
-    keypoints = spec.kind == "keypoints"
-    metric = "onnx_nme_mean" if keypoints else "onnx_accuracy"
-    name = "NME (mean)" if keypoints else "accuracy"
+    metric, name = HEADLINE[spec.kind]
     calib = f"{entry.get('calibration_images', 0)} images, {entry.get('calibration_method', 'minmax')} calibration"
     verdict = "written" if entry["written"] else "refused, not written"
     labels = ", ".join(f"`{x}`" for x in spec.labels)

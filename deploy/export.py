@@ -60,7 +60,7 @@ def convert(model, spec: TaskSpec, opset: int = 17, batch: int | None = None) ->
     """Keras model -> ONNX with one input 'image' (batch, h, w, 3) and the spec in its metadata."""
     signature = (tf.TensorSpec((batch, *spec.input_hw, 3), tf.float32, name="image"),)
 
-    output_name = "probs" if spec.kind == "classify" else "points"
+    output_name = "points" if spec.kind == "keypoints" else "probs"
 
     @tf.function(input_signature=signature)
     def serve(image):
@@ -117,6 +117,8 @@ def parity_check(
     if runner.spec.kind == "keypoints":  # (n, k, 2) normalised: compare in input pixels
         shift = np.linalg.norm((got - expected) * np.float32(runner.spec.input_hw[::-1]), axis=-1)
         agreement, kind = float((shift < 0.5).mean()), "points within 0.5 input px"
+    elif runner.spec.kind == "segment":  # (n, h, w, classes): the class of every output cell
+        agreement, kind = float((got.argmax(-1) == expected.argmax(-1)).mean()), "cells of the same class"
     else:
         agreement, kind = float((got.argmax(1) == expected.argmax(1)).mean()), "top-1 agreement"
     return ParityReport(len(batch), float(np.abs(got - expected).max()), agreement, atol, min_agreement, kind)
@@ -143,6 +145,14 @@ def evaluate_onnx(onnx_path: Path, pairs: list[tuple[Path, list[str]]]) -> dict:
         m = keypoint_metrics(pred, true, norm, runner.spec.labels, "")
         quality = {"onnx_nme_mean": m["nme_mean"], "onnx_nme_median": m["nme_median"],
                    "onnx_nme_share_below_0.1": m["nme_share_below_0.1"], "onnx_pixel_error_mean": m["pixel_error_mean"]}
+    elif runner.spec.kind == "segment":
+        import cv2
+
+        from ..training.segmentation import iou_metrics
+
+        masks = [cv2.imread(info[0], cv2.IMREAD_UNCHANGED) for info in known]
+        m = iou_metrics([r.class_map for r in results], masks, runner.spec.labels)
+        quality = {"onnx_miou": m["miou"], "onnx_iou": m["iou"]}
     else:
         correct = sum(int(r.label == info[0]) for r, info in zip(results, known))
         quality = {"onnx_accuracy": correct / max(len(results), 1)}
@@ -219,8 +229,9 @@ def export(
                    "agreement": report.agreement, "agreement_kind": report.agreement_kind, "atol": atol},
         **evaluation,
     }
-    quality = (f"NME {evaluation['onnx_nme_mean']:.4f} mean" if spec.kind == "keypoints"
-               else f"accuracy {evaluation['onnx_accuracy']:.4f}")
+    quality = {"keypoints": lambda e: f"NME {e['onnx_nme_mean']:.4f} mean",
+               "segment": lambda e: f"mean IoU {e['onnx_miou']:.4f}"}.get(
+        spec.kind, lambda e: f"accuracy {e['onnx_accuracy']:.4f}")(evaluation)
     log(
         f"wrote {out} ({result['size_bytes'] / 1e6:.1f} MB): {quality} on "
         f"{evaluation['onnx_images']} validation images through onnxruntime, "

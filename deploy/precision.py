@@ -110,10 +110,14 @@ def metric_loss(kind: str, fp32: dict, variant: dict) -> float:
     """How much worse the variant is: accuracy points lost, or NME gained (both >= 0 is worse)."""
     if kind == "keypoints":
         return variant["onnx_nme_mean"] - fp32["onnx_nme_mean"]
+    if kind == "segment":
+        return fp32["onnx_miou"] - variant["onnx_miou"]
     return fp32["onnx_accuracy"] - variant["onnx_accuracy"]
 
 
 def metric_text(kind: str, evaluation: dict) -> str:
     if kind == "keypoints":
         return f"NME {evaluation['onnx_nme_mean']:.4f}"
+    if kind == "segment":
+        return f"mean IoU {evaluation['onnx_miou']:.4f}"
     return f"accuracy {evaluation['onnx_accuracy']:.4f}"

@@ -94,7 +94,7 @@ def test_demo_without_a_camera_says_so_and_runs_the_sample_clip(tmp_path):
     assert len(out.read_text().splitlines()) == 60
 
 
-@pytest.mark.parametrize("name", [*SHIPPED, "nose"])
+@pytest.mark.parametrize("name", [*SHIPPED, "nose", "person_seg"])
 @pytest.mark.parametrize("variant", ["int8", "fp16"])
 def test_shipped_precision_variants_carry_the_same_spec_and_agree_on_a_photo_like_frame(name, variant):
     base = Runner(REPO / "models" / f"{name}.onnx", RunnerOptions(providers="cpu"))
@@ -105,6 +105,8 @@ def test_shipped_precision_variants_carry_the_same_spec_and_agree_on_a_photo_lik
     a, b = base(frame), other(frame)
     if base.spec.kind == "keypoints":
         assert np.abs(a.xy - b.xy).max() < 15  # pixels in a 320x240 frame
+    elif base.spec.kind == "segment":
+        assert (a.class_map == b.class_map).mean() > 0.95
     else:
         assert np.abs(a.probs - b.probs).max() < 0.15
     card = (REPO / "models" / f"{name}.md").read_text()
@@ -112,6 +114,23 @@ def test_shipped_precision_variants_carry_the_same_spec_and_agree_on_a_photo_lik
 
 
 def test_models_folder_holds_only_shipped_models_their_variants_and_cards():
-    expected = {f"{name}{suffix}" for name in [*SHIPPED, "nose"]
+    expected = {f"{name}{suffix}" for name in [*SHIPPED, "nose", "person_seg"]
                 for suffix in (".onnx", ".md", ".int8.onnx", ".int8.md", ".fp16.onnx", ".fp16.md")}
     assert {p.name for p in (REPO / "models").iterdir()} == expected
+
+
+CARD_MIOU = re.compile(r"Validation mean IoU \(onnxruntime, val/\): \*\*([0-9.]+)\*\*")
+
+
+@needs_shared()
+@pytest.mark.shared
+def test_the_person_segmenter_matches_the_mean_iou_in_its_card_on_val():
+    from edgevision.camera.sources import read_image
+    from edgevision.training.segmentation import find_seg_dataset, iou_metrics
+
+    expected = float(CARD_MIOU.search((REPO / "models" / "person_seg.md").read_text()).group(1))
+    _, val = find_seg_dataset(SHARED_DATA / "person_seg", {0: 1}, 0.2, 0)
+    runner = Runner(REPO / "models" / "person_seg.onnx", RunnerOptions(providers="cpu"))
+    assert runner.spec.kind == "segment" and len(val.images) == 21
+    pred = [runner(read_image(p)).class_map for p in val.images]
+    assert iou_metrics(pred, list(val.masks), runner.spec.labels)["miou"] == pytest.approx(expected, abs=1e-4)

@@ -141,7 +141,7 @@ def augmenter(config, num_classes: int, classes: tuple[str, ...]):
 
 
 def load_run_model(run_dir: Path) -> keras.Model:
-    from . import keypoint_model  # noqa: F401  (registers the custom layers keypoint models are saved with)
+    from . import keypoint_model, train_segment  # noqa: F401  (register the custom layers and loss saved with them)
 
     path = Path(run_dir) / "model.keras"
     if not path.is_file():

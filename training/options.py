@@ -27,6 +27,8 @@ class TrainConfig:
     points: tuple[str, ...] = ("nose",)  # keypoints: the point names, as in labels.csv
     head: str = "regression"  # keypoints: 'regression' or 'heatmap'
     flip_average: bool = False  # keypoints: average with the mirrored image's prediction (2x inference)
+    seg_classes: tuple[str, ...] = ("background", "person")  # segment: mask ids 0, 1, ...
+    yolo_classes: tuple[int, ...] = (0,)  # segment: YOLO polygon class ids that become mask ids 1, 2, ...
     mode: str = "fast"  # fast: fit a head on frozen features; finetune: also train the backbone's top
     input_size: int = 160
     backbone: str = "mobilenet_v2"  # or 'tiny': a small CNN trained from scratch (tests, quick experiments)
@@ -58,8 +60,12 @@ class TrainConfig:
     config_file: str = ""  # the TOML file these came from, if any
 
     def __post_init__(self) -> None:
-        if self.task not in ("classify", "keypoints"):
-            raise UserError(f"task must be 'classify' or 'keypoints', got {self.task!r}")
+        if self.task not in ("classify", "keypoints", "segment"):
+            raise UserError(f"task must be 'classify', 'keypoints' or 'segment', got {self.task!r}")
+        object.__setattr__(self, "seg_classes", tuple(self.seg_classes))
+        object.__setattr__(self, "yolo_classes", tuple(int(c) for c in self.yolo_classes))
+        if self.task == "segment" and len(self.seg_classes) != len(self.yolo_classes) + 1:
+            raise UserError("seg_classes names background plus one class per yolo_classes id")
         if self.head not in ("regression", "heatmap"):
             raise UserError(f"head must be 'regression' or 'heatmap', got {self.head!r}")
         object.__setattr__(self, "points", tuple(self.points))

@@ -251,6 +251,10 @@ def train_from_args(args) -> Path:
             from .train_keypoints import train_keypoints
 
             run_dir = train_keypoints(config, _print_now)
+        elif config.task == "segment":
+            from .train_segment import train_segment
+
+            run_dir = train_segment(config, _print_now)
         else:
             run_dir = train(config)
     except tf.errors.ResourceExhaustedError as exc:

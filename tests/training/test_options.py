@@ -46,7 +46,8 @@ def test_bad_toml_and_missing_files_are_clear(tmp_path):
         ({"val_split": 1.5}, "val_split"),
         ({"vflip_swap": ("a-b",)}, "vflip_swap entries"),
         ({"weights": "/nope.h5"}, "weights file not found"),
-        ({"task": "detect"}, "task must be 'classify' or 'keypoints'"),
+        ({"task": "detect"}, "task must be 'classify', 'keypoints' or 'segment'"),
+        ({"task": "segment", "seg_classes": ("bg",)}, "seg_classes names background plus one class"),
         ({"head": "fcn"}, "head must be"),
         ({"mode": "fast"}, "fast mode needs pretrained weights"),
         ({"backbone": "resnet"}, "backbone must be"),
@@ -66,7 +67,7 @@ def test_config_written_to_a_run_reads_back_the_same(tmp_path):
 
 def test_every_shipped_config_is_valid_with_weights_overridden():
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
-    assert names == ["emotions", "fingers", "nose", "thumbs"]
+    assert names == ["emotions", "fingers", "nose", "person_seg", "thumbs"]
     for name in names:
         config = parse("--config", name, "--weights", "none")
         assert config.name == name and config.mode == "finetune"

@@ -1,0 +1,83 @@
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pytest
+from edgevision.deploy.errors import UserError
+from edgevision.training.segmentation import (
+    augment_pair,
+    find_seg_dataset,
+    iou_metrics,
+    load_resized,
+    yolo_polygons_to_mask,
+)
+
+
+@dataclass
+class Aug:
+    rotation_deg: float = 20.0
+    zoom: float = 0.2
+    translate: float = 0.1
+    hflip: bool = True
+    color: float = 0.0
+    grayscale: float = 0.0
+
+
+def test_yolo_polygons_are_rasterised_for_the_classes_asked_for():
+    text = "0 0.1 0.1 0.5 0.1 0.5 0.5 0.1 0.5\n2 0.6 0.6 0.9 0.6 0.9 0.9\n0 0.1 0.2\n"
+    mask = yolo_polygons_to_mask(text, (100, 200), {0: 1})
+    assert mask.dtype == np.uint8 and mask.shape == (100, 200)
+    assert mask[30, 60] == 1 and mask[80, 150] == 0  # class 2 is not asked for; a 1-point line is skipped
+    assert abs(int(mask.sum()) - 40 * 80) < 300  # the square covers x 20..100, y 10..50
+
+
+def write_set(folder, n, size=(60, 80), yolo=False):
+    (folder / "images").mkdir(parents=True)
+    (folder / ("labels" if yolo else "masks")).mkdir()
+    for i in range(n):
+        image = np.zeros((*size, 3), np.uint8)
+        image[10:30, 20:50] = 255
+        cv2.imwrite(str(folder / "images" / f"{i}.png"), image)
+        if yolo:
+            (folder / "labels" / f"{i}.txt").write_text("0 0.25 0.1667 0.625 0.1667 0.625 0.5 0.25 0.5\n")
+        else:
+            mask = (image[..., 0] > 0).astype(np.uint8)
+            cv2.imwrite(str(folder / "masks" / f"{i}.png"), mask)
+
+
+@pytest.mark.parametrize("yolo", [False, True])
+def test_masks_and_yolo_labels_read_alike_with_a_seeded_split(tmp_path, yolo):
+    write_set(tmp_path, 10, yolo=yolo)
+    train, val = find_seg_dataset(tmp_path, {0: 1}, 0.2, 0)
+    assert len(train.images) == 8 and len(val.images) == 2
+    assert train.masks[0].shape == (60, 80) and train.masks[0][20, 30] == 1 and train.masks[0][50, 5] == 0
+    images, masks = load_resized(train, 32)
+    assert images.shape == (8, 32, 32, 3) and masks.shape == (8, 32, 32) and set(np.unique(masks)) == {0, 1}
+
+
+def test_a_folder_without_labels_is_a_clear_error(tmp_path):
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(UserError, match="no labelled images"):
+        find_seg_dataset(tmp_path, {0: 1}, 0.2, 0)
+
+
+def test_augmentation_moves_the_mask_with_the_image():
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[20:40, 10:30] = 255
+    mask = (image[..., 0] > 0).astype(np.uint8)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        out, out_mask = augment_pair(image, mask, rng, Aug())
+        agree = ((out[..., 0] > 127) == (out_mask == 1)).mean()
+        assert agree > 0.97  # only edge pixels may differ (bilinear image, nearest mask)
+
+
+def test_iou_metrics_hand_computed():
+    true = [np.array([[0, 1], [1, 1]], np.uint8)]
+    pred = [np.array([[0, 1], [0, 1]], np.uint8)]
+    m = iou_metrics(pred, true, ("bg", "fg"))
+    assert m["iou"]["fg"] == pytest.approx(2 / 3) and m["iou"]["bg"] == pytest.approx(1 / 2)
+    assert m["miou"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    with pytest.raises(ValueError, match="differ in size"):
+        iou_metrics([np.zeros((2, 3), np.uint8)], true, ("bg", "fg"))

@@ -1,0 +1,117 @@
+"""Segmentation data, augmentation and metrics. No TensorFlow here.
+
+Layout: ``DATA/images/*.jpg`` with ``DATA/masks/<stem>.png`` (one class id per pixel, 0 is
+background), or YOLO polygon labels ``DATA/labels/<stem>.txt`` (``class x1 y1 x2 y2 ...``, normalised
+to the image), which are rasterised; the same under ``DATA/train/`` and ``DATA/val/`` when split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..camera.sources import IMAGE_SUFFIXES, read_image
+from ..deploy.errors import UserError
+from ..deploy.ops import fit_to_input, to_model_color
+
+
+def yolo_polygons_to_mask(text: str, hw: tuple[int, int], class_map: dict[int, int]) -> np.ndarray:
+    """YOLO-seg lines -> a uint8 mask (h, w); ``class_map`` maps YOLO class ids to mask ids (others ignored)."""
+    h, w = hw
+    mask = np.zeros((h, w), np.uint8)
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 7 or int(float(parts[0])) not in class_map:  # a polygon needs 3 points
+            continue
+        xy = np.asarray(parts[1:], dtype=np.float32).reshape(-1, 2) * np.float32((w, h))  # (2k,) -> (k, 2)
+        cv2.fillPoly(mask, [np.round(xy).astype(np.int32)], int(class_map[int(float(parts[0]))]))
+    return mask
+
+
+@dataclass(frozen=True)
+class SegSet:
+    images: tuple[Path, ...]
+    masks: tuple[np.ndarray, ...]  # (h, w) uint8 class ids, source size
+
+
+def read_seg_folder(folder: Path, yolo_classes: dict[int, int]) -> SegSet:
+    image_dir = folder / "images"
+    if not image_dir.is_dir():
+        raise UserError(f"{folder} has no images/ folder (with masks/ or labels/ beside it)")
+    images, masks = [], []
+    for path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        png, txt = folder / "masks" / f"{path.stem}.png", folder / "labels" / f"{path.stem}.txt"
+        if png.is_file():
+            mask = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+        elif txt.is_file():
+            image = read_image(path)
+            if image is None:
+                continue
+            mask = yolo_polygons_to_mask(txt.read_text(), image.shape[:2], yolo_classes)
+        else:
+            continue  # an image without a label says nothing
+        if mask is None or mask.ndim != 2:
+            raise UserError(f"{png} is not a single-channel mask of class ids")
+        images.append(path)
+        masks.append(mask.astype(np.uint8))
+    if not images:
+        raise UserError(f"no labelled images in {folder} (images/ with masks/*.png or labels/*.txt)")
+    return SegSet(tuple(images), tuple(masks))
+
+
+def find_seg_dataset(data: str | Path, yolo_classes: dict[int, int], val_split: float, seed: int
+                     ) -> tuple[SegSet, SegSet]:
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise UserError(f"data folder not found: {root}")
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        return read_seg_folder(root / "train", yolo_classes), read_seg_folder(root / "val", yolo_classes)
+    every = read_seg_folder(root, yolo_classes)
+    order = np.random.default_rng(seed).permutation(len(every.images))
+    n_val = max(1, round(len(order) * val_split))
+
+    def take(idx) -> SegSet:
+        return SegSet(tuple(every.images[i] for i in idx), tuple(every.masks[i] for i in idx))
+
+    return take(sorted(order[n_val:])), take(sorted(order[:n_val]))
+
+
+def load_resized(data: SegSet, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, s, s, 3) RGB uint8 and masks (n, s, s) uint8, stretched as the runner does."""
+    images, masks = [], []
+    for path, mask in zip(data.images, data.masks):
+        bgr = read_image(path)
+        if bgr is None:
+            raise UserError(f"cannot read {path}")
+        images.append(fit_to_input(to_model_color(bgr, "RGB"), (size, size), "stretch")[0])
+        masks.append(cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST))
+    return np.stack(images), np.stack(masks)
+
+
+def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, config
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One affine map for image (bilinear) and mask (nearest), then colour on the image only."""
+    from .keypoints import color_jitter, random_affine
+
+    size = image.shape[0]
+    m, _ = random_affine(size, rng, config.rotation_deg, config.zoom, config.translate, config.hflip)
+    out = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out_mask = cv2.warpAffine(mask, m, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+    return color_jitter(out, rng, config.color, config.grayscale), out_mask
+
+
+def iou_metrics(pred: list[np.ndarray], true: list[np.ndarray], labels: tuple[str, ...]) -> dict:
+    """IoU per class over the whole set (intersections and unions summed over images), and their mean."""
+    inter = np.zeros(len(labels))
+    union = np.zeros(len(labels))
+    for p, t in zip(pred, true):
+        if p.shape != t.shape:
+            raise ValueError(f"prediction {p.shape} and mask {t.shape} differ in size")
+        for c in range(len(labels)):
+            inter[c] += np.logical_and(p == c, t == c).sum()
+            union[c] += np.logical_or(p == c, t == c).sum()
+    iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+    return {"iou": {n: float(v) for n, v in zip(labels, iou)}, "miou": float(np.nanmean(iou)), "images": len(pred)}

@@ -1,0 +1,152 @@
+"""Train a segmenter: MobileNetV2 encoder with U-Net-style skips (strides 4, 8, 16) and a light
+decoder; class probabilities at stride 4, which the runner upsamples once to the source size.
+Loss: cross-entropy plus Dice on the foreground classes (people cover ~18% of the pixels)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+from keras import layers, ops
+
+from ..deploy import ops as rt_ops
+from ..deploy.spec import TaskSpec
+from .metrics import save_curves_png
+from .model import BACKBONE_NAME, build_backbone
+from .options import TrainConfig
+from .segmentation import augment_pair, find_seg_dataset, iou_metrics, load_resized
+from .train import EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
+
+SKIPS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "block_16_project")  # s4..s32
+OUTPUT_STRIDE = 4
+
+
+def build_segmenter(num_classes: int, size: int, alpha: float, weights: str, dropout: float) -> tuple:
+    """(model image -> probs (n, s/4, s/4, classes), encoder)."""
+    base = build_backbone(size, alpha, weights)
+    encoder = keras.Model(base.input, [base.get_layer(n).output for n in SKIPS], name=BACKBONE_NAME)
+    inputs = keras.Input((size, size, 3), name="image")
+    x = layers.Rescaling(1 / 127.5, offset=-1, name="to_minus1_1")(inputs)
+    skips = encoder(x, training=False) if weights != "none" else encoder(x)
+    x = skips[-1]
+    for skip, filters in zip(reversed(skips[:-1]), (96, 64, 48)):  # s16, s8, s4
+        x = layers.UpSampling2D(2, interpolation="bilinear")(x)
+        x = layers.Concatenate()([x, skip])
+        x = layers.SeparableConv2D(filters, 3, padding="same", activation="relu")(x)
+        x = layers.SeparableConv2D(filters, 3, padding="same", activation="relu")(x)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Conv2D(num_classes, 1, name="logits")(x)
+    return keras.Model(inputs, layers.Softmax(name="probs")(x), name="segmenter"), encoder
+
+
+@keras.saving.register_keras_serializable(package="edgevision")
+def ce_dice_loss(y_true, y_pred):
+    """Sparse cross-entropy plus (1 - soft Dice) averaged over the foreground classes."""
+    classes = ops.shape(y_pred)[-1]
+    labels = ops.cast(y_true, "int32")
+    ce = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, y_pred))
+    onehot = ops.one_hot(labels, classes)[..., 1:]
+    probs = y_pred[..., 1:]
+    inter = ops.sum(onehot * probs, axis=(1, 2))
+    total = ops.sum(onehot + probs, axis=(1, 2))
+    dice = (2 * inter + 1.0) / (total + 1.0)
+    return ce + (1.0 - ops.mean(dice))
+
+
+class AugmentedMasks(keras.utils.PyDataset):
+    def __init__(self, images, masks, batch_size, config, seed) -> None:
+        super().__init__()
+        self.images, self.masks, self.batch_size, self.config = images, masks, batch_size, config
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(images))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __getitem__(self, i: int):
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        pairs = [augment_pair(self.images[j], self.masks[j], self.rng, self.config) for j in idx]
+        return (np.stack([p[0] for p in pairs]).astype(np.float32),
+                np.stack([downsample_mask(p[1]) for p in pairs]))
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.images))
+
+
+def downsample_mask(mask: np.ndarray) -> np.ndarray:
+    """(s, s) -> (s/4, s/4) class ids, the model's output grid."""
+    size = mask.shape[0] // OUTPUT_STRIDE
+    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def evaluate_masks(predict: Callable[[np.ndarray], np.ndarray], val, spec: TaskSpec) -> dict:
+    """IoU at source resolution, through the runtime's own decode (one upsampling per image)."""
+    from ..camera.sources import read_image
+
+    preds = []
+    for path in val.images:
+        frame = read_image(path)
+        batch, placements = rt_ops.preprocess([frame], spec)
+        preds.append(rt_ops.decode_segment([predict(batch)], spec, placements)[0].class_map)
+    return iou_metrics(preds, list(val.masks), spec.labels)
+
+
+def train_segment(config: TrainConfig, log: Callable[[str], None]) -> Path:
+    t_start = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    labels, size = config.seg_classes, config.input_size
+    yolo = {cid: i + 1 for i, cid in enumerate(config.yolo_classes)}
+    train, val = find_seg_dataset(config.data, yolo, config.val_split, config.seed)
+    x_train, m_train = load_resized(train, size)
+    x_val, m_val = load_resized(val, size)
+    share = float(np.mean([(m > 0).mean() for m in train.masks]))
+    log(f"{len(x_train)} train / {len(x_val)} val images, classes {', '.join(labels)}; "
+        f"foreground {share:.0%} of pixels")
+    run_dir = new_run_dir(config)
+    model, encoder = build_segmenter(len(labels), size, config.alpha, config.weights, config.dropout)
+    val_data = (x_val.astype(np.float32), np.stack([downsample_mask(m) for m in m_val]))
+    data = AugmentedMasks(x_train, m_train, config.batch_size, config, config.seed)
+    history = {}
+    if config.weights != "none":  # the decoder first, on a frozen encoder
+        encoder.trainable = False
+        model.compile(optimizer=keras.optimizers.AdamW(config.head_lr, weight_decay=config.weight_decay),
+                      loss=ce_dice_loss, metrics=["accuracy"])
+        epochs = min(config.head_epochs, 20)
+        history["head"] = model.fit(data, validation_data=val_data, epochs=epochs, verbose=0, callbacks=[
+            keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")), EpochLine("decoder", epochs, log)]).history
+    if config.mode == "finetune":
+        unfreeze_backbone(model, config, log)
+        model.compile(optimizer=keras.optimizers.AdamW(finetune_schedule(config, len(data)),
+                                                       weight_decay=config.weight_decay),
+                      loss=ce_dice_loss, metrics=["accuracy"])
+        history["finetune"] = model.fit(data, validation_data=val_data, epochs=config.epochs, verbose=0,
+                                        callbacks=finetune_callbacks(config, run_dir, log, "accuracy")).history
+    spec = TaskSpec(kind="segment", input_hw=(size, size), labels=labels)
+    metrics = evaluate_masks(lambda b: model.predict(b, verbose=0), val, spec)
+    metrics.update({"train_images": len(x_train), "val_images": len(x_val), "foreground_share": share,
+                    "train_seconds": round(time.perf_counter() - t_start, 1), "mode": config.mode,
+                    "task": "segment", "skipped_images": []})
+    model.save(run_dir / "model.keras")
+    (run_dir / "spec.json").write_text(spec.to_json() + "\n")
+    (run_dir / "config.toml").write_text(config.to_toml())
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    mask_dir = run_dir / "val_masks"
+    mask_dir.mkdir()
+    lines = []
+    for i, (path, mask) in enumerate(zip(val.images, val.masks)):
+        cv2.imwrite(str(mask_dir / f"{i}.png"), mask)
+        lines.append(f"{path}\t{mask_dir / f'{i}.png'}")
+    (run_dir / "val.tsv").write_text("\n".join(lines) + "\n")
+    (run_dir / "history.json").write_text(json.dumps(history, default=float) + "\n")
+    save_curves_png(history, run_dir / "curves.png")
+    log(f"val mean IoU {metrics['miou']:.4f} ("
+        + ", ".join(f"{n} {v:.4f}" for n, v in metrics["iou"].items()) + f"); {metrics['train_seconds']:.0f} s in all")
+    log(f"run saved to {run_dir}")
+    log(f"export it: edgevision export {run_dir} --out models/{config.run_name}.onnx")
+    return run_dir
