@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..deploy.providers import short_name
 from ..deploy.runner import Runner
-from .overlay import draw_hud, draw_result
+from .overlay import draw_hud, draw_result, replace_background
 
 STAGES = ("capture_ms", "preprocess_ms", "infer_ms", "decode_ms", "draw_ms", "sink_ms")
 
@@ -27,7 +27,8 @@ class LoopStats:
         return {k: v / max(self.frames, 1) for k, v in self.totals_ms.items()}
 
 
-def run_loop(source, runner: Runner, sinks: list, max_frames: int | None = None, draw: bool = True) -> LoopStats:
+def run_loop(source, runner: Runner, sinks: list, max_frames: int | None = None, draw: bool = True,
+             background=None) -> LoopStats:
     """Run ``runner`` on every frame ``source`` hands over and give each sink the frame and a record.
 
     ``draw`` puts the overlay on the frame (needed for a window or a recording, not for JSONL).
@@ -36,14 +37,15 @@ def run_loop(source, runner: Runner, sinks: list, max_frames: int | None = None,
     stats = LoopStats()
     start = time.perf_counter()
     try:
-        _loop(source, runner, sinks, max_frames, draw, stats)
+        _loop(source, runner, sinks, max_frames, draw, stats, background)
     except KeyboardInterrupt:  # Ctrl-C (and SIGTERM, which the CLI turns into it) ends the run cleanly
         stats.stopped_by = "Ctrl-C"
     stats.seconds = time.perf_counter() - start
     return stats
 
 
-def _loop(source, runner: Runner, sinks: list, max_frames: int | None, draw: bool, stats: LoopStats) -> None:
+def _loop(source, runner: Runner, sinks: list, max_frames: int | None, draw: bool, stats: LoopStats,
+          background=None) -> None:
     provider = short_name(runner.report.running)
     fps = 0.0
     last = time.perf_counter()
@@ -54,7 +56,10 @@ def _loop(source, runner: Runner, sinks: list, max_frames: int | None, draw: boo
         t_draw = time.perf_counter()
         latency_ms = (time.time() - frame.timestamp) * 1e3  # capture to result: stale frames show here
         if draw:
-            draw_result(frame.image, result)
+            if background is not None:  # segmentation: the background is replaced instead of tinted
+                replace_background(frame.image, result, background)
+            else:
+                draw_result(frame.image, result)
             draw_hud(frame.image, fps, latency_ms, provider)
         timings = {"capture_ms": (got - last) * 1e3, **timings, "draw_ms": (time.perf_counter() - t_draw) * 1e3}
         record = {

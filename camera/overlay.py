@@ -69,6 +69,44 @@ def draw_segmentation(frame: np.ndarray, result: Segmentation, alpha: float = 0.
         frame[mask] = (frame[mask] * (1 - alpha) + tinted[mask] * alpha).astype(np.uint8)
 
 
+def replace_background(frame: np.ndarray, result: Segmentation, background: str | np.ndarray) -> None:
+    """Where the class map is 0, put a blur of the frame, a colour, or an image (resized to the frame).
+
+    ``background`` is 'blur', an 'R,G,B' colour, or a BGR image array."""
+    if result.class_map.shape != frame.shape[:2]:
+        raise ValueError(f"class_map {result.class_map.shape} does not match the frame {frame.shape[:2]}")
+    keep = result.class_map > 0
+    if isinstance(background, np.ndarray):
+        fill = cv2.resize(background, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_AREA)
+    elif background == "blur":
+        k = max(3, (min(frame.shape[:2]) // 12) | 1)  # an odd kernel, about a twelfth of the frame
+        fill = cv2.GaussianBlur(frame, (k, k), 0)
+    else:
+        r, g, b = (int(v) for v in background.split(","))
+        fill = np.empty_like(frame)
+        fill[:] = (b, g, r)
+    frame[~keep] = fill[~keep]
+
+
+def parse_background(text: str) -> str | np.ndarray:
+    """--background: 'blur', 'R,G,B' (0..255 each) or an image file."""
+    import re
+    from pathlib import Path
+
+    from ..deploy.errors import UserError
+
+    if text == "blur":
+        return text
+    if re.fullmatch(r"\s*\d{1,3}\s*,\s*\d{1,3}\s*,\s*\d{1,3}\s*", text):
+        if all(0 <= int(v) <= 255 for v in text.split(",")):
+            return text
+        raise UserError(f"--background colour values must be 0..255, got {text}")
+    image = cv2.imread(text) if Path(text).is_file() else None
+    if image is None:
+        raise UserError(f"--background takes blur, R,G,B or an image file; cannot read {text!r}")
+    return image
+
+
 def draw_detections(frame: np.ndarray, result: Detections, names: list[str] | None = None) -> None:
     """Boxes with label and score; ``names`` overrides the text per box (e.g. a chained result)."""
     s = _scale(frame)

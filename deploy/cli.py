@@ -62,6 +62,8 @@ def _add_loop_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jsonl", type=Path, metavar="OUT.jsonl", help="write one JSON object per frame")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--loop", action="store_true", help="video files: start again at the end")
+    p.add_argument("--background", metavar="blur|R,G,B|IMAGE",
+                   help="segmentation models: blur or replace the background instead of tinting the mask")
     p.add_argument("--overwrite", action="store_true", help="replace existing --record/--jsonl files")
 
 
@@ -80,6 +82,13 @@ def _run_loop(
         if not display:
             say("no display found: running without a window (--record or --jsonl keep the output)")
     runner = _open_runner(args, model)
+    background = None
+    if args.background is not None:
+        from ..camera.overlay import parse_background
+
+        if runner.spec.kind != "segment":
+            raise UserError(f"--background needs a segmentation model; {model.name} is a {runner.spec.kind} model")
+        background = parse_background(args.background)
     sinks = []
     try:
         # In a window, video files play at their own frame rate; headless, as fast as they decode.
@@ -93,7 +102,7 @@ def _run_loop(
             if args.record:
                 sinks.append(VideoSink(args.record, fps=getattr(source, "fps", 0.0) or 30.0, overwrite=args.overwrite))
             stats = run_loop(source, runner, sinks, max_frames=args.max_frames,
-                             draw=display or args.record is not None)
+                             draw=display or args.record is not None, background=background)
             skipped = len(source.skipped)
     finally:
         for sink in sinks:

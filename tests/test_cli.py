@@ -232,3 +232,16 @@ def test_export_option_mistakes_are_one_line(tmp_path):
     assert_one_line_error(proc, "--calib is for --int8")
     proc = edgevision("export", str(tmp_path), "--out", str(tmp_path / "m.onnx"), "--int8", "--max-loss", "-1")
     assert_one_line_error(proc, "--max-loss must be 0 or more")
+
+
+def test_run_replaces_the_background_for_segmentation_models_only(tiny_model, synthetic_video, tmp_path):
+    out = tmp_path / "bg.mp4"
+    proc = edgevision("run", "--model", str(tiny_model("segment")), "--source", str(synthetic_video(10)),
+                      "--no-display", "--record", str(out), "--background", "0,0,255")
+    assert proc.returncode == 0, proc.stderr
+    cap = cv2.VideoCapture(str(out))
+    ok, frame = cap.read()
+    assert ok
+    proc = edgevision("run", "--model", str(tiny_model("classify")), "--source", str(synthetic_video(3)),
+                      "--no-display", "--background", "blur")
+    assert_one_line_error(proc, "--background needs a segmentation model")

@@ -36,3 +36,29 @@ def test_hud_shows_fps_latency_and_provider_at_the_bottom():
     frame = np.zeros((240, 320, 3), np.uint8)
     overlay.draw_hud(frame, 30.0, 12.5, "CPU")
     assert frame[200:].any() and not frame[:100].any()
+
+
+@pytest.mark.parametrize("background", ["blur", "0,255,0", "image"])
+def test_background_is_replaced_only_outside_the_mask(background):
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)
+    original = frame.copy()
+    fill = np.full((10, 10, 3), (255, 0, 0), np.uint8) if background == "image" else background
+    overlay.replace_background(frame, RESULTS["segment"], fill)
+    person = RESULTS["segment"].class_map > 0
+    assert (frame[person] == original[person]).all()
+    assert (frame[~person] != original[~person]).any()
+    if background == "0,255,0":
+        assert frame[0, 0].tolist() == [0, 255, 0]  # R,G,B given, BGR stored
+    if background == "image":
+        assert frame[0, 0].tolist() == [255, 0, 0]
+
+
+def test_background_option_parsing_is_strict(tmp_path):
+    from edgevision.deploy.errors import UserError
+
+    assert overlay.parse_background("blur") == "blur" and overlay.parse_background("1, 2,3") == "1, 2,3"
+    with pytest.raises(UserError, match="values must be 0..255"):
+        overlay.parse_background("1,2,300")
+    with pytest.raises(UserError, match="cannot read"):
+        overlay.parse_background(str(tmp_path / "none.jpg"))
