@@ -173,10 +173,10 @@ Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line
     return card
 
 
-HEADLINE = {  # kind -> (key in the export report, name)
-    "classify": ("onnx_accuracy", "accuracy"),
-    "keypoints": ("onnx_nme_mean", "NME (mean)"),
-    "segment": ("onnx_miou", "mean IoU"),
+HEADLINE = {  # kind -> (key in the export report, name, higher is better)
+    "classify": ("onnx_accuracy", "accuracy", True),
+    "keypoints": ("onnx_nme_mean", "NME (mean)", False),
+    "segment": ("onnx_miou", "mean IoU", True),
 }
 
 
@@ -184,7 +184,7 @@ def _variants_section(report: dict, kind: str) -> str:
     variants = report.get("variants")
     if not variants:
         return ""
-    metric, name = HEADLINE[kind]
+    metric, name, _ = HEADLINE[kind]
     rows = [f"| float32 | `{Path(report['file']).name}` | {report['size_bytes'] / 1e6:.1f} MB | {report[metric]:.4f} "
             f"| | {report['cpu_latency_ms_median']:.1f} ms |"]
     for variant, v in variants.items():
@@ -217,7 +217,7 @@ PRECISION_TEXT = {
 def write_variant_card(variant: str, entry: dict, out: Path, spec: TaskSpec, config: dict, report: dict) -> Path:
     """A short card for models/NAME.<variant>.onnx: what it is, its own measured metric against float32."""
     path = Path(entry["file"]).with_suffix(".md")
-    metric, name = HEADLINE[spec.kind]
+    metric, name, _ = HEADLINE[spec.kind]
     calib = f"{entry.get('calibration_images', 0)} images, {entry.get('calibration_method', 'minmax')} calibration"
     verdict = "written" if entry["written"] else "refused, not written"
     labels = ", ".join(f"`{x}`" for x in spec.labels)

@@ -207,7 +207,7 @@ def export(
     t0 = time.perf_counter()
     proto = convert(model, spec, opset=opset, batch=batch)
     log(f"converted with tf2onnx {tf2onnx.__version__}, opset {opset}, in {time.perf_counter() - t0:.1f} s")
-    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".onnx.part", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -229,11 +229,8 @@ def export(
                    "agreement": report.agreement, "agreement_kind": report.agreement_kind, "atol": atol},
         **evaluation,
     }
-    quality = {"keypoints": lambda e: f"NME {e['onnx_nme_mean']:.4f} mean",
-               "segment": lambda e: f"mean IoU {e['onnx_miou']:.4f}"}.get(
-        spec.kind, lambda e: f"accuracy {e['onnx_accuracy']:.4f}")(evaluation)
     log(
-        f"wrote {out} ({result['size_bytes'] / 1e6:.1f} MB): {quality} on "
+        f"wrote {out} ({result['size_bytes'] / 1e6:.1f} MB): {metric_text(spec.kind, evaluation)} on "
         f"{evaluation['onnx_images']} validation images through onnxruntime, "
         f"{evaluation['cpu_latency_ms_median']:.1f} ms per image on this CPU (median)"
     )
@@ -283,7 +280,7 @@ def make_variant(variant: str, out: Path, spec: TaskSpec, calib: list[np.ndarray
                  max_loss: float, log, calib_method: str = "percentile") -> dict:
     """Build, evaluate and (within the margin) write one precision variant of ``out``."""
     path = variant_path(out, variant)
-    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".onnx.part", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from .card import HEADLINE
 from .errors import UserError
 from .ops import preprocess
 from .spec import SPEC_KEY, TaskSpec
@@ -107,17 +108,11 @@ def convert_fp16(fp32: Path, out: Path) -> None:
 
 
 def metric_loss(kind: str, fp32: dict, variant: dict) -> float:
-    """How much worse the variant is: accuracy points lost, or NME gained (both >= 0 is worse)."""
-    if kind == "keypoints":
-        return variant["onnx_nme_mean"] - fp32["onnx_nme_mean"]
-    if kind == "segment":
-        return fp32["onnx_miou"] - variant["onnx_miou"]
-    return fp32["onnx_accuracy"] - variant["onnx_accuracy"]
+    """How much worse the variant is in the task's metric (accuracy, NME or mean IoU); > 0 is worse."""
+    key, _, higher_is_better = HEADLINE[kind]
+    return fp32[key] - variant[key] if higher_is_better else variant[key] - fp32[key]
 
 
 def metric_text(kind: str, evaluation: dict) -> str:
-    if kind == "keypoints":
-        return f"NME {evaluation['onnx_nme_mean']:.4f}"
-    if kind == "segment":
-        return f"mean IoU {evaluation['onnx_miou']:.4f}"
-    return f"accuracy {evaluation['onnx_accuracy']:.4f}"
+    key, name, _ = HEADLINE[kind]
+    return f"{name} {evaluation[key]:.4f}"

@@ -111,7 +111,7 @@ def test_export_refuses_and_writes_nothing_when_parity_fails(trained_run, monkey
     out = root / "models" / "refused.onnx"
     with pytest.raises(UserError, match="export refused.*parity FAILED"):
         export(run_dir, out, log=lambda _: None)
-    assert not out.exists() and not list(out.parent.glob("tmp*.onnx"))
+    assert not out.exists() and not list(out.parent.glob(".export-*"))
 
 
 def test_int8_and_fp16_variants_are_evaluated_against_float32_and_written(trained_run):
