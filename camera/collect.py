@@ -41,7 +41,7 @@ LABELS_CSV = "labels.csv"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 # Key codes from cv2.waitKeyEx: X11/GTK, Qt and Windows spell the arrows differently.
-KEY_ESC, KEY_ENTER, KEY_TAB, KEY_SPACE, KEY_BACKSPACE = 27, 13, 9, 32, 8
+KEY_ESC, KEY_TAB, KEY_SPACE, KEY_BACKSPACE = 27, 9, 32, 8
 KEYS_ENTER = frozenset({13, 10, 65293, 65421, 0x1000004, 0x1000005})
 KEYS_BACKSPACE = frozenset({8, 65288, 0x1000003})
 KEYS_DELETE = frozenset({65535, 0x1000007, 3014656, ord("d")})

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .results import Classification, Detections, Keypoints, Segmentation
+from .results import Classification, Detections, Keypoints, Result, Segmentation
 from .spec import TaskSpec
 
 LETTERBOX_FILL = 114
@@ -196,7 +196,7 @@ def decode_detect(
 
 def decode(
     outputs: list[np.ndarray], spec: TaskSpec, placements: list[Placement], **detect_options: float | None
-) -> list:
+) -> list[Result]:
     """Model outputs for a batch -> one typed result per frame."""
     if spec.kind == "classify":
         return decode_classify(outputs, spec)

@@ -24,6 +24,7 @@ from .providers import (
     parse_providers,
     provider_options,
 )
+from .results import Result
 from .spec import SPEC_KEY, SpecError, TaskSpec
 
 
@@ -126,7 +127,7 @@ class Runner:
     def provider_line(self) -> str:
         return self.report.line()
 
-    def infer(self, frames_bgr: list[np.ndarray]) -> tuple[list, dict[str, float]]:
+    def infer(self, frames_bgr: list[np.ndarray]) -> tuple[list[Result], dict[str, float]]:
         """BGR frames of any size -> (one result per frame, stage timings in ms)."""
         t0 = time.perf_counter()
         batch, placements = ops.preprocess(frames_bgr, self.spec)
@@ -153,6 +154,6 @@ class Runner:
         }
         return results, timings
 
-    def __call__(self, frame_bgr: np.ndarray):
+    def __call__(self, frame_bgr: np.ndarray) -> Result:
         """One frame -> its result."""
         return self.infer([frame_bgr])[0][0]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,18 @@ SHARED = REPO.parent / "shared"
 SHARED_DATA = SHARED / "data"
 SHARED_WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
 TASK_KINDS = ("classify", "keypoints", "segment", "detect")
+
+
+@dataclass
+class AugConfig:
+    """The augmentation fields of TrainConfig, for tests of the augmenters (no colour by default)."""
+
+    rotation_deg: float = 20.0
+    zoom: float = 0.2
+    translate: float = 0.1
+    hflip: bool = True
+    color: float = 0.0
+    grayscale: float = 0.0
 
 
 def needs_shared(path: Path = SHARED_DATA):

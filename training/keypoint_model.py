@@ -16,7 +16,6 @@ from keras import layers, ops
 
 from .model import BACKBONE_NAME, build_backbone
 
-HEADS = ("regression", "heatmap")
 STRIDE16_LAYER = "block_13_expand_relu"  # MobileNetV2's last stride-16 activation
 
 

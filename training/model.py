@@ -15,9 +15,6 @@ from ..deploy.errors import UserError
 BACKBONE_NAME = "backbone"
 
 
-BACKBONES = ("mobilenet_v2", "tiny")
-
-
 def tiny_backbone(input_size: int) -> keras.Model:
     """Three strided 3x3 convolutions (16, 32, 64 filters), no BatchNorm: trains from scratch in
     seconds on simple data. For quick experiments and the tests, not for the shipped models."""

@@ -16,6 +16,9 @@ else:  # Python 3.10 (JetPack 6)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODES = ("fast", "finetune")
+TASKS = ("classify", "keypoints", "segment")
+BACKBONES = ("mobilenet_v2", "tiny")
+HEADS = ("regression", "heatmap")
 
 
 @dataclass(frozen=True)
@@ -60,13 +63,13 @@ class TrainConfig:
     config_file: str = ""  # the TOML file these came from, if any
 
     def __post_init__(self) -> None:
-        if self.task not in ("classify", "keypoints", "segment"):
+        if self.task not in TASKS:
             raise UserError(f"task must be 'classify', 'keypoints' or 'segment', got {self.task!r}")
         object.__setattr__(self, "seg_classes", tuple(self.seg_classes))
         object.__setattr__(self, "yolo_classes", tuple(int(c) for c in self.yolo_classes))
         if self.task == "segment" and len(self.seg_classes) != len(self.yolo_classes) + 1:
             raise UserError("seg_classes names background plus one class per yolo_classes id")
-        if self.head not in ("regression", "heatmap"):
+        if self.head not in HEADS:
             raise UserError(f"head must be 'regression' or 'heatmap', got {self.head!r}")
         object.__setattr__(self, "points", tuple(self.points))
         if self.task == "keypoints" and not self.points:
@@ -93,7 +96,7 @@ class TrainConfig:
         for pair in self.vflip_swap:
             if pair.count(":") != 1 or "" in pair.split(":"):
                 raise UserError(f"vflip_swap entries look like 'thumbs_up:thumbs_down', got {pair!r}")
-        if self.backbone not in ("mobilenet_v2", "tiny"):
+        if self.backbone not in BACKBONES:
             raise UserError(f"backbone must be 'mobilenet_v2' or 'tiny', got {self.backbone!r}")
         if self.backbone == "tiny" and self.weights != "none":
             raise UserError("the tiny backbone has no pretrained weights: use --weights none")

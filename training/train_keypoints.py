@@ -4,7 +4,6 @@ the backbone, with augmentation that moves the points with the image)."""
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,32 +16,7 @@ from .keypoint_model import build_keypoint_model, normalised, with_flip_average
 from .keypoints import augment_sample, find_point_dataset, flip_partner, keypoint_metrics, load_resized
 from .metrics import save_curves_png
 from .options import TrainConfig
-from .train import EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
-
-
-class AugmentedPoints(keras.utils.PyDataset):
-    """Batches of freshly augmented images and their moved points, reshuffled every epoch."""
-
-    def __init__(self, images, points, batch_size, config, partner, seed) -> None:
-        super().__init__()
-        self.images, self.points, self.batch_size = images, points, batch_size
-        self.config, self.partner = config, partner
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(images))
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.images) / self.batch_size)
-
-    def __getitem__(self, i: int):
-        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        pairs = [augment_sample(self.images[j], self.points[j], self.rng, self.config, self.partner) for j in idx]
-        size = self.images.shape[1]
-        x = np.stack([p[0] for p in pairs]).astype(np.float32)
-        y = normalised(np.stack([p[1] for p in pairs]), size)
-        return x, y
-
-    def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.images))
+from .train import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
 
 
 def _compile(model: keras.Model, lr, config: TrainConfig) -> None:
@@ -83,7 +57,11 @@ def _fast_head(features, head, x_train, y_train, x_val, y_val, config, run_dir, 
 def _fine_tune(model, features, x_train, y_train, x_val, y_val, config, run_dir, log, partner) -> dict:
     unfreeze_backbone(features, config, log)
     size = x_train.shape[1]
-    data = AugmentedPoints(x_train, y_train, config.batch_size, config, partner, config.seed)
+    def augment(image, points, rng):
+        image, points = augment_sample(image, points, rng, config, partner)
+        return image, normalised(points, size)
+
+    data = AugmentedBatches(x_train, y_train, config.batch_size, augment, config.seed)
     _compile(model, finetune_schedule(config, len(data)), config)
     history = model.fit(
         data, validation_data=(x_val.astype(np.float32), normalised(y_val, size)),

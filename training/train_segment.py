@@ -5,7 +5,6 @@ Loss: cross-entropy plus Dice on the foreground classes (people cover ~18% of th
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from .metrics import save_curves_png
 from .model import BACKBONE_NAME, build_backbone
 from .options import TrainConfig
 from .segmentation import augment_pair, find_seg_dataset, iou_metrics, load_resized
-from .train import EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
+from .train import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
 
 SKIPS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "block_16_project")  # s4..s32
 OUTPUT_STRIDE = 4
@@ -59,26 +58,6 @@ def ce_dice_loss(y_true, y_pred):
     return ce + (1.0 - ops.mean(dice))
 
 
-class AugmentedMasks(keras.utils.PyDataset):
-    def __init__(self, images, masks, batch_size, config, seed) -> None:
-        super().__init__()
-        self.images, self.masks, self.batch_size, self.config = images, masks, batch_size, config
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(images))
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.images) / self.batch_size)
-
-    def __getitem__(self, i: int):
-        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        pairs = [augment_pair(self.images[j], self.masks[j], self.rng, self.config) for j in idx]
-        return (np.stack([p[0] for p in pairs]).astype(np.float32),
-                np.stack([downsample_mask(p[1]) for p in pairs]))
-
-    def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.images))
-
-
 def downsample_mask(mask: np.ndarray) -> np.ndarray:
     """(s, s) -> (s/4, s/4) class ids, the model's output grid."""
     size = mask.shape[0] // OUTPUT_STRIDE
@@ -111,7 +90,11 @@ def train_segment(config: TrainConfig, log: Callable[[str], None]) -> Path:
     run_dir = new_run_dir(config)
     model, encoder = build_segmenter(len(labels), size, config.alpha, config.weights, config.dropout)
     val_data = (x_val.astype(np.float32), np.stack([downsample_mask(m) for m in m_val]))
-    data = AugmentedMasks(x_train, m_train, config.batch_size, config, config.seed)
+    def augment(image, mask, rng):
+        image, mask = augment_pair(image, mask, rng, config)
+        return image, downsample_mask(mask)
+
+    data = AugmentedBatches(x_train, m_train, config.batch_size, augment, config.seed)
     history = {}
     if config.weights != "none":  # the decoder first, on a frozen encoder
         encoder.trainable = False

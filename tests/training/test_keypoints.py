@@ -1,9 +1,9 @@
 import csv
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import pytest
+from conftest import AugConfig as Aug
 from edgevision.deploy.errors import UserError
 from edgevision.training.keypoints import (
     augment_sample,
@@ -12,16 +12,6 @@ from edgevision.training.keypoints import (
     keypoint_metrics,
     load_resized,
 )
-
-
-@dataclass
-class Aug:
-    rotation_deg: float = 25.0
-    zoom: float = 0.25
-    translate: float = 0.15
-    hflip: bool = True
-    color: float = 0.0
-    grayscale: float = 0.0
 
 
 def dot_image(size, points, colours):
@@ -47,7 +37,7 @@ def test_augmentation_moves_the_labels_with_the_image_and_swaps_left_and_right_o
     rng = np.random.default_rng(0)
     mirrored = 0
     for _ in range(40):
-        out, moved = augment_sample(image, points, rng, Aug(), partner)
+        out, moved = augment_sample(image, points, rng, Aug(rotation_deg=25.0, zoom=0.25, translate=0.15), partner)
         found = [centroid(out, c) for c in colours]
         if np.linalg.norm(found[0] - moved[1]) < np.linalg.norm(found[0] - moved[0]):
             mirrored += 1  # the blue dot (once left_eye) is now labelled right_eye

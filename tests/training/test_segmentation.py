@@ -1,8 +1,8 @@
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import pytest
+from conftest import AugConfig as Aug
 from edgevision.deploy.errors import UserError
 from edgevision.training.segmentation import (
     augment_pair,
@@ -11,16 +11,6 @@ from edgevision.training.segmentation import (
     load_resized,
     yolo_polygons_to_mask,
 )
-
-
-@dataclass
-class Aug:
-    rotation_deg: float = 20.0
-    zoom: float = 0.2
-    translate: float = 0.1
-    hflip: bool = True
-    color: float = 0.0
-    grayscale: float = 0.0
 
 
 def test_yolo_polygons_are_rasterised_for_the_classes_asked_for():
