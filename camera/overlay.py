@@ -127,6 +127,8 @@ def draw_result(frame: np.ndarray, result) -> None:
         draw_segmentation(frame, result)
     elif isinstance(result, Detections):
         draw_detections(frame, result)
+    elif hasattr(result, "box_texts"):  # a chained result (deploy.chain.Chained)
+        draw_detections(frame, result.detections, result.box_texts())
     else:
         raise TypeError(f"cannot draw a {type(result).__name__}")
 

@@ -10,9 +10,11 @@ from typing import TextIO
 
 import cv2
 
+from ..deploy.chain import Chained, ChainRunner
 from ..deploy.errors import UserError
 from ..deploy.results import Classification, Segmentation
 from ..deploy.runner import Runner
+from .overlay import draw_result
 from .sources import IMAGE_SUFFIXES, read_image
 
 
@@ -65,6 +67,7 @@ def predict(
     out: TextIO,
     batch_size: int = 8,
     masks_dir: Path | None = None,
+    draw_dir: Path | None = None,
 ) -> PredictReport:
     """Write one JSON line per readable image; count unreadable ones; score by folder name where it is a label."""
     if batch_size < 1:
@@ -73,11 +76,14 @@ def predict(
         if runner.spec.kind != "segment":
             raise UserError(f"--masks needs a segmentation model; {runner.path} is a {runner.spec.kind} model")
         masks_dir.mkdir(parents=True, exist_ok=True)
+    if draw_dir is not None:
+        draw_dir.mkdir(parents=True, exist_ok=True)
     report = PredictReport()
     labels = set(runner.spec.labels)
+    chain_labels = set(runner.then.spec.labels) if isinstance(runner, ChainRunner) else set()
     for batch in _batches(paths, batch_size, report):
         results, _ = runner.infer([image for _, image in batch])
-        for (path, _), result in zip(batch, results):
+        for (path, image), result in zip(batch, results):
             record = {"file": str(path), **result.to_json()}
             if masks_dir is not None and isinstance(result, Segmentation):
                 mask_path = masks_dir / f"{path.stem}.png"
@@ -85,10 +91,22 @@ def predict(
                     raise UserError(f"{mask_path} exists: choose another --masks folder")
                 cv2.imwrite(str(mask_path), result.class_map)
                 record["mask"] = str(mask_path)
+            if draw_dir is not None:
+                drawn_path = draw_dir / f"{path.stem}.png"
+                if drawn_path.exists():
+                    raise UserError(f"{drawn_path} exists: choose another --draw folder")
+                drawn = image.copy()
+                draw_result(drawn, result)
+                cv2.imwrite(str(drawn_path), drawn)
+                record["drawn"] = str(drawn_path)
             out.write(json.dumps(record) + "\n")
             report.images += 1
             if isinstance(result, Classification) and path.parent.name in labels:
                 report.scored += 1
                 report.correct += int(result.label == path.parent.name)
+            elif isinstance(result, Chained) and path.parent.name in chain_labels:
+                # A chain is scored by its most confident box's answer (no box: wrong).
+                report.scored += 1
+                report.correct += int(bool(result.then) and result.then[0].label == path.parent.name)
     out.flush()
     return report

@@ -142,6 +142,10 @@ def summary_text(result: dict) -> str:
         return " ".join(f"{n}=({x:.0f},{y:.0f})" for n, (x, y) in result["points"].items())
     if task == "segment":
         return " ".join(f"{n} {v:.0%}" for n, v in result["fractions"].items())
+    if task == "chain":
+        return f"{len(result['detections'])} found: " + ", ".join(
+            f"{d['label']} {d['score']:.2f} -> {d['then']['label']}" for d in result["detections"][:5]
+        )
     if task == "detect":
         return f"{len(result['detections'])} found: " + ", ".join(
             f"{d['label']} {d['score']:.2f}" for d in result["detections"][:5]

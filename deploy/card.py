@@ -91,12 +91,31 @@ masks at source resolution (intersections and unions summed over the set); foreg
 {rows}"""
 
 
+def _detect_section(metrics: dict, report: dict) -> str:
+    rows = "\n".join(f"| {n} | {v['ap50']:.4f} | {v['true_boxes']} |"
+                     for n, v in report["onnx_per_class"].items())
+    return f"""Validation AP50 (onnxruntime, val/): **{report["onnx_map50"]:.4f}** on {report["onnx_images"]} \
+images; at the default score threshold {metrics["operating_score"]} the model finds \
+{report["onnx_recall"]:.1%} of the true boxes
+(recall) and {report["onnx_precision"]:.1%} of its boxes are right (precision).
+
+The metric: Pascal VOC average precision at IoU 0.5 (all-point interpolation), boxes in
+source-image pixels after the runtime's letterbox, decoding and NMS (IoU 0.45), scores down to 0.01.
+
+| class | AP50 | true boxes |
+|---|---|---|
+{rows}"""
+
+
 MODEL_TEXT = {
     "classify": "MobileNetV2 (alpha {alpha}) + global pooling + softmax",
     "regression": "MobileNetV2 (alpha {alpha}) + global pooling + sigmoid regression of (x, y)",
     "heatmap": "MobileNetV2 (alpha {alpha}) to stride 16 + a heat map per point + spatial soft-argmax",
     "segment": "MobileNetV2 (alpha {alpha}) encoder + U-Net-style decoder (skips at strides 4, 8, 16), "
                "class probabilities at stride 4",
+    "detect": "MobileNetV2 (alpha {alpha}) features at strides 16 + 32 (added, FPN-style) + an anchor-free "
+              "FCOS-style head: per cell of the stride-16 grid, class scores, centre-ness and distances to the "
+              "four box sides, decoded in the graph",
 }
 
 
@@ -106,6 +125,7 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
     data_dir = Path(config["data"])
     keypoints = spec.kind == "keypoints"
     segment = spec.kind == "segment"
+    detect = spec.kind == "detect"
     weights = config["weights"]
     weights_text = "ImageNet" if weights != "none" else "none (from scratch)"
     size_mb = export_report["size_bytes"] / 1e6
@@ -119,6 +139,9 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
               "the runner returns source-image pixels" if keypoints
               else f"`probs`: (batch, {spec.input_hw[0] // 4}, {spec.input_hw[1] // 4}, {len(spec.labels)}) class "
               "probabilities; the runner upsamples them once to a class map at source size" if segment
+              else "`boxes`: (batch, cells, 4) x0, y0, x1, y1 as 0..1 of the input, `scores`: (batch, cells, "
+              f"{len(spec.labels)}); the runner keeps scores >= {spec.score_threshold}, runs NMS (IoU "
+              f"{spec.iou_threshold}) and returns source-image pixels" if detect
               else f"`probs`: (batch, {len(spec.labels)}) softmax probabilities")
     model_text = MODEL_TEXT[config.get("head", "regression") if keypoints else spec.kind].format(alpha=config["alpha"])
     if config.get("flip_average") and keypoints:
@@ -136,6 +159,7 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     section = (_keypoints_section(metrics, export_report) if keypoints
                else _segment_section(metrics, export_report) if segment
+               else _detect_section(metrics, export_report) if detect
                else _classify_section(metrics, export_report))
     text = f"""# {out.name}: {spec.kind}, {", ".join(spec.labels)}
 
@@ -164,7 +188,7 @@ Export parity (Keras vs onnxruntime on {parity["images"]} validation images): ma
 ```
 
 Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line per image{
-        "" if keypoints else " and the accuracy on the images whose folder names a label"}.
+        "" if keypoints or segment or detect else " and the accuracy on the images whose folder names a label"}.
 """
     card.write_text(text)
     for variant, entry in export_report.get("variants", {}).items():
@@ -177,6 +201,7 @@ HEADLINE = {  # kind -> (key in the export report, name, higher is better)
     "classify": ("onnx_accuracy", "accuracy", True),
     "keypoints": ("onnx_nme_mean", "NME (mean)", False),
     "segment": ("onnx_miou", "mean IoU", True),
+    "detect": ("onnx_map50", "AP50", True),
 }
 
 

@@ -34,6 +34,13 @@ def _add_runner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iou-threshold", type=float, help="detection: NMS IoU (default: the model's)")
 
 
+def _add_chain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--then", type=Path, metavar="MODEL.onnx",
+                   help="detection models: classify each box's square crop with this model (e.g. models/fingers.onnx)")
+    p.add_argument("--crop-margin", type=float, default=None,
+                   help="--then: margin around each box, a share of its longer side (default 0.15)")
+
+
 def _open_runner(args: argparse.Namespace, model: Path):
     from .providers import ProviderConfig
     from .runner import Runner, RunnerOptions
@@ -50,7 +57,17 @@ def _open_runner(args: argparse.Namespace, model: Path):
     )
     runner = Runner(model, options)
     say(f"{model.name}: {runner.spec.kind}, {runner.provider_line}")
-    return runner
+    then = getattr(args, "then", None)
+    if then is None:
+        if getattr(args, "crop_margin", None) is not None:
+            raise UserError("--crop-margin is for --then: add --then MODEL.onnx, or drop it")
+        return runner
+    from .chain import DEFAULT_MARGIN, ChainRunner
+
+    second = Runner(then, options)
+    say(f"then {then.name}: {second.spec.kind}, {second.provider_line}")
+    margin = DEFAULT_MARGIN if args.crop_margin is None else args.crop_margin
+    return ChainRunner(runner, second, margin)
 
 
 def _add_loop_args(p: argparse.ArgumentParser) -> None:
@@ -151,7 +168,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     runner = _open_runner(args, args.model)
     paths = collect_images(args.paths)
-    report = predict(runner, paths, sys.stdout, batch_size=args.batch, masks_dir=args.masks)
+    report = predict(runner, paths, sys.stdout, batch_size=args.batch, masks_dir=args.masks, draw_dir=args.draw)
     line = f"{report.images} images"
     if report.skipped:
         line += f", {len(report.skipped)} unreadable skipped ({', '.join(p.name for p in report.skipped[:3])}...)"
@@ -159,6 +176,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
         line += f"; accuracy {report.accuracy:.4f} on the {report.scored} whose folder names a label"
     say(line)
     return 0 if report.images else 1
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import evaluate_boxes
+
+    if not args.data.is_dir():
+        raise UserError(f"data folder not found: {args.data}")
+    operating = args.score_threshold
+    args.score_threshold = 0.01  # the whole precision-recall curve for AP
+    runner = _open_runner(args, args.model)
+    operating = runner.spec.score_threshold if operating is None else operating
+    report = evaluate_boxes(runner, args.data, tuple(args.rename), operating)
+    print(json.dumps(report, indent=2))
+    line = (f"AP50 {report['map50']:.4f} on {report['images']} images ({report['true_boxes']} boxes); recall "
+            f"{report['recall']:.3f}, precision {report['precision']:.3f} at score {operating}; "
+            f"{report['ms_per_image_mean']:.1f} ms per image")
+    if "chain_accuracy" in report and report["chain_accuracy"] is not None:
+        line += (f"; chain: {report['chain_accuracy']:.1%} of {report['chain_images']} images answered as their "
+                 f"folder ({report['no_box_images']} without a box)")
+    say(line)
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -207,6 +247,21 @@ def cmd_collect(args: argparse.Namespace) -> int:
     collector = collect(options, args.source)
     say(f"saved {collector.saved_this_session} this session")
     say(collector.train_hint())
+    return 0
+
+
+def cmd_crops(args: argparse.Namespace) -> int:
+    from ..training.crops import write_crops
+
+    if args.jitter < 0:
+        raise UserError(f"--jitter must be 0 or more, got {args.jitter}")
+    if not 0 <= args.margin <= 1:
+        raise UserError(f"--margin must be within 0..1, got {args.margin}")
+    label_regex = None if args.label_from == "folder" else args.label_regex
+    write_crops(args.data, args.out, label_regex, args.margin, args.jitter, seed=args.seed,
+                log=lambda m: say(m))
+    say(f"wrote {args.out}; train on it with the sign-language set: edgevision train --config fingers "
+        f"--extra-data {args.out}")
     return 0
 
 
@@ -267,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True,
                    help="0, /dev/video1, csi://0, a GStreamer pipeline, video, image, folder, rtsp:// or http:// URL")
     _add_loop_args(p)
+    _add_chain_args(p)
     _add_runner_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -282,8 +338,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files and folders (searched recursively)")
     p.add_argument("--batch", type=int, default=8, help="images per inference batch")
     p.add_argument("--masks", type=Path, metavar="DIR", help="segmentation: write a PNG mask per image here")
+    p.add_argument("--draw", type=Path, metavar="DIR", help="write each image with the overlay drawn, as PNG")
+    _add_chain_args(p)
     _add_runner_args(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("eval", help="detection models: AP50, recall and precision on a labelled box folder "
+                                   "(with --then: how often the chained answer matches the folder name)")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("data", type=Path, help="images with VOC .xml beside them, or images/ + labels/ (YOLO)")
+    p.add_argument("--rename", action="append", default=[], metavar="PATTERN:CLASS",
+                   help="map box names to the model's classes, e.g. '*-hand:hand' (repeatable)")
+    _add_chain_args(p)
+    _add_runner_args(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="per-stage timings, throughput and memory per provider and precision")
     p.add_argument("--model", type=Path, required=True, help="the float32 .onnx; NAME.int8/.fp16.onnx beside it join")
@@ -313,6 +381,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=2.0, help="auto-capture (Space) saves per second")
     p.add_argument("--review", action="store_true", help="step through saved images: delete or relabel")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("crops", help="a box dataset (VOC/YOLO) -> square crops of its boxes in class folders, "
+                                    "cut as 'run --then' cuts them")
+    p.add_argument("data", type=Path, help="images with VOC .xml beside them (or images/ + labels/)")
+    p.add_argument("out", type=Path, help="a new folder: OUT/{train,val}/<label>/*.jpg")
+    p.add_argument("--label-from", choices=["name", "folder"], default="name",
+                   help="a crop's label: from its box name (via --label-regex) or the image's folder")
+    p.add_argument("--label-regex", default=r"(.*)",
+                   help=r"box name -> label, the first group, e.g. '(\d)-hand' (default: the whole name)")
+    p.add_argument("--margin", type=float, default=0.15, help="as 'run --crop-margin' (default 0.15)")
+    p.add_argument("--jitter", type=int, default=4, help="extra jittered crops per training box (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_crops)
 
     from ..training.options import add_train_args  # argparse only: no TensorFlow import
 

@@ -64,6 +64,9 @@ def convert(model, spec: TaskSpec, opset: int = 17, batch: int | None = None) ->
 
     @tf.function(input_signature=signature)
     def serve(image):
+        if spec.kind == "detect":  # two outputs, named as the runner looks them up
+            boxes, scores = model(image, training=False)
+            return {"boxes": boxes, "scores": scores}
         return {output_name: model(image, training=False)}
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
@@ -106,15 +109,26 @@ def parity_check(
     """Keras and onnxruntime on the same frames, both fed by the runtime's preprocessing."""
     runner = Runner(onnx_path, RunnerOptions(providers="cpu"))
     batch, _ = preprocess(frames_bgr, runner.spec)
-    expected = np.asarray(model.predict(batch, batch_size=32, verbose=0), dtype=np.float32)
+    expected = model.predict(batch, batch_size=32, verbose=0)
     step = runner.fixed_batch or 32
-    got = np.concatenate([
-        runner.session.run(runner.output_names, {runner.input_name: batch[i : i + step]})[0]
-        for i in range(0, len(batch), step)
-    ])
+    runs = [runner.session.run(runner.output_names, {runner.input_name: batch[i : i + step]})
+            for i in range(0, len(batch), step)]
+    if runner.spec.kind == "detect":  # boxes and scores, compared together; order by name
+        expected = np.concatenate([np.asarray(e, np.float32).reshape(len(batch), -1) for e in expected], axis=1)
+        named = [dict(zip(runner.output_names, r)) for r in runs]
+        got = np.concatenate([np.concatenate([n["boxes"].reshape(len(n["boxes"]), -1),
+                                              n["scores"].reshape(len(n["scores"]), -1)], axis=1) for n in named])
+    else:
+        expected = np.asarray(expected, dtype=np.float32)
+        got = np.concatenate([r[0] for r in runs])
     if got.shape != expected.shape:
         raise UserError(f"the ONNX output has shape {got.shape}, Keras gives {expected.shape}")
-    if runner.spec.kind == "keypoints":  # (n, k, 2) normalised: compare in input pixels
+    if runner.spec.kind == "detect":  # which cells clear the score threshold (what NMS will see)
+        cells = np.asarray(model.predict(batch[:1], verbose=0)[1]).shape[1]
+        threshold = runner.spec.score_threshold
+        agreement = float(((got[:, 4 * cells:] >= threshold) == (expected[:, 4 * cells:] >= threshold)).mean())
+        kind = "score-threshold decisions alike"
+    elif runner.spec.kind == "keypoints":  # (n, k, 2) normalised: compare in input pixels
         shift = np.linalg.norm((got - expected) * np.float32(runner.spec.input_hw[::-1]), axis=-1)
         agreement, kind = float((shift < 0.5).mean()), "points within 0.5 input px"
     elif runner.spec.kind == "segment":  # (n, h, w, classes): the class of every output cell
@@ -127,7 +141,7 @@ def parity_check(
 def evaluate_onnx(onnx_path: Path, pairs: list[tuple[Path, list[str]]]) -> dict:
     """The task's metric for the ONNX model on the run's validation images, through the runtime
     (source pixels for points), plus CPU latency."""
-    runner = Runner(onnx_path, RunnerOptions(providers="cpu"))
+    runner = Runner(onnx_path, RunnerOptions(providers="cpu", score_threshold=0.01))  # detect: the whole PR curve
     frames, results, known = [], [], []
     for path, info in pairs:
         image = read_image(path)
@@ -153,6 +167,13 @@ def evaluate_onnx(onnx_path: Path, pairs: list[tuple[Path, list[str]]]) -> dict:
         masks = [cv2.imread(info[0], cv2.IMREAD_UNCHANGED) for info in known]
         m = iou_metrics([r.class_map for r in results], masks, runner.spec.labels)
         quality = {"onnx_miou": m["miou"], "onnx_iou": m["iou"]}
+    elif runner.spec.kind == "detect":
+        from ..training.detection import detection_metrics, sample_from_json
+
+        truths = [sample_from_json(info[0]) for info in known]
+        m = detection_metrics(results, truths, runner.spec.labels, operating_score=runner.spec.score_threshold)
+        quality = {"onnx_map50": m["map50"], "onnx_recall": m["recall"], "onnx_precision": m["precision"],
+                   "onnx_per_class": m["per_class"]}
     else:
         correct = sum(int(r.label == info[0]) for r, info in zip(results, known))
         quality = {"onnx_accuracy": correct / max(len(results), 1)}

@@ -93,6 +93,21 @@ def find_dataset(data: str | Path, val_split: float = 0.2, seed: int = 0) -> Cla
     )
 
 
+def with_extra(dataset: ClassDataset, extras: list[ClassDataset], names: list[str]) -> ClassDataset:
+    """One dataset from several with the same class names (e.g. sign-language hands plus webcam crops)."""
+    for extra, name in zip(extras, names):
+        if extra.classes != dataset.classes:
+            raise UserError(f"extra data {name} has classes {', '.join(extra.classes)}; "
+                            f"the main data has {', '.join(dataset.classes)}")
+
+    def join(parts: list[Split]) -> Split:
+        return Split(tuple(p for s in parts for p in s.paths), np.concatenate([s.labels for s in parts]))
+
+    every = [dataset, *extras]
+    return ClassDataset(dataset.classes, join([d.train for d in every]), join([d.val for d in every]),
+                        all(d.split_given for d in every))
+
+
 def load_images(split: Split, size: int) -> tuple[np.ndarray, np.ndarray, list[Path]]:
     """Decode, convert to RGB and resize (as the runner does) -> (n, size, size, 3) uint8, labels, skipped."""
     images, labels, skipped = [], [], []

@@ -65,14 +65,16 @@ def save_confusion_png(cm: np.ndarray, classes: tuple[str, ...], path: Path) -> 
     plt.close(fig)
 
 
-def save_curves_png(history: dict[str, dict[str, list[float]]], path: Path, metric: str = "accuracy") -> None:
-    """Loss and ``metric`` per epoch, one colour per stage (head, finetune)."""
+def save_curves_png(history: dict[str, dict[str, list[float]]], path: Path, metric: str | None = "accuracy") -> None:
+    """Loss and ``metric`` (if any) per epoch, one colour per stage (head, finetune)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    keys = ("loss", metric) if metric else ("loss",)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
+    axes = axes[0]
     offset = 0
     for stage, h in history.items():
         epochs = np.arange(offset + 1, offset + 1 + len(h.get("loss", [])))
-        for ax, key in zip(axes, ("loss", metric)):
+        for ax, key in zip(axes, keys):
             ax.plot(epochs, h.get(key, []), label=f"{stage} train")
             ax.plot(epochs, h.get(f"val_{key}", []), "--", label=f"{stage} val")
             ax.set_xlabel("epoch")

@@ -138,7 +138,7 @@ def augmenter(config, num_classes: int, classes: tuple[str, ...]):
 
 
 def load_run_model(run_dir: Path) -> keras.Model:
-    from . import keypoint_model, train_segment  # noqa: F401  (register the custom layers and loss saved with them)
+    from . import keypoint_model, train_detect, train_segment  # noqa: F401  (register the custom layers and loss saved with them)
 
     path = Path(run_dir) / "model.keras"
     if not path.is_file():

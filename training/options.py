@@ -16,7 +16,7 @@ else:  # Python 3.10 (JetPack 6)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODES = ("fast", "finetune")
-TASKS = ("classify", "keypoints", "segment")
+TASKS = ("classify", "keypoints", "segment", "detect")
 BACKBONES = ("mobilenet_v2", "tiny")
 HEADS = ("regression", "heatmap")
 
@@ -24,14 +24,18 @@ HEADS = ("regression", "heatmap")
 @dataclass(frozen=True)
 class TrainConfig:
     data: str  # DATA/<label>/*.jpg or DATA/{train,val}/<label>/*.jpg
+    extra_data: tuple[str, ...] = ()  # classify: more folders like DATA, same classes, merged (val reported apart)
     name: str = ""  # run name; default: the data folder's name
     runs_dir: str = "runs"
-    task: str = "classify"  # or "keypoints"
+    task: str = "classify"  # or "keypoints", "segment", "detect"
     points: tuple[str, ...] = ("nose",)  # keypoints: the point names, as in labels.csv
     head: str = "regression"  # keypoints: 'regression' or 'heatmap'
     flip_average: bool = False  # keypoints: average with the mirrored image's prediction (2x inference)
     seg_classes: tuple[str, ...] = ("background", "person")  # segment: mask ids 0, 1, ...
     yolo_classes: tuple[int, ...] = (0,)  # segment: YOLO polygon class ids that become mask ids 1, 2, ...
+    det_classes: tuple[str, ...] = ("object",)  # detect: class names (YOLO txt class ids index them)
+    det_rename: tuple[str, ...] = ()  # detect: 'pattern:class' rules for VOC names, e.g. '*-hand:hand'
+    score_threshold: float = 0.4  # detect: the model's default minimum score (run --score-threshold overrides)
     mode: str = "fast"  # fast: fit a head on frozen features; finetune: also train the backbone's top
     input_size: int = 160
     backbone: str = "mobilenet_v2"  # or 'tiny': a small CNN trained from scratch (tests, quick experiments)
@@ -64,11 +68,21 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise UserError(f"task must be 'classify', 'keypoints' or 'segment', got {self.task!r}")
+            raise UserError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         object.__setattr__(self, "seg_classes", tuple(self.seg_classes))
         object.__setattr__(self, "yolo_classes", tuple(int(c) for c in self.yolo_classes))
         if self.task == "segment" and len(self.seg_classes) != len(self.yolo_classes) + 1:
             raise UserError("seg_classes names background plus one class per yolo_classes id")
+        object.__setattr__(self, "extra_data", tuple(self.extra_data))
+        if self.extra_data and self.task != "classify":
+            raise UserError("extra_data is for classification (task 'classify')")
+        object.__setattr__(self, "det_classes", tuple(self.det_classes))
+        object.__setattr__(self, "det_rename", tuple(self.det_rename))
+        if self.task == "detect" and not self.det_classes:
+            raise UserError("detect needs at least one class name (--det-classes hand)")
+        for rule in self.det_rename:
+            if ":" not in rule or not rule.rpartition(":")[0] or rule.rpartition(":")[2] not in self.det_classes:
+                raise UserError(f"det_rename rules look like '*-hand:hand' with a class of det_classes, got {rule!r}")
         if self.head not in HEADS:
             raise UserError(f"head must be 'regression' or 'heatmap', got {self.head!r}")
         object.__setattr__(self, "points", tuple(self.points))
@@ -87,6 +101,8 @@ class TrainConfig:
         for name in ("batch_size", "head_epochs", "epochs"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be 1 or more, got {getattr(self, name)}")
+        if not 0.0 < self.score_threshold < 1.0:
+            raise UserError(f"score_threshold must be within 0..1, got {self.score_threshold}")
         for name in ("dropout", "label_smoothing", "zoom", "translate", "color", "grayscale"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UserError(f"{name} must be within 0..1, got {getattr(self, name)}")

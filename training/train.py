@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from ..deploy.errors import UserError
 from ..deploy.spec import TaskSpec
-from .data import ClassDataset, find_dataset, load_images
+from .data import ClassDataset, find_dataset, load_images, with_extra
 from .metrics import classification_metrics, save_confusion_png, save_curves_png
 from .model import augmenter, build_classifier, feature_extractor, set_trainable_top
 from .options import TrainConfig, config_from_args
@@ -34,7 +34,7 @@ class EpochLine(keras.callbacks.Callback):
     """One line per epoch (or every ``every`` epochs) with loss, accuracy and time."""
 
     def __init__(self, stage: str, total: int, log: Callable[[str], None], every: int = 1,
-                 metric: str = "accuracy") -> None:
+                 metric: str | None = "accuracy") -> None:
         super().__init__()
         self.stage, self.total, self.log, self.every, self.metric = stage, total, log, every, metric
         self.start = time.perf_counter()
@@ -44,10 +44,11 @@ class EpochLine(keras.callbacks.Callback):
             return
         logs = logs or {}
         m, short = self.metric, {"accuracy": "acc"}.get(self.metric, self.metric)
+        extra = f"  {short} {logs.get(m, 0):.4g}" if m else ""
+        extra_val = f"  val_{short} {logs.get('val_' + m, 0):.4g}" if m else ""
         self.log(
-            f"{self.stage} epoch {epoch + 1:>3}/{self.total}  loss {logs.get('loss', 0):.4g}  "
-            f"{short} {logs.get(m, 0):.4g}  val_loss {logs.get('val_loss', 0):.4g}  "
-            f"val_{short} {logs.get('val_' + m, 0):.4g}  {time.perf_counter() - self.start:.1f} s"
+            f"{self.stage} epoch {epoch + 1:>3}/{self.total}  loss {logs.get('loss', 0):.4g}{extra}  "
+            f"val_loss {logs.get('val_loss', 0):.4g}{extra_val}  {time.perf_counter() - self.start:.1f} s"
         )
 
 
@@ -158,7 +159,7 @@ def finetune_schedule(config: TrainConfig, steps_per_epoch: int):
     return keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=config.lr, warmup_steps=max(1, steps // 20))
 
 
-def finetune_callbacks(config: TrainConfig, run_dir: Path, log: Callable[[str], None], metric: str) -> list:
+def finetune_callbacks(config: TrainConfig, run_dir: Path, log: Callable[[str], None], metric: str | None) -> list:
     return [
         *([keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True)]
           if config.patience else []),
@@ -208,6 +209,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = _print_now) -> Path:
     t_start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     dataset: ClassDataset = find_dataset(config.data, config.val_split, config.seed)
+    if config.extra_data:
+        extras = [find_dataset(d, config.val_split, config.seed) for d in config.extra_data]
+        dataset = with_extra(dataset, extras, list(config.extra_data))
     classes, size = dataset.classes, config.input_size
     x_train, y_train, skipped_train = load_images(dataset.train, size)
     x_val, y_val, skipped_val = load_images(dataset.val, size)
@@ -243,6 +247,17 @@ def train(config: TrainConfig, log: Callable[[str], None] = _print_now) -> Path:
             ),
         }
     )
+    if config.extra_data:  # each source's own validation accuracy: a merged number can hide a weak one
+        roots = [Path(d).expanduser().resolve() for d in (config.data, *config.extra_data)]
+        kept = [p for p in dataset.val.paths if p not in skipped]
+        source = np.array([next(i for i, r in enumerate(roots) if p.resolve().is_relative_to(r)) for p in kept])
+        right = probs.argmax(axis=1) == y_val
+        metrics["val_by_source"] = {
+            str(d): {"accuracy": float(right[source == i].mean()), "images": int((source == i).sum())}
+            for i, d in enumerate((config.data, *config.extra_data)) if (source == i).any()
+        }
+        for name, v in metrics["val_by_source"].items():
+            log(f"  {name}: val accuracy {v['accuracy']:.4f} on {v['images']} images")
     model.save(run_dir / "model.keras")
     spec = TaskSpec(kind="classify", input_hw=(size, size), labels=classes)
     (run_dir / "spec.json").write_text(spec.to_json() + "\n")
@@ -277,6 +292,10 @@ def train_from_args(args) -> Path:
             from .train_segment import train_segment
 
             run_dir = train_segment(config, _print_now)
+        elif config.task == "detect":
+            from .train_detect import train_detect
+
+            run_dir = train_detect(config, _print_now)
         else:
             run_dir = train(config)
     except tf.errors.ResourceExhaustedError as exc:

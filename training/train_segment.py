@@ -26,10 +26,16 @@ SKIPS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "
 OUTPUT_STRIDE = 4
 
 
-def build_segmenter(num_classes: int, size: int, alpha: float, weights: str, dropout: float) -> tuple:
-    """(model image -> probs (n, s/4, s/4, classes), encoder)."""
-    base = build_backbone(size, alpha, weights)
-    encoder = keras.Model(base.input, [base.get_layer(n).output for n in SKIPS], name=BACKBONE_NAME)
+def build_segmenter(num_classes: int, size: int, alpha: float, weights: str, dropout: float,
+                    backbone_kind: str = "mobilenet_v2") -> tuple:
+    """(model image -> probs (n, s/4, s/4, classes), encoder). The tiny backbone (tests) gives
+    strides 4 and 8 only: one decoder step."""
+    base = build_backbone(size, alpha, weights, backbone_kind)
+    if backbone_kind == "tiny":
+        levels = [base.layers[2].output, base.layers[3].output]  # its stride-4 and stride-8 convolutions
+    else:
+        levels = [base.get_layer(n).output for n in SKIPS]
+    encoder = keras.Model(base.input, levels, name=BACKBONE_NAME)
     inputs = keras.Input((size, size, 3), name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1, name="to_minus1_1")(inputs)
     skips = encoder(x, training=False) if weights != "none" else encoder(x)
@@ -88,7 +94,8 @@ def train_segment(config: TrainConfig, log: Callable[[str], None]) -> Path:
     log(f"{len(x_train)} train / {len(x_val)} val images, classes {', '.join(labels)}; "
         f"foreground {share:.0%} of pixels")
     run_dir = new_run_dir(config)
-    model, encoder = build_segmenter(len(labels), size, config.alpha, config.weights, config.dropout)
+    model, encoder = build_segmenter(len(labels), size, config.alpha, config.weights, config.dropout,
+                                     config.backbone)
     val_data = (x_val.astype(np.float32), np.stack([downsample_mask(m) for m in m_val]))
     def augment(image, mask, rng):
         image, mask = augment_pair(image, mask, rng, config)

@@ -46,7 +46,10 @@ def test_bad_toml_and_missing_files_are_clear(tmp_path):
         ({"val_split": 1.5}, "val_split"),
         ({"vflip_swap": ("a-b",)}, "vflip_swap entries"),
         ({"weights": "/nope.h5"}, "weights file not found"),
-        ({"task": "detect"}, "task must be 'classify', 'keypoints' or 'segment'"),
+        ({"task": "pose"}, "task must be one of classify, keypoints, segment, detect"),
+        ({"task": "detect", "det_classes": ()}, "at least one class name"),
+        ({"task": "detect", "score_threshold": 1.5}, "score_threshold"),
+        ({"task": "keypoints", "extra_data": ("y",)}, "extra_data is for classification"),
         ({"task": "segment", "seg_classes": ("bg",)}, "seg_classes names background plus one class"),
         ({"head": "fcn"}, "head must be"),
         ({"mode": "fast"}, "fast mode needs pretrained weights"),
@@ -67,8 +70,9 @@ def test_config_written_to_a_run_reads_back_the_same(tmp_path):
 
 def test_every_shipped_config_is_valid_with_weights_overridden():
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
-    assert names == ["emotions", "fingers", "nose", "person_seg", "thumbs"]
+    assert names == ["emotions", "fingers", "hands", "nose", "person_seg", "raccoon", "thumbs"]
     for name in names:
         config = parse("--config", name, "--weights", "none")
         assert config.name == name and config.mode == "finetune"
     assert parse("--config", "nose", "--weights", "none").task == "keypoints"
+    assert parse("--config", "hands", "--weights", "none").det_rename == ("*-hand:hand",)

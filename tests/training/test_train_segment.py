@@ -16,7 +16,7 @@ from edgevision.training.options import TrainConfig
 from edgevision.training.train_segment import train_segment
 
 
-def blobs(root, n=12, seed=0):
+def blobs(root, n=24, seed=0):
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
@@ -33,11 +33,14 @@ def blobs(root, n=12, seed=0):
 
 def test_a_segmenter_trains_exports_with_parity_and_masks_frames_at_source_size(tmp_path):
     data = blobs(tmp_path / "blobs")
-    config = TrainConfig(data=str(data), task="segment", mode="finetune", weights="none", alpha=0.35, input_size=64,
-                         epochs=3, batch_size=4, patience=0, runs_dir=str(tmp_path / "runs"), seed=2)
+    config = TrainConfig(data=str(data), task="segment", mode="finetune", backbone="tiny", weights="none",
+                         input_size=64, epochs=30, lr=3e-3, batch_size=4, patience=0, color=0.0, grayscale=0.0,
+                         runs_dir=str(tmp_path / "runs"), seed=2)
     run_dir = train_segment(config, lambda _: None)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics["iou"]) == {"background", "person"} and 0 <= metrics["miou"] <= 1
+    assert set(metrics["iou"]) == {"background", "person"}
+    # Measured 0.73-0.76 over seeds 2-4; painting everything gives ~0.09, nothing 0.
+    assert metrics["iou"]["person"] > 0.6, metrics
     out = tmp_path / "blobs.onnx"
     proc = subprocess.run([sys.executable, "-m", "edgevision.deploy.cli", "export", str(run_dir), "--out", str(out)],
                           capture_output=True, text=True, timeout=300)

@@ -1,0 +1,81 @@
+"""``edgevision crops``: a box dataset -> a classification dataset of the boxes' square crops.
+
+This is how the finger counter learns hands as the detector hands them over: the crops are cut
+exactly as ``run --then`` cuts them (deploy.chain: square, with a margin), and training crops
+get extra copies with a jittered margin and centre, because a detector's boxes are never exactly
+the labelled ones. The label of a crop comes from its box's name through a regular expression
+(``^(\\d)-hand$``: '3-hand' -> '3') or from the image's folder. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..camera.sources import read_image
+from ..deploy.chain import DEFAULT_MARGIN, crop, square_crop_box
+from ..deploy.errors import UserError
+from .detection import read_box_folder
+
+JITTER_MARGIN = (0.0, 0.35)  # margins drawn for the jittered training copies
+JITTER_SHIFT = 0.1  # centre shift, a share of the box's longer side
+
+
+def crop_label(name: str, folder: str, pattern: re.Pattern | None) -> str | None:
+    if pattern is None:
+        return folder
+    m = pattern.fullmatch(name)
+    return (m.group(1) if m.groups() else m.group(0)) if m else None
+
+
+def jittered(box: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    side = float((box[2:] - box[:2]).max())
+    moved = box + np.tile(rng.uniform(-JITTER_SHIFT, JITTER_SHIFT, 2) * side, 2)
+    return square_crop_box(moved, rng.uniform(*JITTER_MARGIN))[0]
+
+
+def write_crops(data: Path, out: Path, label_regex: str | None, margin: float = DEFAULT_MARGIN, jitter: int = 4,
+                size: int = 224, seed: int = 0, log=print) -> dict:
+    """Write ``out/<split>/<label>/<image>_<box>[_j<k>].jpg``; returns counts per split and label."""
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty: choose a new folder (nothing is overwritten)")
+    try:
+        pattern = re.compile(label_regex) if label_regex else None
+    except re.error as exc:
+        raise UserError(f"--label-regex is not a regular expression: {exc}") from exc
+    root = Path(data)
+    splits = ["train", "val"] if (root / "train").is_dir() and (root / "val").is_dir() else [""]
+    rng = np.random.default_rng(seed)
+    counts: dict[str, dict[str, int]] = {}
+    skipped = 0
+    for split in splits:
+        samples, _ = read_box_folder(root / split, ("object",), ("*:object",))
+        copies = jitter if split != "val" else 0
+        for s in samples:
+            image = read_image(s.path)
+            if image is None:
+                raise UserError(f"cannot read {s.path}")
+            for i, (box, name) in enumerate(zip(s.xyxy, s.names)):
+                label = crop_label(name, s.path.parent.name, pattern)
+                if label is None:
+                    skipped += 1
+                    continue
+                folder = out / split / label
+                folder.mkdir(parents=True, exist_ok=True)
+                boxes = [square_crop_box(box, margin)[0]] + [jittered(box, rng) for _ in range(copies)]
+                for k, square in enumerate(boxes):
+                    patch = cv2.resize(crop(image, square), (size, size), interpolation=cv2.INTER_AREA)
+                    suffix = f"_j{k}" if k else ""
+                    cv2.imwrite(str(folder / f"{s.path.stem}_{i}{suffix}.jpg"), patch, [cv2.IMWRITE_JPEG_QUALITY, 95])
+                    counts.setdefault(split or "all", {}).setdefault(label, 0)
+                    counts[split or "all"][label] += 1
+    if not counts:
+        raise UserError(f"no box name matched --label-regex {label_regex!r}" if pattern else f"no boxes in {data}")
+    for split, by_label in counts.items():
+        log(f"{split}: " + ", ".join(f"{k} {v}" for k, v in sorted(by_label.items())) + " crops")
+    if skipped:
+        log(f"{skipped} boxes whose name did not match --label-regex were left out")
+    return counts
