@@ -245,3 +245,65 @@ def test_run_replaces_the_background_for_segmentation_models_only(tiny_model, sy
     proc = edgevision("run", "--model", str(tiny_model("classify")), "--source", str(synthetic_video(3)),
                       "--no-display", "--background", "blur")
     assert_one_line_error(proc, "--background needs a segmentation model")
+
+
+def _voc(path: Path, name: str, box: tuple[int, int, int, int], hw=(96, 128)) -> None:
+    h, w = hw
+    x0, y0, x1, y1 = box
+    path.write_text(f"<annotation><size><width>{w}</width><height>{h}</height></size><object><name>{name}</name>"
+                    f"<bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox>"
+                    "</object></annotation>")
+
+
+def test_run_and_predict_chain_a_detector_into_a_classifier_without_tensorflow(tiny_model, synthetic_video, tmp_path):
+    det, cls = str(tiny_model("detect")), str(tiny_model("classify"))
+    out = tmp_path / "chain.jsonl"
+    proc = edgevision("run", "--model", det, "--then", cls, "--source", str(synthetic_video(12)), "--no-display",
+                      "--jsonl", str(out), check_tf=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY=\n" in proc.stderr + "\n"
+    first = json.loads(out.read_text().splitlines()[0])["result"]
+    assert first["task"] == "chain" and first["detections"][0]["then"]["label"] == "red"  # the clip starts red
+    (tmp_path / "red").mkdir()
+    cv2.imwrite(str(tmp_path / "red" / "a.png"), solid_frame(60, 90))
+    proc = edgevision("predict", "--model", det, "--then", cls, str(tmp_path / "red"), "--draw", str(tmp_path / "drawn"))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout.splitlines()[0])
+    assert record["task"] == "chain" and (tmp_path / "drawn" / "a.png").is_file()
+    assert "accuracy 1.0000 on the 1 whose folder names a label" in proc.stderr
+    assert_one_line_error(edgevision("run", "--model", cls, "--then", det, "--source", str(tmp_path / "red")),
+                          "detection model first")
+    assert_one_line_error(edgevision("predict", "--model", det, "--crop-margin", "0.2", str(tmp_path / "red")),
+                          "--crop-margin is for --then")
+
+
+def test_eval_prints_ap50_and_the_chain_accuracy(tiny_model, tmp_path):
+    # The tiny detector always finds 'cat' at (0.1..0.5) of the frame and 'dog' at (0.6..0.9).
+    folder = tmp_path / "val" / "red"
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "a.png"), solid_frame(96, 128))
+    _voc(folder / "a.xml", "my-cat", (13, 10, 64, 48))
+    proc = edgevision("eval", "--model", str(tiny_model("detect")), "--then", str(tiny_model("classify")),
+                      str(tmp_path / "val"), "--rename", "*-cat:cat")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["per_class"]["cat"]["ap50"] == 1.0 and report["per_class"]["cat"]["true_boxes"] == 1
+    assert report["chain_accuracy"] == 1.0 and "AP50 1.0000 on 1 images" in proc.stderr
+    assert_one_line_error(edgevision("eval", "--model", str(tiny_model("detect")), str(tmp_path / "val"),
+                                     "--rename", "*-cat:lion"), "--rename takes PATTERN:CLASS")
+    assert_one_line_error(edgevision("eval", "--model", str(tiny_model("classify")), str(tmp_path / "val")),
+                          "eval scores detection models")
+
+
+def test_crops_cuts_labelled_boxes_into_class_folders_and_never_overwrites(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / "boxes" / split).mkdir(parents=True)
+        frame = solid_frame(96, 128, (0, 255, 0))
+        cv2.imwrite(str(tmp_path / "boxes" / split / "a.jpg"), frame)
+        _voc(tmp_path / "boxes" / split / "a.xml", "3-hand", (20, 20, 60, 80))
+    out = tmp_path / "crops"
+    proc = edgevision("crops", str(tmp_path / "boxes"), str(out), "--label-regex", r"(\d)-hand", "--jitter", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((out / "train" / "3").glob("*.jpg"))) == 3  # the crop and 2 jittered copies
+    assert len(list((out / "val" / "3").glob("*.jpg"))) == 1
+    assert_one_line_error(edgevision("crops", str(tmp_path / "boxes"), str(out)), "not empty")

@@ -2,7 +2,8 @@
 
 Layout: ``DATA/images/*.jpg`` with ``DATA/masks/<stem>.png`` (one class id per pixel, 0 is
 background), or YOLO polygon labels ``DATA/labels/<stem>.txt`` (``class x1 y1 x2 y2 ...``, normalised
-to the image), which are rasterised; the same under ``DATA/train/`` and ``DATA/val/`` when split.
+to the image), or a COCO file ``DATA/annotations.json`` (polygons or RLE; categories matched to the
+class names by name), which are rasterised; the same under ``DATA/train/`` and ``DATA/val/`` when split.
 """
 
 from __future__ import annotations
@@ -31,16 +32,80 @@ def yolo_polygons_to_mask(text: str, hw: tuple[int, int], class_map: dict[int, i
     return mask
 
 
+COCO_FILES = ("annotations.json", "_annotations.coco.json")  # ours, and Roboflow's export name
+
+
+def rle_decode(counts, hw: tuple[int, int]) -> np.ndarray:
+    """COCO run-length encoding (a list of counts, or the compressed string) -> (h, w) uint8 0/1.
+    Runs alternate 0 and 1, starting with 0, in column-major order."""
+    if isinstance(counts, str):  # pycocotools' compressed form: 5-bit groups, 6-bit chars, deltas
+        values, i = [], 0
+        while i < len(counts):
+            x, k, more = 0, 0, True
+            while more:
+                c = ord(counts[i]) - 48
+                x |= (c & 0x1F) << (5 * k)
+                more = bool(c & 0x20)
+                i, k = i + 1, k + 1
+                if not more and (c & 0x10):
+                    x |= -1 << (5 * k)
+            if len(values) > 2:
+                x += values[-2]
+            values.append(x)
+        counts = values
+    h, w = hw
+    flat = np.zeros(h * w, np.uint8)
+    pos = 0
+    for j, n in enumerate(counts):
+        if j % 2:
+            flat[pos : pos + n] = 1
+        pos += n
+    return flat.reshape(w, h).T.copy()
+
+
+def coco_masks(path: Path, class_names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """file name -> mask of class ids, for a COCO instances file; categories named like
+    ``class_names[1:]`` become ids 1, 2, ... (others are left as background)."""
+    import json
+
+    try:
+        coco = json.loads(path.read_text())
+        by_name = {c["name"]: c["id"] for c in coco["categories"]}
+        images = {im["id"]: im for im in coco["images"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} is not a COCO instances file: {exc}") from exc
+    ids = {by_name[n]: i for i, n in enumerate(class_names) if i > 0 and n in by_name}
+    if not ids:
+        raise UserError(f"{path} has none of the classes {', '.join(class_names[1:])} "
+                        f"(its categories: {', '.join(sorted(by_name)[:10])})")
+    masks = {im["file_name"]: np.zeros((im["height"], im["width"]), np.uint8) for im in images.values()}
+    for ann in coco.get("annotations", []):
+        cid = ids.get(ann.get("category_id"))
+        im = images.get(ann.get("image_id"))
+        if cid is None or im is None:
+            continue
+        mask, seg = masks[im["file_name"]], ann.get("segmentation")
+        if isinstance(seg, list):  # polygons [x1, y1, x2, y2, ...] in pixels
+            polys = [np.round(np.asarray(p, np.float32).reshape(-1, 2)).astype(np.int32) for p in seg if len(p) >= 6]
+            if polys:
+                cv2.fillPoly(mask, polys, cid)
+        elif isinstance(seg, dict):
+            mask[rle_decode(seg["counts"], tuple(seg["size"])) > 0] = cid
+    return {Path(name).name: m for name, m in masks.items()}
+
+
 @dataclass(frozen=True)
 class SegSet:
     images: tuple[Path, ...]
     masks: tuple[np.ndarray, ...]  # (h, w) uint8 class ids, source size
 
 
-def read_seg_folder(folder: Path, yolo_classes: dict[int, int]) -> SegSet:
+def read_seg_folder(folder: Path, yolo_classes: dict[int, int], class_names: tuple[str, ...] = ()) -> SegSet:
     image_dir = folder / "images"
     if not image_dir.is_dir():
-        raise UserError(f"{folder} has no images/ folder (with masks/ or labels/ beside it)")
+        raise UserError(f"{folder} has no images/ folder (with masks/, labels/ or annotations.json beside it)")
+    coco_file = next((folder / n for n in COCO_FILES if (folder / n).is_file()), None)
+    coco = coco_masks(coco_file, class_names) if coco_file is not None and class_names else {}
     images, masks = [], []
     for path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         png, txt = folder / "masks" / f"{path.stem}.png", folder / "labels" / f"{path.stem}.txt"
@@ -51,6 +116,8 @@ def read_seg_folder(folder: Path, yolo_classes: dict[int, int]) -> SegSet:
             if image is None:
                 continue
             mask = yolo_polygons_to_mask(txt.read_text(), image.shape[:2], yolo_classes)
+        elif path.name in coco:
+            mask = coco[path.name]
         else:
             continue  # an image without a label says nothing
         if mask is None or mask.ndim != 2:
@@ -58,18 +125,19 @@ def read_seg_folder(folder: Path, yolo_classes: dict[int, int]) -> SegSet:
         images.append(path)
         masks.append(mask.astype(np.uint8))
     if not images:
-        raise UserError(f"no labelled images in {folder} (images/ with masks/*.png or labels/*.txt)")
+        raise UserError(f"no labelled images in {folder} (images/ with masks/*.png, labels/*.txt or annotations.json)")
     return SegSet(tuple(images), tuple(masks))
 
 
-def find_seg_dataset(data: str | Path, yolo_classes: dict[int, int], val_split: float, seed: int
-                     ) -> tuple[SegSet, SegSet]:
+def find_seg_dataset(data: str | Path, yolo_classes: dict[int, int], val_split: float, seed: int,
+                     class_names: tuple[str, ...] = ()) -> tuple[SegSet, SegSet]:
     root = Path(data).expanduser()
     if not root.is_dir():
         raise UserError(f"data folder not found: {root}")
     if (root / "train").is_dir() and (root / "val").is_dir():
-        return read_seg_folder(root / "train", yolo_classes), read_seg_folder(root / "val", yolo_classes)
-    every = read_seg_folder(root, yolo_classes)
+        return (read_seg_folder(root / "train", yolo_classes, class_names),
+                read_seg_folder(root / "val", yolo_classes, class_names))
+    every = read_seg_folder(root, yolo_classes, class_names)
     order = np.random.default_rng(seed).permutation(len(every.images))
     n_val = max(1, round(len(order) * val_split))
 

@@ -87,7 +87,7 @@ def train_segment(config: TrainConfig, log: Callable[[str], None]) -> Path:
     keras.utils.set_random_seed(config.seed)
     labels, size = config.seg_classes, config.input_size
     yolo = {cid: i + 1 for i, cid in enumerate(config.yolo_classes)}
-    train, val = find_seg_dataset(config.data, yolo, config.val_split, config.seed)
+    train, val = find_seg_dataset(config.data, yolo, config.val_split, config.seed, labels)
     x_train, m_train = load_resized(train, size)
     x_val, m_val = load_resized(val, size)
     share = float(np.mean([(m > 0).mean() for m in train.masks]))

@@ -1,9 +1,12 @@
 
+import json
+
 import cv2
 import numpy as np
 import pytest
 from conftest import AugConfig as Aug
 from edgevision.deploy.errors import UserError
+from edgevision.training import segmentation as seg
 from edgevision.training.segmentation import (
     augment_pair,
     find_seg_dataset,
@@ -71,3 +74,37 @@ def test_iou_metrics_hand_computed():
     assert m["miou"] == pytest.approx((2 / 3 + 1 / 2) / 2)
     with pytest.raises(ValueError, match="differ in size"):
         iou_metrics([np.zeros((2, 3), np.uint8)], true, ("bg", "fg"))
+
+
+def test_coco_rle_decodes_like_pycocotools():
+    # Strings written by pycocotools.mask.encode for the masks built here (checked once, by hand).
+    small = np.zeros((6, 5), np.uint8)
+    small[1:4, 2:4] = 1
+    assert (seg.rle_decode("=3305", (6, 5)) == small).all()
+    holed = np.zeros((40, 50), np.uint8)
+    holed[5:30, 10:45] = 1
+    holed[12:20, 20:30] = 0
+    text = "e<i0?000000000000000000^OI37MI37MI37MI37MI37MI37MI37MI37MI37MI37?0000000000000000000000000000S6"
+    assert (seg.rle_decode(text, (40, 50)) == holed).all()
+    column_major = np.zeros(30, np.uint8)
+    column_major[7:10] = 1  # 7 zeros, 3 ones, counted down the columns
+    assert (seg.rle_decode([7, 3, 20], (6, 5)) == column_major.reshape(5, 6).T).all()
+
+
+def test_coco_polygons_and_rle_become_masks_of_the_named_classes(tmp_path):
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), np.zeros((6, 5, 3), np.uint8))
+    coco = {
+        "images": [{"id": 7, "file_name": "a.jpg", "height": 6, "width": 5}],
+        "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}],
+        "annotations": [
+            {"image_id": 7, "category_id": 1, "segmentation": [[0, 0, 2, 0, 2, 2, 0, 2]]},
+            {"image_id": 7, "category_id": 3, "segmentation": {"counts": "=3305", "size": [6, 5]}},
+        ],
+    }
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    data = seg.read_seg_folder(tmp_path, {}, ("background", "person"))
+    mask = data.masks[0]
+    assert mask[:3, :3].min() == 1 and mask.sum() == 9  # the car is not a class here: background
+    with pytest.raises(UserError, match="none of the classes"):
+        seg.read_seg_folder(tmp_path, {}, ("background", "dog"))
