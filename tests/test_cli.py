@@ -266,7 +266,8 @@ def test_run_and_predict_chain_a_detector_into_a_classifier_without_tensorflow(t
     assert first["task"] == "chain" and first["detections"][0]["then"]["label"] == "red"  # the clip starts red
     (tmp_path / "red").mkdir()
     cv2.imwrite(str(tmp_path / "red" / "a.png"), solid_frame(60, 90))
-    proc = edgevision("predict", "--model", det, "--then", cls, str(tmp_path / "red"), "--draw", str(tmp_path / "drawn"))
+    proc = edgevision("predict", "--model", det, "--then", cls, str(tmp_path / "red"),
+                      "--draw", str(tmp_path / "drawn"))
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout.splitlines()[0])
     assert record["task"] == "chain" and (tmp_path / "drawn" / "a.png").is_file()
