@@ -1,6 +1,12 @@
-"""Benchmark: a classifier's accuracy on labelled photos under changes it may meet in another room.
+"""Benchmark: a model's accuracy on labelled photos under changes it may meet in another room.
 
     python -m edgevision.deploy.bench_robustness --model models/thumbs.onnx ../shared/data/thumbs/val
+    python -m edgevision.deploy.bench_robustness --model models/hands.onnx --rename '*-hand:hand' \
+        --then models/fingers.onnx ../shared/data/hands_webcam/val
+
+Detectors (boxes from VOC/YOLO labels) get AP50 per change instead, with the boxes moved by the
+geometric ones, plus zoomed-out frames (the photo shrunk to 50% or 33% in the middle of a grey
+frame: the object smaller, as in a wider room); with ``--then``, also the chain's answer per image.
 
 Each photo (its folder names its label) is shown as it is and after: a mirror, tight and
 off-centre crops (80% and 60% of each side), grey, darker, brighter, blurred and colour-tinted.
@@ -61,14 +67,80 @@ def robustness(runner: Runner, paths: list) -> dict[str, float]:
     return {name: float(np.mean(v)) for name, v in hits.items() if v}
 
 
+def _zoom_out(fraction: float):
+    def change(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h, w = image.shape[:2]
+        small = cv2.resize(image, (round(w * fraction), round(h * fraction)), interpolation=cv2.INTER_AREA)
+        out = np.full_like(image, 114)
+        y, x = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
+        out[y : y + small.shape[0], x : x + small.shape[1]] = small
+        sx, sy = small.shape[1] / w, small.shape[0] / h
+        return out, boxes * np.float32([sx, sy, sx, sy]) + np.float32([x, y, x, y])
+
+    return change
+
+
+def _mirror(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    w = image.shape[1]
+    return image[:, ::-1], np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
+
+
+BOX_CHANGES = {
+    "original": lambda im, b: (im, b),
+    "mirror": _mirror,
+    "zoom out 50%": _zoom_out(0.5),
+    "zoom out 33%": _zoom_out(1 / 3),
+    **{name: (lambda f: lambda im, b: (f(im), b))(CHANGES[name])
+       for name in ("grey", "dark", "bright", "blur", "tint")},
+}
+
+
+def box_robustness(runner, folders: list, rename: tuple[str, ...]) -> dict[str, dict]:
+    """AP50 (and with a chain, the share of images answered as their folder) per change."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from ..training.detection import detection_metrics, read_box_folder
+
+    samples = [s for folder in folders for s in read_box_folder(Path(folder), runner.spec.labels, rename)[0]]
+    chained = hasattr(runner, "then")
+    out = {}
+    for name, change in BOX_CHANGES.items():
+        preds, truths, right = [], [], []
+        for s in samples:
+            image, boxes = change(read_image(s.path), s.xyxy)
+            result = runner.infer([np.ascontiguousarray(image)])[0][0]
+            preds.append(result.detections if chained else result)
+            truths.append(replace(s, xyxy=np.asarray(boxes, np.float32)))
+            if chained:
+                shown = result.then and result.detections.score[0] >= runner.first.spec.score_threshold
+                top = result.then[0].label if shown else None
+                right.append(top == s.path.parent.name)
+        m = detection_metrics(preds, truths, runner.spec.labels, operating_score=runner.spec.score_threshold)
+        out[name] = {"ap50": m["map50"], "recall": m["recall"], **({"chain": float(np.mean(right))} if chained else {})}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("paths", nargs="+", help="folders whose sub-folders are named like the labels")
+    parser.add_argument("--then", help="detectors: chain this classifier (answers scored by folder name)")
+    parser.add_argument("--rename", action="append", default=[], help="detectors: PATTERN:CLASS for box names")
     args = parser.parse_args(argv)
-    runner = Runner(args.model, RunnerOptions(providers="cpu"))
+    runner = Runner(args.model, RunnerOptions(providers="cpu", score_threshold=0.01))
+    if runner.spec.kind == "detect":
+        if args.then:
+            from .chain import ChainRunner
+
+            runner = ChainRunner(runner, Runner(args.then, RunnerOptions(providers="cpu")))
+        scores = box_robustness(runner, args.paths, tuple(args.rename))
+        for name, v in scores.items():
+            chain = f"  chain {v['chain']:6.1%}" if "chain" in v else ""
+            print(f"{name:<22} AP50 {v['ap50']:.4f}  recall {v['recall']:6.1%}{chain}")
+        return 0
     if runner.spec.kind != "classify":
-        parser.error("give a classify model")
+        parser.error("give a classify or detect model")
     paths = collect_images(args.paths)
     scores = robustness(runner, paths)
     if not scores:

@@ -40,6 +40,20 @@ def retrain_command(config: dict, out: Path, variants: tuple[str, ...] = ()) -> 
     return f"edgevision train {source} --export {out}{flags} --overwrite"
 
 
+def _by_source_table(metrics: dict) -> str:
+    by = metrics.get("val_by_source")
+    if not by:
+        return ""
+    rows = "\n".join(f"| `{name}` | {v['accuracy']:.4f} | {v['images']} |" for name, v in by.items())
+    return f"""Validation accuracy per data source (Keras):
+
+| source | accuracy | images |
+|---|---|---|
+{rows}
+
+"""
+
+
 def _classify_section(metrics: dict, report: dict) -> str:
     per_class = "\n".join(
         f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
@@ -55,7 +69,7 @@ export). The validation set is small: one image is {100 / max(metrics["val_image
 |---|---|---|---|---|
 {per_class}
 
-Confusion matrix (rows: true, columns: predicted):
+{_by_source_table(metrics)}Confusion matrix (rows: true, columns: predicted):
 
 | | {" | ".join(metrics["classes"])} |
 |---|{"---|" * len(metrics["classes"])}
@@ -113,10 +127,19 @@ MODEL_TEXT = {
     "heatmap": "MobileNetV2 (alpha {alpha}) to stride 16 + a heat map per point + spatial soft-argmax",
     "segment": "MobileNetV2 (alpha {alpha}) encoder + U-Net-style decoder (skips at strides 4, 8, 16), "
                "class probabilities at stride 4",
-    "detect": "MobileNetV2 (alpha {alpha}) features at strides 16 + 32 (added, FPN-style) + an anchor-free "
-              "FCOS-style head: per cell of the stride-16 grid, class scores, centre-ness and distances to the "
+    "detect": "MobileNetV2 (alpha {alpha}) features at strides {levels} (added, FPN-style) + an anchor-free "
+              "FCOS-style head: per cell of the stride-{stride} grid, class scores, centre-ness and distances to the "
               "four box sides, decoded in the graph",
 }
+
+
+def _check_text(out: Path, data_dir: Path, spec: TaskSpec, config: dict) -> str:
+    if spec.kind == "detect":
+        rename = "".join(f" --rename '{r}'" for r in config.get("det_rename", ()))
+        return (f"Check it: `edgevision eval --model {out} {data_dir}/val{rename}` prints AP50, recall and precision; "
+                f"`edgevision predict --model {out} {data_dir}/val --draw shots/` draws the boxes.")
+    scored = "" if spec.kind != "classify" else " and the accuracy on the images whose folder names a label"
+    return f"Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line per image{scored}."
 
 
 def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: dict, export_report: dict) -> Path:
@@ -143,7 +166,9 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
               f"{len(spec.labels)}); the runner keeps scores >= {spec.score_threshold}, runs NMS (IoU "
               f"{spec.iou_threshold}) and returns source-image pixels" if detect
               else f"`probs`: (batch, {len(spec.labels)}) softmax probabilities")
-    model_text = MODEL_TEXT[config.get("head", "regression") if keypoints else spec.kind].format(alpha=config["alpha"])
+    stride = int(config.get("det_stride", 16))
+    model_text = MODEL_TEXT[config.get("head", "regression") if keypoints else spec.kind].format(
+        alpha=config["alpha"], stride=stride, levels=" + ".join(str(v) for v in (8, 16, 32) if v >= stride))
     if config.get("flip_average") and keypoints:
         model_text += ", averaged with its prediction on the mirrored image (two passes in one graph)"
     rows = [
@@ -169,7 +194,7 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
 
 ## Data and licence
 
-{_split_text(metrics, data_dir)}: {data_source(data_dir)}.
+{_split_text(metrics, data_dir)}: {data_source(data_dir)}.{_extra_data_text(config)}
 
 {config.get("notes") or ""}
 
@@ -187,8 +212,7 @@ Export parity (Keras vs onnxruntime on {parity["images"]} validation images): ma
 {retrain_command(config, out, tuple(export_report.get("variants", ())))}
 ```
 
-Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line per image{
-        "" if keypoints or segment or detect else " and the accuracy on the images whose folder names a label"}.
+{_check_text(out, data_dir, spec, config)}
 """
     card.write_text(text)
     for variant, entry in export_report.get("variants", {}).items():
@@ -277,7 +301,17 @@ Validation {name} (onnxruntime, val/): **{entry[metric]:.4f}** on {entry["onnx_i
     return path
 
 
+def _extra_data_text(config: dict) -> str:
+    extra = config.get("extra_data") or []
+    if not extra:
+        return ""
+    return "\n\n" + "\n".join(f"Also trained and validated on `{d}`: {data_source(Path(d))}." for d in extra)
+
+
 def _split_text(metrics: dict, data_dir: Path) -> str:
+    if metrics.get("val_by_source"):
+        return (f"Trained on {metrics['train_images']} and validated on {metrics['val_images']} images in all; "
+                f"`{data_dir.name}/` with its own train/ and val/")
     if metrics.get("split", "given") == "given":
         return (f"Trained on `{data_dir.name}/train` ({metrics['train_images']} images) and validated on "
                 f"`{data_dir.name}/val` ({metrics['val_images']} images)")

@@ -35,6 +35,7 @@ class TrainConfig:
     yolo_classes: tuple[int, ...] = (0,)  # segment: YOLO polygon class ids that become mask ids 1, 2, ...
     det_classes: tuple[str, ...] = ("object",)  # detect: class names (YOLO txt class ids index them)
     det_rename: tuple[str, ...] = ()  # detect: 'pattern:class' rules for VOC names, e.g. '*-hand:hand'
+    det_stride: int = 16  # detect: the box grid's stride, 16 or 8 (finer: smaller objects, 4x the cells)
     score_threshold: float = 0.4  # detect: the model's default minimum score (run --score-threshold overrides)
     mode: str = "fast"  # fast: fit a head on frozen features; finetune: also train the backbone's top
     input_size: int = 160
@@ -101,6 +102,8 @@ class TrainConfig:
         for name in ("batch_size", "head_epochs", "epochs"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be 1 or more, got {getattr(self, name)}")
+        if self.det_stride not in (8, 16):
+            raise UserError(f"det_stride must be 8 or 16, got {self.det_stride}")
         if not 0.0 < self.score_threshold < 1.0:
             raise UserError(f"score_threshold must be within 0..1, got {self.score_threshold}")
         for name in ("dropout", "label_smoothing", "zoom", "translate", "color", "grayscale"):

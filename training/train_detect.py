@@ -39,7 +39,8 @@ from .model import BACKBONE_NAME, build_backbone
 from .options import TrainConfig
 from .train import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
 
-FEATURES = ("block_13_expand_relu", "out_relu")  # strides 16 and 32
+FEATURES = {16: ("block_13_expand_relu", "out_relu"),  # strides 16 and 32
+            8: ("block_6_expand_relu", "block_13_expand_relu", "out_relu")}  # 8, 16 and 32
 PRIOR = 0.01  # initial class probability (focal-loss paper), so background does not swamp the start
 MAX_LOG_DISTANCE = 5.0  # distances up to e^5 = 148 cells
 
@@ -76,13 +77,14 @@ def _tower(x, width: int, name: str):
 
 
 def build_detector(num_classes: int, size: int, alpha: float, weights: str, backbone_kind: str = "mobilenet_v2",
-                   width: int = 128) -> tuple[keras.Model, keras.Model, int]:
-    """(deploy model image -> [boxes, scores], training model image -> raw, grid side)."""
+                   width: int = 128, stride: int = 16) -> tuple[keras.Model, keras.Model, int]:
+    """(deploy model image -> [boxes, scores], training model image -> raw, grid side). The grid has
+    ``stride`` (8 or 16) with the coarser MobileNetV2 levels added onto it; the tiny backbone: 8."""
     base = build_backbone(size, alpha, weights, backbone_kind)
     if backbone_kind == "tiny":
         encoder = keras.Model(base.input, [base.output], name=BACKBONE_NAME)
     else:
-        encoder = keras.Model(base.input, [base.get_layer(n).output for n in FEATURES], name=BACKBONE_NAME)
+        encoder = keras.Model(base.input, [base.get_layer(n).output for n in FEATURES[stride]], name=BACKBONE_NAME)
     inputs = keras.Input((size, size, 3), name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1, name="to_minus1_1")(inputs)
     feats = encoder(x, training=False) if weights != "none" else encoder(x)
@@ -182,7 +184,8 @@ def train_detect(config: TrainConfig, log: Callable[[str], None]) -> Path:
         + (f"; {stats['unmapped_boxes']} boxes of other names ignored" if stats["unmapped_boxes"] else "")
         + (f"; {stats['unlabelled_images']} images without a label file skipped" if stats["unlabelled_images"] else ""))
     run_dir = new_run_dir(config)
-    deploy, model, grid = build_detector(len(labels), size, config.alpha, config.weights, config.backbone)
+    deploy, model, grid = build_detector(len(labels), size, config.alpha, config.weights, config.backbone,
+                                         stride=config.det_stride)
     sources = [shrink(img, s.xyxy, 2 * size) for img, s in zip(load_sources(train, size), train)]
     targets = [(xyxy, s.label) for (_, xyxy), s in zip(sources, train)]
 
