@@ -185,16 +185,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.data.is_dir():
         raise UserError(f"data folder not found: {args.data}")
-    operating = args.score_threshold
-    args.score_threshold = 0.01  # the whole precision-recall curve for AP
+    operating, then = args.score_threshold, args.then
+    chain = _open_runner(args, args.model) if then is not None else None  # as 'run' would use it
+    args.score_threshold, args.then = 0.01, None  # the whole precision-recall curve for AP
     runner = _open_runner(args, args.model)
     operating = runner.spec.score_threshold if operating is None else operating
-    report = evaluate_boxes(runner, args.data, tuple(args.rename), operating)
+    report = evaluate_boxes(runner, args.data, tuple(args.rename), operating, chain)
     print(json.dumps(report, indent=2))
     line = (f"AP50 {report['map50']:.4f} on {report['images']} images ({report['true_boxes']} boxes); recall "
             f"{report['recall']:.3f}, precision {report['precision']:.3f} at score {operating}; "
-            f"{report['ms_per_image_mean']:.1f} ms per image")
-    if "chain_accuracy" in report and report["chain_accuracy"] is not None:
+            f"{report['ms_per_image_mean']:.1f} ms per image{' for the chain' if chain else ''}")
+    if chain is not None and report["chain_accuracy"] is not None:
         line += (f"; chain: {report['chain_accuracy']:.1%} of {report['chain_images']} images answered as their "
                  f"folder ({report['no_box_images']} without a box)")
     say(line)

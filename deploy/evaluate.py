@@ -15,9 +15,11 @@ from ..camera.sources import read_image
 from .errors import UserError
 
 
-def evaluate_boxes(runner, data: Path, rename: tuple[str, ...], operating_score: float) -> dict:
-    """``runner`` must keep low scores (0.01) so that the whole precision-recall curve is seen;
-    recall, precision and the chain's answers count boxes scoring at least ``operating_score``."""
+def evaluate_boxes(runner, data: Path, rename: tuple[str, ...], operating_score: float, chain=None) -> dict:
+    """``runner`` (a detector) must keep low scores (0.01) so that the whole precision-recall curve
+    is seen; recall and precision count boxes scoring at least ``operating_score``. ``chain``, a
+    ChainRunner whose detector uses ``operating_score`` as 'run' does, gives the chained answers
+    and the time per image of the whole chain (detector, crops, classifier)."""
     from ..training.detection import detection_metrics, read_box_folder
 
     spec = runner.spec
@@ -29,29 +31,26 @@ def evaluate_boxes(runner, data: Path, rename: tuple[str, ...], operating_score:
             raise UserError(f"--rename takes PATTERN:CLASS with a class of the model ({', '.join(spec.labels)}), "
                             f"got {rule!r}")
     samples, stats = read_box_folder(Path(data), spec.labels, rename)
-    results, seconds = [], []
+    detections, answers, seconds = [], [], []
     for s in samples:
         image = read_image(s.path)
         if image is None:
             raise UserError(f"cannot read {s.path}")
         t0 = time.perf_counter()
-        results.append(runner.infer([image])[0][0])
-        seconds.append(time.perf_counter() - t0)
-    chained = hasattr(runner, "then")
-    detections = [r.detections if chained else r for r in results]
+        detections.append(runner.infer([image])[0][0])
+        t1 = time.perf_counter()
+        if chain is not None:
+            answers.append(chain.infer([image])[0][0])
+        seconds.append(time.perf_counter() - t1 if chain is not None else t1 - t0)
     m = detection_metrics(detections, samples, spec.labels, operating_score=operating_score)
     out = {"model": str(runner.path), "data": str(data), **m, **stats,
            "ms_per_image_mean": round(1e3 * sum(seconds) / len(seconds), 2)}
-    if chained:
-        labels = set(runner.then.spec.labels)
-        scored = [(r, s) for r, s in zip(results, samples) if s.path.parent.name in labels]
-
-        def found(r) -> bool:  # a box as 'run' would show it
-            return bool(r.then) and float(r.detections.score[0]) >= operating_score
-
-        right = sum(int(found(r) and r.then[0].label == s.path.parent.name) for r, s in scored)
-        out["then"] = str(runner.then.path)
+    if chain is not None:
+        labels = set(chain.then.spec.labels)
+        scored = [(r, s) for r, s in zip(answers, samples) if s.path.parent.name in labels]
+        right = sum(int(bool(r.then) and r.then[0].label == s.path.parent.name) for r, s in scored)
+        out["then"] = str(chain.then.path)
         out["chain_accuracy"] = right / len(scored) if scored else None
         out["chain_images"] = len(scored)
-        out["no_box_images"] = sum(int(not found(r)) for r, _ in scored)
+        out["no_box_images"] = sum(int(not r.then) for r, _ in scored)
     return out

@@ -94,16 +94,70 @@ def test_demo_without_a_camera_says_so_and_runs_the_sample_clip(tmp_path):
     assert len(out.read_text().splitlines()) == 60
 
 
-@pytest.mark.parametrize("name", [*SHIPPED, "nose", "person_seg"])
+DETECTORS = {"raccoon": ("raccoon",), "hands": ("hand",)}
+CARD_AP50 = re.compile(r"Validation AP50 \(onnxruntime, val/\): \*\*([0-9.]+)\*\* on (\d+)")
+
+
+def sample_frame() -> np.ndarray:
+    """The first frame of the shipped sample clip: a person showing a thumb, 640x480."""
+    cap = cv2.VideoCapture(str(REPO / "camera" / "samples" / "thumbs_demo.mp4"))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    return frame
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_shipped_detectors_have_their_spec_card_and_boxes_inside_the_frame(name):
+    runner = Runner(REPO / "models" / f"{name}.onnx", RunnerOptions(providers="cpu", score_threshold=0.01))
+    assert runner.spec.kind == "detect" and runner.spec.labels == DETECTORS[name]
+    assert runner.spec.resize == "letterbox"
+    card = (REPO / "models" / f"{name}.md").read_text()
+    assert "licence" in card and f"edgevision train --config {name}" in card and CARD_AP50.search(card)
+    found = runner(sample_frame()[:, :400])  # non-square
+    assert len(found) >= 1
+    assert (found.xyxy >= 0).all() and (found.xyxy[:, [0, 2]] <= 400).all() and (found.xyxy[:, [1, 3]] <= 480).all()
+
+
+def test_the_hand_detector_finds_the_hand_in_the_sample_clip():
+    found = Runner(REPO / "models" / "hands.onnx", RunnerOptions(providers="cpu"))(sample_frame())
+    assert len(found) >= 1, "no hand in a frame where one shows a thumb"
+
+
+@needs_shared()
+@pytest.mark.shared
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_eval_over_val_matches_the_ap50_in_the_card(name):
+    from edgevision.deploy.evaluate import evaluate_boxes
+
+    m = CARD_AP50.search((REPO / "models" / f"{name}.md").read_text())
+    expected, count = float(m.group(1)), int(m.group(2))
+    runner = Runner(REPO / "models" / f"{name}.onnx", RunnerOptions(providers="cpu", score_threshold=0.01))
+    data = SHARED_DATA / {"raccoon": "raccoon", "hands": "hands_webcam"}[name] / "val"
+    rename = ("*-hand:hand",) if name == "hands" else ()
+    report = evaluate_boxes(runner, data, rename, runner.spec.score_threshold)
+    assert report["images"] == count
+    assert report["map50"] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", [*SHIPPED, "nose", "person_seg", *DETECTORS])
 @pytest.mark.parametrize("variant", ["int8", "fp16"])
 def test_shipped_precision_variants_carry_the_same_spec_and_agree_on_a_photo_like_frame(name, variant):
-    base = Runner(REPO / "models" / f"{name}.onnx", RunnerOptions(providers="cpu"))
-    other = Runner(REPO / "models" / f"{name}.{variant}.onnx", RunnerOptions(providers="cpu"))
+    options = RunnerOptions(providers="cpu", score_threshold=0.01)
+    base = Runner(REPO / "models" / f"{name}.onnx", options)
+    other = Runner(REPO / "models" / f"{name}.{variant}.onnx", options)
     assert other.spec == base.spec
     rng = np.random.default_rng(0)
     frame = cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), (31, 31), 8)
+    if base.spec.kind == "detect":
+        frame = sample_frame()
     a, b = base(frame), other(frame)
-    if base.spec.kind == "keypoints":
+    if base.spec.kind == "detect":  # the best box and its score
+        from edgevision.deploy.ops import box_iou
+
+        assert len(a) and len(b)
+        assert box_iou(a.xyxy[0], b.xyxy[:1])[0] > 0.8 and abs(float(a.score[0] - b.score[0])) < 0.1
+    elif base.spec.kind == "keypoints":
         assert np.abs(a.xy - b.xy).max() < 15  # pixels in a 320x240 frame
     elif base.spec.kind == "segment":
         assert (a.class_map == b.class_map).mean() > 0.95
@@ -114,7 +168,7 @@ def test_shipped_precision_variants_carry_the_same_spec_and_agree_on_a_photo_lik
 
 
 def test_models_folder_holds_only_shipped_models_their_variants_and_cards():
-    expected = {f"{name}{suffix}" for name in [*SHIPPED, "nose", "person_seg"]
+    expected = {f"{name}{suffix}" for name in [*SHIPPED, "nose", "person_seg", *DETECTORS]
                 for suffix in (".onnx", ".md", ".int8.onnx", ".int8.md", ".fp16.onnx", ".fp16.md")}
     assert {p.name for p in (REPO / "models").iterdir()} == expected
 
