@@ -32,6 +32,7 @@ def put_label(frame: np.ndarray, text: str, org: tuple[int, int], color=WHITE, s
     thickness = max(1, round(scale * 2))
     (w, h), base = cv2.getTextSize(text, FONT, scale, thickness)
     x, y = org
+    x = max(2, min(x, frame.shape[1] - w - 3))  # keep the text inside the frame
     cv2.rectangle(frame, (x - 2, y - h - 4), (x + w + 2, y + base), BLACK, -1)
     cv2.putText(frame, text, (x, y), FONT, scale, color, thickness, cv2.LINE_AA)
 
@@ -107,7 +108,8 @@ def parse_background(text: str) -> str | np.ndarray:
     return image
 
 
-def draw_detections(frame: np.ndarray, result: Detections, names: list[str] | None = None) -> None:
+def draw_detections(frame: np.ndarray, result: Detections, names: list[str] | None = None,
+                    text_scale: float = 0.5) -> None:
     """Boxes with label and score; ``names`` overrides the text per box (e.g. a chained result)."""
     s = _scale(frame)
     for i, (box, score, cls) in enumerate(zip(result.xyxy, result.score, result.label_id)):
@@ -115,7 +117,7 @@ def draw_detections(frame: np.ndarray, result: Detections, names: list[str] | No
         color = color_for(int(cls))
         cv2.rectangle(frame, (x0, y0), (x1, y1), color, max(1, int(2 * s)), cv2.LINE_AA)
         text = names[i] if names else f"{result.labels[int(cls)]} {score:.2f}"
-        put_label(frame, text, (x0 + 2, max(int(16 * s), y0 - 4)), color, 0.5 * s)
+        put_label(frame, text, (x0 + 2, max(int(32 * text_scale * s), y0 - 4)), color, text_scale * s)
 
 
 def draw_result(frame: np.ndarray, result) -> None:
@@ -128,7 +130,7 @@ def draw_result(frame: np.ndarray, result) -> None:
     elif isinstance(result, Detections):
         draw_detections(frame, result)
     elif hasattr(result, "box_texts"):  # a chained result (deploy.chain.Chained)
-        draw_detections(frame, result.detections, result.box_texts())
+        draw_detections(frame, result.detections, result.box_texts(), text_scale=0.8)  # the answer is the point
     else:
         raise TypeError(f"cannot draw a {type(result).__name__}")
 

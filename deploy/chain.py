@@ -55,10 +55,10 @@ class Chained:
             raise ValueError(f"{len(self.detections)} boxes but {len(self.then)} chained results")
 
     def box_texts(self) -> list[str]:
-        """What to write on each box: the detector's label, then the second model's answer."""
+        """What to write on each box: the second model's answer first, then the detector's label."""
         texts = []
         for result, score, cls in zip(self.then, self.detections.score, self.detections.label_id):
-            texts.append(f"{self.detections.labels[int(cls)]} {score:.2f}: {result.label} {result.score:.0%}")
+            texts.append(f"{result.label} ({result.score:.0%})  {self.detections.labels[int(cls)]} {score:.2f}")
         return texts
 
     def to_json(self) -> dict:
