@@ -170,27 +170,37 @@ def letterbox_matrix(hw: tuple[int, int], size: int) -> np.ndarray:
 
 
 def random_box_matrix(hw: tuple[int, int], size: int, rng: np.random.Generator, zoom: float, translate: float,
-                      flip: bool) -> np.ndarray:
+                      flip: bool, rotation_deg: float = 0.0, rot90: float = 0.0) -> np.ndarray:
     """Letterbox, then scale by 1 +- zoom (about 10% independently per axis), shift (crop when larger
-    than the input, anywhere within ``translate`` otherwise), maybe mirror."""
+    than the input, anywhere within ``translate`` otherwise), maybe mirror; then, about the centre,
+    a quarter turn with probability ``rot90`` and a small rotation within +-``rotation_deg``."""
     h, w = hw
     base = min(size / h, size / w) * rng.uniform(1 - zoom, 1 + zoom)
     sx, sy = base * rng.uniform(0.9, 1.1), base * rng.uniform(0.9, 1.1)
     tx = (size - w * sx) / 2 + rng.uniform(-1, 1) * max(abs(size - w * sx) / 2, translate * size)
     ty = (size - h * sy) / 2 + rng.uniform(-1, 1) * max(abs(size - h * sy) / 2, translate * size)
-    m = np.array([[sx, 0, tx], [0, sy, ty]], np.float64)
+    m = np.array([[sx, 0, tx], [0, sy, ty], [0, 0, 1]], np.float64)
     if flip and rng.random() < 0.5:
-        m = np.array([[-1, 0, size], [0, 1, 0]], np.float64) @ np.vstack([m, [0, 0, 1]])
-    return m
+        m = np.array([[-1, 0, size], [0, 1, 0], [0, 0, 1]], np.float64) @ m
+    angle = rng.uniform(-rotation_deg, rotation_deg) if rotation_deg else 0.0
+    if rot90 and rng.random() < rot90:
+        angle += 90.0 * rng.choice([-1, 1])
+    if angle:
+        m = np.vstack([cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.0), [0, 0, 1]]) @ m
+    return m[:2]
 
 
 def warp_boxes(xyxy: np.ndarray, m: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes under a scale/shift/mirror map, clipped to the input; returns (boxes, kept mask): a box
-    stays when at least MIN_VISIBLE of it is inside and the clipped box is MIN_SIDE_PX on each side."""
+    """Boxes under an affine map (the box around the four moved corners: exact for scale, shift,
+    mirror and quarter turns, a little loose for other angles), clipped to the input; returns
+    (boxes, kept mask): a box stays when at least MIN_VISIBLE of it is inside and the clipped box is
+    MIN_SIDE_PX on each side."""
     if len(xyxy) == 0:
         return xyxy.reshape(0, 4), np.zeros(0, bool)
-    corners = xyxy.reshape(-1, 2, 2) @ m[:, :2].T + m[:, 2]  # (n, 2, 2): two corners, x y
-    lo, hi = corners.min(axis=1), corners.max(axis=1)  # a mirror swaps x0 and x1
+    x0, y0, x1, y1 = (xyxy[:, i] for i in range(4))
+    corners = np.stack([np.stack([x0, y0], 1), np.stack([x1, y0], 1), np.stack([x0, y1], 1),
+                        np.stack([x1, y1], 1)], axis=1) @ m[:, :2].T + m[:, 2]  # (n, 4 corners, xy)
+    lo, hi = corners.min(axis=1), corners.max(axis=1)
     full = np.prod(hi - lo, axis=1)
     clo, chi = np.clip(lo, 0, size), np.clip(hi, 0, size)
     side = chi - clo
@@ -204,7 +214,8 @@ def augment_boxes(image_rgb: np.ndarray, xyxy: np.ndarray, label: np.ndarray, si
     and labels in it. Colour jitter from the keypoint module (image only)."""
     from .keypoints import color_jitter
 
-    m = random_box_matrix(image_rgb.shape[:2], size, rng, config.zoom, config.translate, config.hflip)
+    m = random_box_matrix(image_rgb.shape[:2], size, rng, config.zoom, config.translate, config.hflip,
+                          getattr(config, "rotation_deg", 0.0), getattr(config, "rot90", 0.0))
     out = cv2.warpAffine(image_rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                          borderValue=(LETTERBOX_FILL,) * 3)
     boxes, kept = warp_boxes(xyxy, m, size)

@@ -59,6 +59,7 @@ class TrainConfig:
     hflip: bool = True  # left-right flip, when it keeps the label
     vflip_swap: tuple[str, ...] = ()  # 'a:b' pairs: an upside-down 'a' is a 'b' (thumbs up/down)
     rotation_deg: float = 10.0
+    rot90: float = 0.0  # detect: probability of a quarter turn (hands and objects seen sideways)
     zoom: float = 0.2  # random crop/scale range
     translate: float = 0.1
     color: float = 0.2  # brightness/contrast/saturation jitter strength
@@ -102,6 +103,8 @@ class TrainConfig:
         for name in ("batch_size", "head_epochs", "epochs"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be 1 or more, got {getattr(self, name)}")
+        if not 0.0 <= self.rot90 <= 1.0:
+            raise UserError(f"rot90 must be within 0..1, got {self.rot90}")
         if self.det_stride not in (8, 16):
             raise UserError(f"det_stride must be 8 or 16, got {self.det_stride}")
         if not 0.0 < self.score_threshold < 1.0:

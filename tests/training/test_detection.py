@@ -63,11 +63,12 @@ def test_boxes_cut_by_a_crop_are_clipped_or_dropped_by_one_rule():
     np.testing.assert_allclose(mirrored, [[1, 90, 10, 99]])  # corners re-ordered after a mirror
 
 
-def test_augmented_boxes_still_frame_the_object():
-    """A bright rectangle on grey; after any augmentation the box must still cover it."""
+@pytest.mark.parametrize("rot90", [0.0, 1.0])
+def test_augmented_boxes_still_frame_the_object(rot90):
+    """A bright rectangle on grey; after any augmentation (quarter turns too) the box must still cover it."""
     image = np.full((120, 200, 3), 60, np.uint8)
     image[30:70, 50:110] = 250
-    config = types.SimpleNamespace(zoom=0.5, translate=0.2, hflip=True, color=0.0, grayscale=0.0)
+    config = types.SimpleNamespace(zoom=0.5, translate=0.2, hflip=True, color=0.0, grayscale=0.0, rot90=rot90)
     rng = np.random.default_rng(0)
     for _ in range(20):
         out, boxes, labels = det.augment_boxes(image, np.float32([[50, 30, 110, 70]]), np.int64([0]), 96, rng, config)
@@ -76,6 +77,9 @@ def test_augmented_boxes_still_frame_the_object():
             inner = out[int(y0) + 2 : int(y1) - 2, int(x0) + 2 : int(x1) - 2]
             if inner.size:
                 assert inner.mean() > 200, "the box left the rectangle"
+            bright = (out > 200).all(axis=2)
+            bright[max(int(y0) - 1, 0) : int(y1) + 2, max(int(x0) - 1, 0) : int(x1) + 2] = False
+            assert bright.sum() <= 0.02 * (x1 - x0) * (y1 - y0), "part of the rectangle lies outside its box"
 
 
 def test_letterbox_sample_moves_boxes_as_the_runtime_does():
