@@ -209,7 +209,7 @@ Export parity (Keras vs onnxruntime on {parity["images"]} validation images): ma
 {_variants_section(export_report, spec.kind)}## Retrain
 
 ```
-{retrain_command(config, out, tuple(export_report.get("variants", ())))}
+{_extra_data_commands(config)}{retrain_command(config, out, tuple(export_report.get("variants", ())))}
 ```
 
 {_check_text(out, data_dir, spec, config)}
@@ -306,6 +306,17 @@ def _extra_data_text(config: dict) -> str:
     if not extra:
         return ""
     return "\n\n" + "\n".join(f"Also trained and validated on `{d}`: {data_source(Path(d))}." for d in extra)
+
+
+def _extra_data_commands(config: dict) -> str:
+    """The commands that made the extra data folders (from their SOURCE.md), to run first."""
+    lines = []
+    for folder in config.get("extra_data") or []:
+        source = Path(folder) / "SOURCE.md"
+        text = source.read_text(errors="replace") if source.is_file() else ""
+        if m := re.search(r"Command:\s*(.+)", text):
+            lines.append(m.group(1).strip() + "\n")
+    return "".join(lines)
 
 
 def _split_text(metrics: dict, data_dir: Path) -> str:

@@ -37,13 +37,16 @@ def jittered(box: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return square_crop_box(moved, rng.uniform(*JITTER_MARGIN))[0]
 
 
-def _write_source(root: Path, out: Path, label_regex: str | None, margin: float, jitter: int) -> None:
+def _write_source(root: Path, out: Path, label_regex: str | None, margin: float, jitter: int, seed: int = 0) -> None:
     """OUT/SOURCE.md: where the crops came from, with the source's repository and licence lines
     (model cards read them from here)."""
     label_text = f"box name '{label_regex}'" if label_regex else "folder"
     lines = [f"# Crops of the boxes in {root}", "",
              f"- Made by: edgevision crops (margin {margin}, {jitter} jittered copies per training box, "
-             f"label from {label_text})"]
+             f"label from {label_text})",
+             f"- Command: edgevision crops {root} {out}"
+             + (f" --label-regex '{label_regex}'" if label_regex else " --label-from folder")
+             + f" --margin {margin} --jitter {jitter} --seed {seed}"]
     source = root / "SOURCE.md"
     if source.is_file():
         lines += [ln for ln in source.read_text(errors="replace").splitlines()
@@ -88,7 +91,7 @@ def write_crops(data: Path, out: Path, label_regex: str | None, margin: float = 
                     counts[split or "all"][label] += 1
     if not counts:
         raise UserError(f"no box name matched --label-regex {label_regex!r}" if pattern else f"no boxes in {data}")
-    _write_source(root, out, label_regex, margin, jitter)
+    _write_source(root, out, label_regex, margin, jitter, seed)
     for split, by_label in counts.items():
         log(f"{split}: " + ", ".join(f"{k} {v}" for k, v in sorted(by_label.items())) + " crops")
     if skipped:
