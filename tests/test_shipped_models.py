@@ -68,15 +68,54 @@ def test_the_nose_model_matches_the_nme_in_its_card_on_val():
     assert metrics["nme_mean"] == pytest.approx(expected, abs=1e-4)
 
 
+def card_source_accuracy(name: str, source: str) -> tuple[float, int]:
+    """A row of the card's 'per data source' table (models trained on more than one folder)."""
+    card = (REPO / "models" / f"{name}.md").read_text()
+    m = re.search(rf"\| `{re.escape(source)}` \| ([0-9.]+) \| (\d+) \|", card)
+    assert m, f"models/{name}.md has no row for {source}"
+    return float(m.group(1)), int(m.group(2))
+
+
 @needs_shared()
 @pytest.mark.shared
 @pytest.mark.parametrize("name", list(SHIPPED))
 def test_predict_over_val_matches_the_accuracy_in_the_card(name):
-    expected, count = card_accuracy(name)
+    expected, count = card_source_accuracy(name, f"../shared/data/{name}") if name == "fingers" else card_accuracy(name)
     runner = Runner(REPO / "models" / f"{name}.onnx", RunnerOptions(providers="cpu"))
     report = predict(runner, collect_images([str(SHARED_DATA / name / "val")]), io.StringIO(), batch_size=16)
     assert report.scored == count
     assert report.accuracy == pytest.approx(expected, abs=1e-4)
+
+
+@needs_shared()
+@pytest.mark.shared
+def test_the_finger_counter_matches_its_card_on_hand_crops_cut_as_the_chain_cuts_them(tmp_path):
+    from edgevision.training.crops import write_crops
+
+    expected, count = card_source_accuracy("fingers", "runs/hand_crops")
+    write_crops(SHARED_DATA / "hands_webcam", tmp_path / "crops", r"(\d)-hand", jitter=0, log=lambda _: None)
+    runner = Runner(REPO / "models" / "fingers.onnx", RunnerOptions(providers="cpu"))
+    report = predict(runner, collect_images([str(tmp_path / "crops" / "val")]), io.StringIO(), batch_size=16)
+    assert report.scored == count
+    assert report.accuracy == pytest.approx(expected, abs=1e-4)
+
+
+@needs_shared()
+@pytest.mark.shared
+def test_hands_then_fingers_counts_the_webcam_val_photos_as_the_readme_says():
+    from edgevision.deploy.chain import ChainRunner
+    from edgevision.deploy.evaluate import evaluate_boxes
+
+    readme = (REPO / "README.md").read_text()
+    m = re.search(r"chain accuracy on `hands_webcam/val`: \*\*([0-9.]+)%\*\* of (\d+)", readme)
+    assert m, "the README states no chain accuracy"
+    options = RunnerOptions(providers="cpu")
+    detector = Runner(REPO / "models" / "hands.onnx", RunnerOptions(providers="cpu", score_threshold=0.01))
+    chain = ChainRunner(Runner(REPO / "models" / "hands.onnx", options),
+                        Runner(REPO / "models" / "fingers.onnx", options))
+    report = evaluate_boxes(detector, SHARED_DATA / "hands_webcam" / "val", ("*-hand:hand",), 0.4, chain)
+    assert report["chain_images"] == int(m.group(2))
+    assert 100 * report["chain_accuracy"] == pytest.approx(float(m.group(1)), abs=0.05)
 
 
 def test_demo_without_a_camera_says_so_and_runs_the_sample_clip(tmp_path):
@@ -119,7 +158,10 @@ def test_shipped_detectors_have_their_spec_card_and_boxes_inside_the_frame(name)
     assert (found.xyxy >= 0).all() and (found.xyxy[:, [0, 2]] <= 400).all() and (found.xyxy[:, [1, 3]] <= 480).all()
 
 
+
+
 def test_the_hand_detector_finds_the_hand_in_the_sample_clip():
+    """Another person, room and camera than its training photos (the thumbs set), a sideways fist."""
     found = Runner(REPO / "models" / "hands.onnx", RunnerOptions(providers="cpu"))(sample_frame())
     assert len(found) >= 1, "no hand in a frame where one shows a thumb"
 
