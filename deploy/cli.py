@@ -261,8 +261,8 @@ def cmd_crops(args: argparse.Namespace) -> int:
     label_regex = None if args.label_from == "folder" else args.label_regex
     write_crops(args.data, args.out, label_regex, args.margin, args.jitter, seed=args.seed,
                 log=lambda m: say(m))
-    say(f"wrote {args.out}; train on it with the sign-language set: edgevision train --config fingers "
-        f"--extra-data {args.out}")
+    say(f"wrote {args.out}; train a classifier on it (with --extra-data {args.out} beside another set of the "
+        "same classes, as training/configs/fingers.toml does)")
     return 0
 
 

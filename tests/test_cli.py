@@ -308,3 +308,15 @@ def test_crops_cuts_labelled_boxes_into_class_folders_and_never_overwrites(tmp_p
     assert len(list((out / "train" / "3").glob("*.jpg"))) == 3  # the crop and 2 jittered copies
     assert len(list((out / "val" / "3").glob("*.jpg"))) == 1
     assert_one_line_error(edgevision("crops", str(tmp_path / "boxes"), str(out)), "not empty")
+
+
+def test_crops_without_a_split_keeps_every_box_of_an_image_on_one_side(tmp_path):
+    for i in range(10):
+        cv2.imwrite(str(tmp_path / f"{i}.jpg"), solid_frame(96, 128, (0, 255, 0)))
+        _voc(tmp_path / f"{i}.xml", "2-hand", (20, 20, 60, 80))
+    proc = edgevision("crops", str(tmp_path), str(tmp_path / "out"), "--label-regex", r"(\d)-hand", "--jitter", "3")
+    assert proc.returncode == 0, proc.stderr
+    train = {p.name.split("_")[0] for p in (tmp_path / "out" / "train" / "2").glob("*.jpg")}
+    val = {p.name.split("_")[0] for p in (tmp_path / "out" / "val" / "2").glob("*.jpg")}
+    assert len(val) == 2 and len(train) == 8 and not train & val
+    assert len(list((tmp_path / "out" / "val" / "2").glob("*_j*.jpg"))) == 0

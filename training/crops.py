@@ -55,8 +55,10 @@ def _write_source(root: Path, out: Path, label_regex: str | None, margin: float,
 
 
 def write_crops(data: Path, out: Path, label_regex: str | None, margin: float = DEFAULT_MARGIN, jitter: int = 4,
-                size: int = 224, seed: int = 0, log=print) -> dict:
-    """Write ``out/<split>/<label>/<image>_<box>[_j<k>].jpg``; returns counts per split and label."""
+                size: int = 224, seed: int = 0, log=print, val_split: float = 0.2) -> dict:
+    """Write ``out/{train,val}/<label>/<image>_<box>[_j<k>].jpg``; returns counts per split and label.
+    Without train/ and val/ in ``data``, a seeded ``val_split`` of the images goes to val/ (by image,
+    so no jittered copy of a validation box can land in train/)."""
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty: choose a new folder (nothing is overwritten)")
     try:
@@ -64,12 +66,19 @@ def write_crops(data: Path, out: Path, label_regex: str | None, margin: float = 
     except re.error as exc:
         raise UserError(f"--label-regex is not a regular expression: {exc}") from exc
     root = Path(data)
-    splits = ["train", "val"] if (root / "train").is_dir() and (root / "val").is_dir() else [""]
+    if not root.is_dir():
+        raise UserError(f"data folder not found: {root}")
     rng = np.random.default_rng(seed)
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        splits = {split: read_box_folder(root / split, ("object",), ("*:object",))[0] for split in ("train", "val")}
+    else:
+        every = read_box_folder(root, ("object",), ("*:object",))[0]
+        is_val = np.zeros(len(every), bool)
+        is_val[rng.permutation(len(every))[: max(1, round(len(every) * val_split))]] = True
+        splits = {"train": [s for s, v in zip(every, is_val) if not v], "val": [s for s, v in zip(every, is_val) if v]}
     counts: dict[str, dict[str, int]] = {}
     skipped = 0
-    for split in splits:
-        samples, _ = read_box_folder(root / split, ("object",), ("*:object",))
+    for split, samples in splits.items():
         copies = jitter if split != "val" else 0
         for s in samples:
             image = read_image(s.path)
@@ -87,8 +96,8 @@ def write_crops(data: Path, out: Path, label_regex: str | None, margin: float = 
                     patch = cv2.resize(crop(image, square), (size, size), interpolation=cv2.INTER_AREA)
                     suffix = f"_j{k}" if k else ""
                     cv2.imwrite(str(folder / f"{s.path.stem}_{i}{suffix}.jpg"), patch, [cv2.IMWRITE_JPEG_QUALITY, 95])
-                    counts.setdefault(split or "all", {}).setdefault(label, 0)
-                    counts[split or "all"][label] += 1
+                    counts.setdefault(split, {}).setdefault(label, 0)
+                    counts[split][label] += 1
     if not counts:
         raise UserError(f"no box name matched --label-regex {label_regex!r}" if pattern else f"no boxes in {data}")
     _write_source(root, out, label_regex, margin, jitter, seed)

@@ -139,7 +139,8 @@ def read_box_folder(folder: Path, classes: tuple[str, ...], rename: tuple[str, .
         raise UserError(f"no labelled images in {folder} (VOC <stem>.xml beside each image, or images/ + labels/*.txt)")
     if not any(len(s.label) for s in samples):
         raise UserError(f"none of the boxes in {folder} name a class of {', '.join(classes)}: "
-                        "set det_classes, or det_rename rules like '*-hand:hand'")
+                        "name the classes, or map box names with rules like '*-hand:hand' "
+                        "(train: --det-classes, --det-rename; eval: --rename)")
     return samples, stats
 
 
