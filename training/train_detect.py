@@ -148,7 +148,7 @@ def shrink(image_rgb: np.ndarray, xyxy: np.ndarray, longest: int) -> tuple[np.nd
     return small, xyxy * np.float32([small.shape[1] / w, small.shape[0] / h] * 2)
 
 
-def load_sources(samples, size: int) -> list[np.ndarray]:
+def load_sources(samples) -> list[np.ndarray]:
     from ..camera.sources import read_image
     from ..deploy.errors import UserError
 
@@ -186,7 +186,7 @@ def train_detect(config: TrainConfig, log: Callable[[str], None]) -> Path:
     run_dir = new_run_dir(config)
     deploy, model, grid = build_detector(len(labels), size, config.alpha, config.weights, config.backbone,
                                          stride=config.det_stride)
-    sources = [shrink(img, s.xyxy, 2 * size) for img, s in zip(load_sources(train, size), train)]
+    sources = [shrink(img, s.xyxy, 2 * size) for img, s in zip(load_sources(train), train)]
     targets = [(xyxy, s.label) for (_, xyxy), s in zip(sources, train)]
 
     def augment(image, target, rng):
@@ -194,7 +194,7 @@ def train_detect(config: TrainConfig, log: Callable[[str], None]) -> Path:
         return x, encode_targets(boxes, label, size, grid, len(labels))
 
     val_x, val_y = [], []
-    for img, s in zip(load_sources(val, size), val):
+    for img, s in zip(load_sources(val), val):
         x, boxes = letterbox_sample(img, s.xyxy, size)
         val_x.append(x)
         val_y.append(encode_targets(boxes, s.label, size, grid, len(labels)))
