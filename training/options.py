@@ -32,6 +32,7 @@ class TrainConfig:
     head: str = "regression"  # keypoints: 'regression' or 'heatmap'
     flip_average: bool = False  # keypoints: average with the mirrored image's prediction (2x inference)
     seg_classes: tuple[str, ...] = ("background", "person")  # segment: mask ids 0, 1, ...
+    seg_head: str = "unet"  # segment: 'unet' (skips at 16, 8, 4) or 'lraspp' (DeepLab-lite: stride 16 + 4)
     yolo_classes: tuple[int, ...] = (0,)  # segment: YOLO polygon class ids that become mask ids 1, 2, ...
     det_classes: tuple[str, ...] = ("object",)  # detect: class names (YOLO txt class ids index them)
     det_rename: tuple[str, ...] = ()  # detect: 'pattern:class' rules for VOC names, e.g. '*-hand:hand'
@@ -105,6 +106,8 @@ class TrainConfig:
                 raise UserError(f"{name} must be 1 or more, got {getattr(self, name)}")
         if not 0.0 <= self.rot90 <= 1.0:
             raise UserError(f"rot90 must be within 0..1, got {self.rot90}")
+        if self.seg_head not in ("unet", "lraspp"):
+            raise UserError(f"seg_head must be 'unet' or 'lraspp', got {self.seg_head!r}")
         if self.det_stride not in (8, 16):
             raise UserError(f"det_stride must be 8 or 16, got {self.det_stride}")
         if not 0.0 < self.score_threshold < 1.0:

@@ -27,18 +27,35 @@ OUTPUT_STRIDE = 4
 
 
 def build_segmenter(num_classes: int, size: int, alpha: float, weights: str, dropout: float,
-                    backbone_kind: str = "mobilenet_v2") -> tuple:
-    """(model image -> probs (n, s/4, s/4, classes), encoder). The tiny backbone (tests) gives
-    strides 4 and 8 only: one decoder step."""
+                    backbone_kind: str = "mobilenet_v2", head: str = "unet") -> tuple:
+    """(model image -> probs (n, s/4, s/4, classes), encoder). ``head``: 'unet' (skips at strides
+    16, 8, 4 into a light decoder) or 'lraspp' (DeepLab-lite, as in MobileNetV3's LR-ASPP: the
+    stride-16 features gated by their global average, upsampled once and joined with stride 4).
+    The tiny backbone (tests) gives strides 4 and 8 only."""
     base = build_backbone(size, alpha, weights, backbone_kind)
     if backbone_kind == "tiny":
         levels = [base.layers[2].output, base.layers[3].output]  # its stride-4 and stride-8 convolutions
-    else:
-        levels = [base.get_layer(n).output for n in SKIPS]
+    else:  # LR-ASPP stops at stride 16: the stride-32 layers would get no gradient
+        levels = [base.get_layer(n).output for n in (SKIPS[:3] if head == "lraspp" else SKIPS)]
     encoder = keras.Model(base.input, levels, name=BACKBONE_NAME)
     inputs = keras.Input((size, size, 3), name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1, name="to_minus1_1")(inputs)
     skips = encoder(x, training=False) if weights != "none" else encoder(x)
+    if head == "lraspp":
+        high = skips[-1]  # stride 16 (stride 8 for the tiny backbone)
+        x = layers.Conv2D(128, 1, use_bias=False)(high)
+        x = layers.ReLU()(layers.BatchNormalization()(x))
+        gate = layers.GlobalAveragePooling2D(keepdims=True)(high)
+        gate = layers.Conv2D(128, 1, activation="sigmoid")(gate)
+        x = layers.Multiply()([x, gate])
+        x = layers.UpSampling2D(skips[0].shape[1] // x.shape[1], interpolation="bilinear")(x)
+        low = layers.Conv2D(48, 1, activation="relu")(skips[0])
+        x = layers.Concatenate()([x, low])
+        x = layers.SeparableConv2D(96, 3, padding="same", activation="relu")(x)
+        x = layers.SeparableConv2D(96, 3, padding="same", activation="relu")(x)
+        x = layers.Dropout(dropout)(x)
+        x = layers.Conv2D(num_classes, 1, name="logits")(x)
+        return keras.Model(inputs, layers.Softmax(name="probs")(x), name="segmenter"), encoder
     x = skips[-1]
     for skip, filters in zip(reversed(skips[:-1]), (96, 64, 48)):  # s16, s8, s4
         x = layers.UpSampling2D(2, interpolation="bilinear")(x)
@@ -95,7 +112,7 @@ def train_segment(config: TrainConfig, log: Callable[[str], None]) -> Path:
         f"foreground {share:.0%} of pixels")
     run_dir = new_run_dir(config)
     model, encoder = build_segmenter(len(labels), size, config.alpha, config.weights, config.dropout,
-                                     config.backbone)
+                                     config.backbone, config.seg_head)
     val_data = (x_val.astype(np.float32), np.stack([downsample_mask(m) for m in m_val]))
     def augment(image, mask, rng):
         image, mask = augment_pair(image, mask, rng, config)

@@ -51,3 +51,13 @@ def test_a_segmenter_trains_exports_with_parity_and_masks_frames_at_source_size(
     seg = runner(np.zeros((90, 160, 3), np.uint8))
     assert seg.class_map.shape == (90, 160) and seg.class_map.dtype == np.uint8
     assert "Validation mean IoU (onnxruntime, val/): **" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("head", ["unet", "lraspp"])
+def test_both_segmentation_heads_give_class_probabilities_at_stride_4(head):
+    from edgevision.training.train_segment import build_segmenter
+
+    model, _ = build_segmenter(3, 64, 1.0, "none", 0.1, backbone_kind="tiny", head=head)
+    probs = np.asarray(model(np.zeros((2, 64, 64, 3), np.float32)))
+    assert probs.shape == (2, 16, 16, 3)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
