@@ -127,6 +127,9 @@ MODEL_TEXT = {
     "heatmap": "MobileNetV2 (alpha {alpha}) to stride 16 + a heat map per point + spatial soft-argmax",
     "segment": "MobileNetV2 (alpha {alpha}) encoder + U-Net-style decoder (skips at strides 4, 8, 16), "
                "class probabilities at stride 4",
+    "lraspp": "MobileNetV2 (alpha {alpha}) encoder to stride 16 + an LR-ASPP (DeepLab-lite) head: the stride-16 "
+              "features gated by their global average, upsampled once and joined with stride-4 features; class "
+              "probabilities at stride 4",
     "detect": "MobileNetV2 (alpha {alpha}) features at strides {levels} (added, FPN-style) + an anchor-free "
               "FCOS-style head: per cell of the stride-{stride} grid, class scores, centre-ness and distances to the "
               "four box sides, decoded in the graph",
@@ -167,7 +170,9 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
               f"{spec.iou_threshold}) and returns source-image pixels" if detect
               else f"`probs`: (batch, {len(spec.labels)}) softmax probabilities")
     stride = int(config.get("det_stride", 16))
-    model_text = MODEL_TEXT[config.get("head", "regression") if keypoints else spec.kind].format(
+    text_key = (config.get("head", "regression") if keypoints
+                else "lraspp" if segment and config.get("seg_head") == "lraspp" else spec.kind)
+    model_text = MODEL_TEXT[text_key].format(
         alpha=config["alpha"], stride=stride, levels=" + ".join(str(v) for v in (8, 16, 32) if v >= stride))
     if config.get("flip_average") and keypoints:
         model_text += ", averaged with its prediction on the mirrored image (two passes in one graph)"
