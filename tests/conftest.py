@@ -45,6 +45,17 @@ def tiny_model(tmp_path):
     return make
 
 
+def export_in_fresh_process(run_dir: Path, out: Path) -> str:
+    """'edgevision export RUN --out OUT' in a new Python process (as a user runs it, with nothing
+    registered by the training process); asserts it succeeded and returns its stdout."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "edgevision.deploy.cli", "export", str(run_dir), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    return proc.stdout
+
+
 def solid_frame(h: int, w: int, bgr=(0, 0, 255)) -> np.ndarray:
     frame = np.zeros((h, w, 3), dtype=np.uint8)
     frame[:] = bgr

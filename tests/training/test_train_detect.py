@@ -2,8 +2,6 @@
 on noise, exports with parity (in a fresh process), and the runner returns source-pixel boxes."""
 
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 pytest.importorskip("tensorflow", reason="the 'train' extra is not installed")
 pytestmark = pytest.mark.train
 
+from conftest import export_in_fresh_process
 from edgevision.deploy.runner import Runner, RunnerOptions
 from edgevision.training.options import TrainConfig
 from edgevision.training.train_detect import train_detect
@@ -48,10 +47,8 @@ def test_a_tiny_detector_finds_rectangles_on_noise_and_exports_with_parity(tmp_p
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["map50"] > 0.8, metrics  # random boxes score ~0
     out = tmp_path / "rects.onnx"
-    proc = subprocess.run([sys.executable, "-m", "edgevision.deploy.cli", "export", str(run_dir), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert "parity PASSED" in proc.stdout and "AP50" in proc.stdout
+    stdout = export_in_fresh_process(run_dir, out)
+    assert "parity PASSED" in stdout and "AP50" in stdout
     runner = Runner(out, RunnerOptions(providers="cpu"))
     assert runner.spec.kind == "detect" and runner.spec.resize == "letterbox"
     # A non-square frame: the best box must land on the rectangle in source pixels.

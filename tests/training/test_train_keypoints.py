@@ -2,8 +2,6 @@
 
 import csv
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 pytest.importorskip("tensorflow", reason="the 'train' extra is not installed")
 pytestmark = pytest.mark.train
 
+from conftest import export_in_fresh_process
 from edgevision.deploy.runner import Runner, RunnerOptions
 from edgevision.training.options import TrainConfig
 from edgevision.training.train_keypoints import train_keypoints
@@ -51,10 +50,8 @@ def test_a_tiny_heatmap_model_learns_the_dot_and_the_runner_finds_it_in_source_p
     assert metrics["pixel_error_mean"] < 6.0, lines[-4:]  # a guess at the centre is off by about 20 px
     out = tmp_path / "dot.onnx"
     # Export in a fresh process, as a user does: the saved model's custom layers must load there.
-    proc = subprocess.run([sys.executable, "-m", "edgevision.deploy.cli", "export", str(run_dir), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert "parity PASSED" in proc.stdout
+    stdout = export_in_fresh_process(run_dir, out)
+    assert "parity PASSED" in stdout
     report = json.loads((run_dir / "export.json").read_text())
     assert report["onnx_pixel_error_mean"] < 6.0
     runner = Runner(out, RunnerOptions(providers="cpu"))

@@ -1,8 +1,6 @@
 """The segmentation pipeline end to end on synthetic blobs: train, export (fresh process), run."""
 
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -11,6 +9,7 @@ import pytest
 pytest.importorskip("tensorflow", reason="the 'train' extra is not installed")
 pytestmark = pytest.mark.train
 
+from conftest import export_in_fresh_process
 from edgevision.deploy.runner import Runner, RunnerOptions
 from edgevision.training.options import TrainConfig
 from edgevision.training.train_segment import train_segment
@@ -42,10 +41,8 @@ def test_a_segmenter_trains_exports_with_parity_and_masks_frames_at_source_size(
     # Measured 0.73-0.76 over seeds 2-4; painting everything gives ~0.09, nothing 0.
     assert metrics["iou"]["person"] > 0.6, metrics
     out = tmp_path / "blobs.onnx"
-    proc = subprocess.run([sys.executable, "-m", "edgevision.deploy.cli", "export", str(run_dir), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert "parity PASSED" in proc.stdout and "cells of the same class" in proc.stdout
+    stdout = export_in_fresh_process(run_dir, out)
+    assert "parity PASSED" in stdout and "cells of the same class" in stdout
     runner = Runner(out, RunnerOptions(providers="cpu"))
     assert runner.spec.kind == "segment" and runner.spec.labels == ("background", "person")
     seg = runner(np.zeros((90, 160, 3), np.uint8))
