@@ -113,18 +113,17 @@ def parity_check(
     step = runner.fixed_batch or 32
     runs = [runner.session.run(runner.output_names, {runner.input_name: batch[i : i + step]})
             for i in range(0, len(batch), step)]
-    if runner.spec.kind == "detect":  # boxes and scores, compared together; order by name
-        expected = np.concatenate([np.asarray(e, np.float32).reshape(len(batch), -1) for e in expected], axis=1)
-        named = [dict(zip(runner.output_names, r)) for r in runs]
-        got = np.concatenate([np.concatenate([n["boxes"].reshape(len(n["boxes"]), -1),
-                                              n["scores"].reshape(len(n["scores"]), -1)], axis=1) for n in named])
+    if runner.spec.kind == "detect":  # boxes then scores (the runner's output order), compared together
+        cells = np.asarray(expected[0]).shape[1]
+        flat = [np.concatenate([np.asarray(o, np.float32).reshape(len(o), -1) for o in outputs], axis=1)
+                for outputs in (expected, *runs)]
+        expected, got = flat[0], np.concatenate(flat[1:])
     else:
         expected = np.asarray(expected, dtype=np.float32)
         got = np.concatenate([r[0] for r in runs])
     if got.shape != expected.shape:
         raise UserError(f"the ONNX output has shape {got.shape}, Keras gives {expected.shape}")
     if runner.spec.kind == "detect":  # which cells clear the score threshold (what NMS will see)
-        cells = np.asarray(model.predict(batch[:1], verbose=0)[1]).shape[1]
         threshold = runner.spec.score_threshold
         agreement = float(((got[:, 4 * cells:] >= threshold) == (expected[:, 4 * cells:] >= threshold)).mean())
         kind = "score-threshold decisions alike"
