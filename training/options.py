@@ -60,6 +60,7 @@ class TrainConfig:
     hflip: bool = True  # left-right flip, when it keeps the label
     vflip_swap: tuple[str, ...] = ()  # 'a:b' pairs: an upside-down 'a' is a 'b' (thumbs up/down)
     rotation_deg: float = 10.0
+    mosaic: float = 0.0  # detect: probability of a 2x2 mosaic of four training photos (smaller objects)
     rot90: float = 0.0  # detect: probability of a quarter turn (hands and objects seen sideways)
     zoom: float = 0.2  # random crop/scale range
     translate: float = 0.1
@@ -104,8 +105,9 @@ class TrainConfig:
         for name in ("batch_size", "head_epochs", "epochs"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be 1 or more, got {getattr(self, name)}")
-        if not 0.0 <= self.rot90 <= 1.0:
-            raise UserError(f"rot90 must be within 0..1, got {self.rot90}")
+        for name in ("rot90", "mosaic"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UserError(f"{name} must be within 0..1, got {getattr(self, name)}")
         if self.seg_head not in ("unet", "lraspp"):
             raise UserError(f"seg_head must be 'unet' or 'lraspp', got {self.seg_head!r}")
         if self.det_stride not in (8, 16):

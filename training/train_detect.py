@@ -32,6 +32,7 @@ from .detection import (
     find_box_dataset,
     grid_centres,
     letterbox_sample,
+    mosaic,
     sample_to_json,
 )
 from .metrics import save_curves_png
@@ -190,7 +191,13 @@ def train_detect(config: TrainConfig, log: Callable[[str], None]) -> Path:
     targets = [(xyxy, s.label) for (_, xyxy), s in zip(sources, train)]
 
     def augment(image, target, rng):
-        x, boxes, label = augment_boxes(image, target[0], target[1], size, rng, config)
+        if config.mosaic and rng.random() < config.mosaic:
+            others = rng.integers(0, len(sources), 3)
+            x, boxes, label = mosaic([image, *(sources[i][0] for i in others)],
+                                     [target[0], *(targets[i][0] for i in others)],
+                                     [target[1], *(targets[i][1] for i in others)], size, rng, config)
+        else:
+            x, boxes, label = augment_boxes(image, target[0], target[1], size, rng, config)
         return x, encode_targets(boxes, label, size, grid, len(labels))
 
     val_x, val_y = [], []

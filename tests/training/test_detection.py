@@ -140,3 +140,17 @@ def test_rename_rules_are_checked_when_the_config_is_built():
 
     with pytest.raises(UserError, match="det_rename"):
         TrainConfig(data=".", task="detect", det_classes=("hand",), det_rename=("*-hand:palm",))
+
+
+def test_a_mosaic_puts_four_photos_in_quadrants_and_their_boxes_with_them():
+    image = np.full((120, 200, 3), 60, np.uint8)
+    image[30:70, 50:110] = 250
+    config = types.SimpleNamespace(zoom=0.0, translate=0.0, hflip=False, color=0.0, grayscale=0.0)
+    out, boxes, labels = det.mosaic([image] * 4, [np.float32([[50, 30, 110, 70]])] * 4,
+                                    [np.int64([k]) for k in range(4)], 96, np.random.default_rng(0), config)
+    assert out.shape == (96, 96, 3) and labels.tolist() == [0, 1, 2, 3]
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        qx, qy = (k % 2) * 48, (k // 2) * 48  # box k lies in quadrant k, on its rectangle
+        assert qx <= x0 < x1 <= qx + 48 and qy <= y0 < y1 <= qy + 48
+        assert out[int(y0) + 1 : int(y1) - 1, int(x0) + 1 : int(x1) - 1].mean() > 200
+        assert 10 < x1 - x0 < 20  # the 60 px wide rectangle at about a quarter of its size
