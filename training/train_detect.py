@@ -213,6 +213,9 @@ def train_detect(config: TrainConfig, log: Callable[[str], None]) -> Path:
         deploy.get_layer(BACKBONE_NAME).trainable = False
         model.compile(optimizer=keras.optimizers.AdamW(config.head_lr, weight_decay=config.weight_decay), loss=loss)
         epochs = min(config.head_epochs, 30)
+        if config.head_epochs > 30:
+            log(f"head stage: {epochs} epochs (--head-epochs {config.head_epochs} counts passes over cached "
+                "features for classifiers; here every epoch runs the backbone, so it is capped at 30)")
         callbacks = [keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")),
                      EpochLine("head", epochs, log, metric=None)]
         history["head"] = model.fit(data, validation_data=val_data, epochs=epochs, verbose=0,

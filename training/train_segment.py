@@ -125,6 +125,9 @@ def train_segment(config: TrainConfig, log: Callable[[str], None]) -> Path:
         model.compile(optimizer=keras.optimizers.AdamW(config.head_lr, weight_decay=config.weight_decay),
                       loss=ce_dice_loss, metrics=["accuracy"])
         epochs = min(config.head_epochs, 20)
+        if config.head_epochs > 20:
+            log(f"decoder stage: {epochs} epochs (--head-epochs {config.head_epochs} counts passes over cached "
+                "features for classifiers; here every epoch runs the backbone, so it is capped at 20)")
         history["head"] = model.fit(data, validation_data=val_data, epochs=epochs, verbose=0, callbacks=[
             keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")), EpochLine("decoder", epochs, log)]).history
     if config.mode == "finetune":
