@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="INT8 calibration (default percentile: it measured best here)")
     p.add_argument("--fp16", action="store_true", help="also write OUT.fp16.onnx: float16 for GPUs")
     p.add_argument("--max-loss", type=float, default=0.01,
-                   help="refuse a variant losing more than this (accuracy points, or NME); default 0.01")
+                   help="refuse a variant losing more than this (of accuracy, NME, mean IoU or AP50); default 0.01")
     p.set_defaults(func=cmd_export)
     return parser
 

@@ -210,7 +210,7 @@ def export(
     calib_method: str = "percentile",
 ) -> dict:
     """Convert, check parity, and only then write ``out``; then the precision ``variants`` asked for
-    (int8, fp16), each kept only when it loses at most ``max_loss`` (accuracy points, or NME)."""
+    (int8, fp16), each kept only when it loses at most ``max_loss`` (of accuracy, NME, mean IoU or AP50)."""
     from ..training.model import load_run_model
 
     log = log or functools.partial(print, flush=True)
