@@ -194,11 +194,12 @@ def test_shipped_precision_variants_carry_the_same_spec_and_agree_on_a_photo_lik
     if base.spec.kind == "detect":
         frame = sample_frame()
     a, b = base(frame), other(frame)
-    if base.spec.kind == "detect":  # the best box and its score
-        from edgevision.deploy.ops import box_iou
+    if base.spec.kind == "detect":  # every cell's score (the best box may flip between near-ties)
+        from edgevision.deploy.ops import preprocess
 
-        assert len(a) and len(b)
-        assert box_iou(a.xyxy[0], b.xyxy[:1])[0] > 0.8 and abs(float(a.score[0] - b.score[0])) < 0.1
+        batch, _ = preprocess([frame], base.spec)
+        scores = [r.session.run(["scores"], {r.input_name: batch})[0] for r in (base, other)]
+        assert np.abs(scores[0] - scores[1]).max() < 0.15  # measured: INT8 0.08, FP16 0.005
     elif base.spec.kind == "keypoints":
         assert np.abs(a.xy - b.xy).max() < 15  # pixels in a 320x240 frame
     elif base.spec.kind == "segment":
