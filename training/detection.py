@@ -24,7 +24,7 @@ import numpy as np
 
 from ..camera.sources import IMAGE_SUFFIXES, read_image
 from ..deploy.errors import UserError
-from ..deploy.ops import LETTERBOX_FILL, box_iou
+from ..deploy.ops import LETTERBOX_FILL, box_iou, fit_to_input
 
 MIN_VISIBLE = 0.4  # a box cut by a crop keeps its clipped part if at least this share of it remains
 MIN_SIDE_PX = 2.0  # ... and the clipped box is at least this wide and high (model-input pixels)
@@ -162,14 +162,6 @@ def find_box_dataset(data: str | Path, classes: tuple[str, ...], rename: tuple[s
 # --- augmentation -------------------------------------------------------------------------------
 
 
-def letterbox_matrix(hw: tuple[int, int], size: int) -> np.ndarray:
-    """The 2x3 map the runtime's letterbox applies (same scale and padding as ops.fit_to_input)."""
-    h, w = hw
-    scale = min(size / h, size / w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    return np.array([[nw / w, 0, (size - nw) // 2], [0, nh / h, (size - nh) // 2]], np.float64)
-
-
 def random_box_matrix(hw: tuple[int, int], size: int, rng: np.random.Generator, zoom: float, translate: float,
                       flip: bool, rotation_deg: float = 0.0, rot90: float = 0.0) -> np.ndarray:
     """Letterbox, then scale by 1 +- zoom (about 10% independently per axis), shift (crop when larger
@@ -240,10 +232,9 @@ def mosaic(images: list[np.ndarray], boxes: list[np.ndarray], labels: list[np.nd
 
 
 def letterbox_sample(image_rgb: np.ndarray, xyxy: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """No augmentation: the runtime's letterbox, boxes moved with it."""
-    m = letterbox_matrix(image_rgb.shape[:2], size)
-    out = cv2.warpAffine(image_rgb, m, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=(LETTERBOX_FILL,) * 3)
+    """No augmentation: the runtime's own letterbox (ops.fit_to_input), boxes moved with it."""
+    out, placement = fit_to_input(image_rgb, (size, size), "letterbox")
+    m = np.array([[placement.scale_xy[0], 0, placement.pad_xy[0]], [0, placement.scale_xy[1], placement.pad_xy[1]]])
     return out, warp_boxes(xyxy, m, size)[0]
 
 
