@@ -107,6 +107,6 @@ def predict(
             elif isinstance(result, Chained) and path.parent.name in chain_labels:
                 # A chain is scored by its most confident box's answer (no box: wrong).
                 report.scored += 1
-                report.correct += int(bool(result.then) and result.then[0].label == path.parent.name)
+                report.correct += int(result.top_label() == path.parent.name)
     out.flush()
     return report

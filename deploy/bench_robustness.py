@@ -24,6 +24,7 @@ import numpy as np
 
 from ..camera.predict import collect_images
 from ..camera.sources import read_image
+from .ops import LETTERBOX_FILL
 from .runner import Runner, RunnerOptions
 
 
@@ -71,7 +72,7 @@ def _zoom_out(fraction: float):
     def change(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         h, w = image.shape[:2]
         small = cv2.resize(image, (round(w * fraction), round(h * fraction)), interpolation=cv2.INTER_AREA)
-        out = np.full_like(image, 114)
+        out = np.full_like(image, LETTERBOX_FILL)
         y, x = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
         out[y : y + small.shape[0], x : x + small.shape[1]] = small
         sx, sy = small.shape[1] / w, small.shape[0] / h
@@ -113,8 +114,7 @@ def box_robustness(runner, folders: list, rename: tuple[str, ...], chain=None) -
             preds.append(runner.infer([image])[0][0])
             truths.append(replace(s, xyxy=np.asarray(boxes, np.float32)))
             if chain is not None:
-                result = chain.infer([image])[0][0]
-                right.append(bool(result.then) and result.then[0].label == s.path.parent.name)
+                right.append(chain(image).top_label() == s.path.parent.name)
         m = detection_metrics(preds, truths, runner.spec.labels, operating_score=runner.spec.score_threshold)
         out[name] = {"ap50": m["map50"], "recall": m["recall"], **({"chain": float(np.mean(right))} if right else {})}
     return out

@@ -54,6 +54,10 @@ class Chained:
         if len(self.then) != len(self.detections):
             raise ValueError(f"{len(self.detections)} boxes but {len(self.then)} chained results")
 
+    def top_label(self) -> str | None:
+        """The second model's answer on the most confident box; None when nothing was found."""
+        return self.then[0].label if self.then else None
+
     def box_texts(self) -> list[str]:
         """What to write on each box: the second model's answer first, then the detector's label."""
         texts = []
@@ -90,22 +94,16 @@ class ChainRunner:
     def infer(self, frames_bgr: list[np.ndarray]) -> tuple[list[Chained], dict[str, float]]:
         detections, timings = self.first.infer(frames_bgr)
         t0 = time.perf_counter()
-        squares, crops, owners = [], [], []
-        for i, (frame, det) in enumerate(zip(frames_bgr, detections)):
-            keep = det.xyxy[: self.max_boxes]
-            boxes = square_crop_box(keep, self.margin)
-            squares.append(boxes)
-            for box in boxes:
-                crops.append(crop(frame, box))
-                owners.append(i)
+        squares = [square_crop_box(det.xyxy[: self.max_boxes], self.margin) for det in detections]
+        crops = [crop(frame, box) for frame, boxes in zip(frames_bgr, squares) for box in boxes]
         t1 = time.perf_counter()
         then_results, then_timings = self.then.infer(crops) if crops else ([], {})
-        out = []
-        for i, det in enumerate(detections):
-            n = len(squares[i])
+        out, start = [], 0
+        for det, boxes in zip(detections, squares):  # the crops went in frame order
+            n = len(boxes)
             det = Detections(det.labels, det.xyxy[:n], det.score[:n], det.label_id[:n])
-            mine = tuple(r for r, o in zip(then_results, owners) if o == i)
-            out.append(Chained(det, mine, squares[i]))
+            out.append(Chained(det, tuple(then_results[start : start + n]), boxes))
+            start += n
         for key, value in then_timings.items():
             timings[key] = timings.get(key, 0.0) + value
         timings["preprocess_ms"] = timings.get("preprocess_ms", 0.0) + (t1 - t0) * 1e3

@@ -48,9 +48,9 @@ def evaluate_boxes(runner, data: Path, rename: tuple[str, ...], operating_score:
     if chain is not None:
         labels = set(chain.then.spec.labels)
         scored = [(r, s) for r, s in zip(answers, samples) if s.path.parent.name in labels]
-        right = sum(int(bool(r.then) and r.then[0].label == s.path.parent.name) for r, s in scored)
+        right = sum(int(r.top_label() == s.path.parent.name) for r, s in scored)
         out["then"] = str(chain.then.path)
         out["chain_accuracy"] = right / len(scored) if scored else None
         out["chain_images"] = len(scored)
-        out["no_box_images"] = sum(int(not r.then) for r, _ in scored)
+        out["no_box_images"] = sum(int(r.top_label() is None) for r, _ in scored)
     return out
