@@ -21,13 +21,14 @@ def evaluate_boxes(runner, data: Path, rename: tuple[str, ...], operating_score:
     ChainRunner whose detector uses ``operating_score`` as 'run' does, gives the chained answers
     and the time per image of the whole chain (detector, crops, classifier)."""
     from ..training.detection import detection_metrics, read_box_folder
+    from ..training.options import is_rename_rule
 
     spec = runner.spec
     if spec.kind != "detect":
         raise UserError(f"eval scores detection models; {runner.path.name} is a {spec.kind} model "
                         "(for a classifier, 'edgevision predict' prints the accuracy by folder name)")
     for rule in rename:
-        if rule.rpartition(":")[2] not in spec.labels or not rule.rpartition(":")[0]:
+        if not is_rename_rule(rule, spec.labels):
             raise UserError(f"--rename takes PATTERN:CLASS with a class of the model ({', '.join(spec.labels)}), "
                             f"got {rule!r}")
     samples, stats = read_box_folder(Path(data), spec.labels, rename)

@@ -21,6 +21,12 @@ BACKBONES = ("mobilenet_v2", "tiny")
 HEADS = ("regression", "heatmap")
 
 
+def is_rename_rule(rule: str, classes: tuple[str, ...]) -> bool:
+    """'pattern:class' with a non-empty pattern and one of ``classes`` (detection box-name rules)."""
+    pattern, colon, target = rule.rpartition(":")
+    return bool(colon and pattern) and target in classes
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: str  # DATA/<label>/*.jpg or DATA/{train,val}/<label>/*.jpg
@@ -85,7 +91,7 @@ class TrainConfig:
         if self.task == "detect" and not self.det_classes:
             raise UserError("detect needs at least one class name (--det-classes hand)")
         for rule in self.det_rename:
-            if ":" not in rule or not rule.rpartition(":")[0] or rule.rpartition(":")[2] not in self.det_classes:
+            if not is_rename_rule(rule, self.det_classes):
                 raise UserError(f"det_rename rules look like '*-hand:hand' with a class of det_classes, got {rule!r}")
         if self.head not in HEADS:
             raise UserError(f"head must be 'regression' or 'heatmap', got {self.head!r}")
