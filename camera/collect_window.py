@@ -8,7 +8,8 @@ import time
 import cv2
 
 from ..deploy.errors import UserError
-from .collect import CollectOptions, Collector, Reviewer, display_scale, display_to_source
+from .collect import CollectOptions, Collector, display_scale, display_to_source
+from .review import Reviewer
 from .sinks import display_available
 from .sources import open_source
 

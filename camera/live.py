@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from ..deploy.providers import short_name
 from ..deploy.runner import Runner
-from .overlay import draw_hud, draw_result, replace_background
+from ..deploy.tasks.segment import replace_background
+from .overlay import draw_hud, draw_result
 
 STAGES = ("capture_ms", "preprocess_ms", "infer_ms", "decode_ms", "draw_ms", "sink_ms")
 
@@ -66,7 +67,7 @@ def _loop(source, runner: Runner, sinks: list, max_frames: int | None, draw: boo
             "frame": frame.index,
             "timestamp": round(frame.timestamp, 6),
             **({"file": frame.name} if frame.name else {}),
-            "result": result.to_json(),
+            "result": result.to_dict(),
             "timings_ms": {k: round(v, 3) for k, v in timings.items()},
             "stats": {"fps": round(fps, 2), "latency_ms": round(latency_ms, 3), "provider": provider},
         }

@@ -10,28 +10,13 @@ from typing import TextIO
 
 import cv2
 
-from ..deploy.chain import Chained, ChainRunner
+from ..deploy.chain import ChainRunner
 from ..deploy.errors import UserError
+from ..deploy.images import read_image
 from ..deploy.results import Classification, Segmentation
 from ..deploy.runner import Runner
+from ..deploy.tasks.chain import Chained
 from .overlay import draw_result
-from .sources import IMAGE_SUFFIXES, read_image
-
-
-def collect_images(paths: list[str]) -> list[Path]:
-    """Files as given, folders searched recursively in name order; missing paths are an error."""
-    found: list[Path] = []
-    for text in paths:
-        path = Path(text).expanduser()
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise UserError(f"not found: {text}")
-    if not found:
-        raise UserError(f"no images in {', '.join(paths)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    return found
 
 
 @dataclass
@@ -84,7 +69,7 @@ def predict(
     for batch in _batches(paths, batch_size, report):
         results, _ = runner.infer([image for _, image in batch])
         for (path, image), result in zip(batch, results):
-            record = {"file": str(path), **result.to_json()}
+            record = {"file": str(path), **result.to_dict()}
             if masks_dir is not None and isinstance(result, Segmentation):
                 mask_path = masks_dir / f"{path.stem}.png"
                 if mask_path.exists():

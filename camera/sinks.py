@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 
 from ..deploy.errors import UserError
+from ..deploy.images import check_new_output
+from ..deploy.tasks import summary_text
 
 QUIT_KEYS = frozenset({ord("q"), ord("Q"), 27})  # q, Esc
 WINDOW_MAX_WH = (1280, 720)
@@ -29,20 +31,6 @@ def display_available() -> bool:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return False
     return opencv_gui() != "NONE"
-
-
-def check_new_output(path: Path, overwrite: bool) -> Path:
-    """Refuse to replace an existing file unless asked; create the parent folder."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise UserError(f"{path} exists: choose another name or pass --overwrite")
-    if path.is_dir():
-        raise UserError(f"{path} is a folder; give a file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the folder for {path}: {exc.strerror}") from exc
-    return path
 
 
 class WindowSink:
@@ -131,26 +119,6 @@ class JsonlSink:
             self._file.close()
         else:
             self._file.flush()
-
-
-def summary_text(result: dict) -> str:
-    """A short human summary of a result record for the terminal."""
-    task = result.get("task")
-    if task == "classify":
-        return f"{result['label']} {result['score']:.2f}"
-    if task == "keypoints":
-        return " ".join(f"{n}=({x:.0f},{y:.0f})" for n, (x, y) in result["points"].items())
-    if task == "segment":
-        return " ".join(f"{n} {v:.0%}" for n, v in result["fractions"].items())
-    if task == "chain":
-        return f"{len(result['detections'])} found: " + ", ".join(
-            f"{d['label']} {d['score']:.2f} -> {d['then']['label']}" for d in result["detections"][:5]
-        )
-    if task == "detect":
-        return f"{len(result['detections'])} found: " + ", ".join(
-            f"{d['label']} {d['score']:.2f}" for d in result["detections"][:5]
-        )
-    return json.dumps(result)
 
 
 class ConsoleSink:

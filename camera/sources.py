@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from ..deploy.errors import UserError
+from ..deploy.images import IMAGE_SUFFIXES, list_images, read_image
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 SourceKind = Literal["webcam", "device", "csi", "gstreamer", "url", "video", "images", "image"]
 
@@ -101,22 +101,6 @@ GSTREAMER_FIX = (
     "JetPack's OpenCV (python3 -m venv --system-site-packages, then pip uninstall opencv-python), "
     "or build OpenCV with -DWITH_GSTREAMER=ON"
 )
-
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def read_image(path: Path) -> np.ndarray | None:
-    """Decode an image file to BGR uint8; None when it cannot be read or decoded."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
-    if data.size == 0:
-        return None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return image
 
 
 class ImageSource:

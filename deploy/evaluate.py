@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..camera.sources import read_image
+from ..deploy.images import read_image
 from .errors import UserError
 
 
@@ -20,8 +20,8 @@ def evaluate_boxes(runner, data: Path, rename: tuple[str, ...], operating_score:
     is seen; recall and precision count boxes scoring at least ``operating_score``. ``chain``, a
     ChainRunner whose detector uses ``operating_score`` as 'run' does, gives the chained answers
     and the time per image of the whole chain (detector, crops, classifier)."""
-    from ..training.detection import detection_metrics, read_box_folder
-    from ..training.options import is_rename_rule
+    from .boxdata import is_rename_rule, read_box_folder
+    from .tasks.detect import detection_metrics
 
     spec = runner.spec
     if spec.kind != "detect":

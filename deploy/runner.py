@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from . import ops
+from . import ops, tasks
 from .errors import UserError
 from .onnxmeta import OnnxHeader, read_header
 from .providers import (
@@ -116,10 +116,7 @@ class Runner:
         if all(isinstance(d, int) for d in hw) and hw != self.spec.input_hw:
             raise UserError(f"{self.path} input is {hw[0]}x{hw[1]} but its spec says {self.spec.input_hw}")
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        outputs = [o.name for o in self.session.get_outputs()]
-        if self.spec.kind == "detect" and {"boxes", "scores"} <= set(outputs):
-            outputs = ["boxes", "scores"]
-        self.output_names = outputs
+        self.output_names = tasks.output_names(self.spec.kind, [o.name for o in self.session.get_outputs()])
         if inputs[0].type != "tensor(float)":
             raise UserError(f"{self.path} input must be float32 pixels, got {inputs[0].type}")
 
@@ -139,13 +136,8 @@ class Runner:
         else:
             outputs = self.session.run(self.output_names, {self.input_name: batch})
         t2 = time.perf_counter()
-        detect_options = {}
-        if self.spec.kind == "detect":
-            detect_options = {
-                "score_threshold": self.options.score_threshold,
-                "iou_threshold": self.options.iou_threshold,
-            }
-        results = ops.decode(outputs, self.spec, placements, **detect_options)
+        results = tasks.decode(outputs, self.spec, placements, score_threshold=self.options.score_threshold,
+                               iou_threshold=self.options.iou_threshold)
         t3 = time.perf_counter()
         timings = {
             "preprocess_ms": (t1 - t0) * 1e3,

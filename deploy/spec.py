@@ -32,6 +32,19 @@ ResizeMode = Literal["stretch", "letterbox"]
 OutputKind = Literal["probs", "logits"]
 
 
+@dataclass(frozen=True)
+class Headline:
+    """A task's headline metric: its key in metric reports, its name for people, its direction."""
+
+    key: str
+    name: str
+    higher_is_better: bool
+
+    def loss(self, before: float, after: float) -> float:
+        """How much worse ``after`` is than ``before`` (> 0 is worse)."""
+        return before - after if self.higher_is_better else after - before
+
+
 class SpecError(UserError, ValueError):
     """The spec is missing, malformed or inconsistent."""
 

@@ -47,13 +47,15 @@ def tiny_model(tmp_path):
 
 def export_in_fresh_process(run_dir: Path, out: Path) -> str:
     """'edgevision export RUN --out OUT' in a new Python process (as a user runs it, with nothing
-    registered by the training process); asserts it succeeded and returns its stdout."""
+    registered by the training process); asserts it succeeded, printed no results on stdout (its
+    progress goes to stderr), and returns that progress."""
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-m", "edgevision.deploy.cli", "export", str(run_dir), "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "edgevision.cli", "export", str(run_dir), "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    return proc.stdout
+    assert proc.stdout == "", proc.stdout
+    return proc.stderr
 
 
 def solid_frame(h: int, w: int, bgr=(0, 0, 255)) -> np.ndarray:

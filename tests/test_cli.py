@@ -10,12 +10,12 @@ import cv2
 import pytest
 from conftest import REPO, solid_frame
 
-EDGEVISION = [sys.executable, "-m", "edgevision.deploy.cli"]
+EDGEVISION = [sys.executable, "-m", "edgevision.cli"]
 HEADLESS = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
 
 NO_TF_CHECK = """
 import sys
-from edgevision.deploy.cli import main
+from edgevision.cli import main
 rc = main(sys.argv[1:])
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'tensorflow', 'keras', 'tf2onnx', 'tensorboard'})
 print('HEAVY=' + ','.join(heavy), file=sys.stderr)

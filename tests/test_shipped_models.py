@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 from conftest import REPO, SHARED_DATA, needs_shared
-from edgevision.camera.predict import collect_images, predict
+from edgevision.camera.predict import predict
+from edgevision.deploy.images import collect_images
 from edgevision.deploy.runner import Runner, RunnerOptions
 
 SHIPPED = {
@@ -55,12 +56,13 @@ def test_shipped_nose_model_returns_a_named_point_inside_a_non_square_frame():
 @needs_shared()
 @pytest.mark.shared
 def test_the_nose_model_matches_the_nme_in_its_card_on_val():
-    from edgevision.training.keypoints import find_point_dataset, keypoint_metrics
+    from edgevision.deploy.tasks.keypoints import keypoint_metrics
+    from edgevision.training.keypoints import find_point_dataset
 
     expected = float(CARD_NME.search((REPO / "models" / "nose.md").read_text()).group(1))
     _, val = find_point_dataset(SHARED_DATA / "nose", ("nose",), 0.2, 0)
     runner = Runner(REPO / "models" / "nose.onnx", RunnerOptions(providers="cpu"))
-    from edgevision.camera.sources import read_image
+    from edgevision.deploy.images import read_image
 
     pred = np.stack([runner(read_image(p)).xy for p in val.paths])
     metrics = keypoint_metrics(pred, val.points, val.norm, ("nose",), val.norm_kind)
@@ -122,7 +124,7 @@ def test_demo_without_a_camera_says_so_and_runs_the_sample_clip(tmp_path):
     out = tmp_path / "demo.jsonl"
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     proc = subprocess.run(
-        [sys.executable, "-m", "edgevision.deploy.cli", "demo", "--jsonl", str(out), "--max-frames", "60"],
+        [sys.executable, "-m", "edgevision.cli", "demo", "--jsonl", str(out), "--max-frames", "60"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )
     if Path("/dev/video0").exists():
@@ -222,8 +224,9 @@ CARD_MIOU = re.compile(r"Validation mean IoU \(onnxruntime, val/\): \*\*([0-9.]+
 @needs_shared()
 @pytest.mark.shared
 def test_the_person_segmenter_matches_the_mean_iou_in_its_card_on_val():
-    from edgevision.camera.sources import read_image
-    from edgevision.training.segmentation import find_seg_dataset, iou_metrics
+    from edgevision.deploy.images import read_image
+    from edgevision.deploy.tasks.segment import iou_metrics
+    from edgevision.training.segmentation import find_seg_dataset
 
     expected = float(CARD_MIOU.search((REPO / "models" / "person_seg.md").read_text()).group(1))
     _, val = find_seg_dataset(SHARED_DATA / "person_seg", {0: 1}, 0.2, 0)

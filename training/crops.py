@@ -15,10 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..camera.sources import read_image
-from ..deploy.chain import DEFAULT_MARGIN, crop, square_crop_box
+from ..deploy.boxdata import read_box_folder
 from ..deploy.errors import UserError
-from .detection import read_box_folder
+from ..deploy.images import read_image
+from ..deploy.tasks.chain import DEFAULT_MARGIN, crop, square_crop_box
 
 JITTER_MARGIN = (0.0, 0.35)  # margins drawn for the jittered training copies
 JITTER_SHIFT = 0.1  # centre shift, a share of the box's longer side

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..camera.sources import IMAGE_SUFFIXES, read_image
 from ..deploy.errors import UserError
+from ..deploy.images import IMAGE_SUFFIXES, read_image
 from ..deploy.ops import fit_to_input, to_model_color
 
 

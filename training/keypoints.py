@@ -23,8 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..camera.sources import read_image
 from ..deploy.errors import UserError
+from ..deploy.images import read_image
 from ..deploy.ops import fit_to_input, to_model_color
 
 IBUG_EYES = {"right_eye": range(36, 42), "left_eye": range(42, 48)}  # the subject's right eye is on the image left
@@ -204,21 +204,3 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float, g
     if grey_p > 0 and rng.random() < grey_p:
         x = np.repeat(x.mean(axis=2, keepdims=True), 3, axis=2)
     return np.clip(x, 0, 255).astype(np.uint8)
-
-
-def keypoint_metrics(pred: np.ndarray, true: np.ndarray, norm: np.ndarray, names: tuple[str, ...],
-                     norm_kind: str) -> dict:
-    """pred, true (n, k, 2) in source pixels; norm (n,). NME per image is the mean over its points."""
-    dist = np.linalg.norm(pred - true, axis=2)  # (n, k) pixels
-    nme = dist / norm[:, None]
-    per_image = nme.mean(axis=1)
-    return {
-        "nme_mean": float(per_image.mean()),
-        "nme_median": float(np.median(per_image)),
-        "nme_share_below_0.1": float((per_image < 0.1).mean()),
-        "pixel_error_mean": float(dist.mean()),
-        "pixel_error_median": float(np.median(dist)),
-        "per_point_nme_mean": {n: float(nme[:, i].mean()) for i, n in enumerate(names)},
-        "normalised_by": norm_kind,
-        "images": int(len(pred)),
-    }

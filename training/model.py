@@ -3,8 +3,6 @@ augmentation does not (it runs in the tf.data pipeline and never reaches the exp
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -135,15 +133,3 @@ def augmenter(config, num_classes: int, classes: tuple[str, ...]):
         return images, labels
 
     return augment
-
-
-def load_run_model(run_dir: Path) -> keras.Model:
-    from . import keypoint_model, train_detect, train_segment  # noqa: F401  (register the custom layers and loss saved with them)
-
-    path = Path(run_dir) / "model.keras"
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not a training run (no model.keras): train one with 'edgevision train'")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"cannot load {path}: {str(exc).splitlines()[0][:200]}") from exc

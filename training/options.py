@@ -7,6 +7,7 @@ import sys
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
+from ..deploy.boxdata import is_rename_rule
 from ..deploy.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -19,12 +20,6 @@ MODES = ("fast", "finetune")
 TASKS = ("classify", "keypoints", "segment", "detect")
 BACKBONES = ("mobilenet_v2", "tiny")
 HEADS = ("regression", "heatmap")
-
-
-def is_rename_rule(rule: str, classes: tuple[str, ...]) -> bool:
-    """'pattern:class' with a non-empty pattern and one of ``classes`` (detection box-name rules)."""
-    pattern, colon, target = rule.rpartition(":")
-    return bool(colon and pattern) and target in classes
 
 
 @dataclass(frozen=True)

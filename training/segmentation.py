@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..camera.sources import IMAGE_SUFFIXES, read_image
 from ..deploy.errors import UserError
+from ..deploy.images import IMAGE_SUFFIXES, read_image
 from ..deploy.ops import fit_to_input, to_model_color
 
 
@@ -169,17 +169,3 @@ def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, 
     out = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     out_mask = cv2.warpAffine(mask, m, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
     return color_jitter(out, rng, config.color, config.grayscale), out_mask
-
-
-def iou_metrics(pred: list[np.ndarray], true: list[np.ndarray], labels: tuple[str, ...]) -> dict:
-    """IoU per class over the whole set (intersections and unions summed over images), and their mean."""
-    inter = np.zeros(len(labels))
-    union = np.zeros(len(labels))
-    for p, t in zip(pred, true):
-        if p.shape != t.shape:
-            raise ValueError(f"prediction {p.shape} and mask {t.shape} differ in size")
-        for c in range(len(labels)):
-            inter[c] += np.logical_and(p == c, t == c).sum()
-            union[c] += np.logical_or(p == c, t == c).sum()
-    iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
-    return {"iou": {n: float(v) for n, v in zip(labels, iou)}, "miou": float(np.nanmean(iou)), "images": len(pred)}

@@ -25,42 +25,11 @@ import tensorflow as tf
 from ..deploy.errors import UserError
 from ..deploy.spec import TaskSpec
 from .data import ClassDataset, find_dataset, load_images, with_extra
+from .fit import EpochLine, finetune_callbacks, finetune_schedule, log_line, new_run_dir, unfreeze_backbone
 from .metrics import classification_metrics, save_confusion_png, save_curves_png
-from .model import augmenter, build_classifier, feature_extractor, set_trainable_top
+from .model import augmenter, build_classifier, feature_extractor
 from .options import TrainConfig, config_from_args
-
-
-class EpochLine(keras.callbacks.Callback):
-    """One line per epoch (or every ``every`` epochs) with loss, accuracy and time."""
-
-    def __init__(self, stage: str, total: int, log: Callable[[str], None], every: int = 1,
-                 metric: str | None = "accuracy") -> None:
-        super().__init__()
-        self.stage, self.total, self.log, self.every, self.metric = stage, total, log, every, metric
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if (epoch + 1) % self.every and epoch + 1 != self.total:
-            return
-        logs = logs or {}
-        m, short = self.metric, {"accuracy": "acc"}.get(self.metric, self.metric)
-        extra = f"  {short} {logs.get(m, 0):.4g}" if m else ""
-        extra_val = f"  val_{short} {logs.get('val_' + m, 0):.4g}" if m else ""
-        self.log(
-            f"{self.stage} epoch {epoch + 1:>3}/{self.total}  loss {logs.get('loss', 0):.4g}{extra}  "
-            f"val_loss {logs.get('val_loss', 0):.4g}{extra_val}  {time.perf_counter() - self.start:.1f} s"
-        )
-
-
-def new_run_dir(config: TrainConfig) -> Path:
-    """runs/<name>-<date>-<time>, never an existing folder."""
-    base = Path(config.runs_dir) / f"{config.run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True)
-    return path
+from .runfolder import write_val_list
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -121,53 +90,6 @@ def fit_head(model, x_train, y_train, x_val, y_val, config, run_dir, log, weight
     return history.history
 
 
-class AugmentedBatches(keras.utils.PyDataset):
-    """Batches of freshly augmented samples, reshuffled every epoch. ``augment(image, target, rng)``
-    returns the (image, target) pair the model trains on."""
-
-    def __init__(self, images, targets, batch_size: int, augment, seed: int) -> None:
-        super().__init__()
-        self.images, self.targets, self.batch_size, self.augment = images, targets, batch_size, augment
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(images))
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.images) / self.batch_size)
-
-    def __getitem__(self, i: int):
-        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        pairs = [self.augment(self.images[j], self.targets[j], self.rng) for j in idx]
-        return np.stack([p[0] for p in pairs]).astype(np.float32), np.stack([p[1] for p in pairs])
-
-    def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.images))
-
-
-def unfreeze_backbone(owner: keras.Model, config: TrainConfig, log: Callable[[str], None]) -> None:
-    """The whole backbone from scratch (weights 'none'), else its top ``config.unfreeze`` layers."""
-    if config.weights == "none":
-        trainable = set_trainable_top(owner, None)
-        log(f"training the whole backbone from scratch ({trainable} weight tensors)")
-    else:
-        trainable = set_trainable_top(owner, config.unfreeze)
-        log(f"fine-tuning the top {config.unfreeze} backbone layers ({trainable} weight tensors)")
-
-
-def finetune_schedule(config: TrainConfig, steps_per_epoch: int):
-    """Linear warm-up over the first 5% of steps to ``config.lr``, then cosine decay to 0."""
-    steps = config.epochs * steps_per_epoch
-    return keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=config.lr, warmup_steps=max(1, steps // 20))
-
-
-def finetune_callbacks(config: TrainConfig, run_dir: Path, log: Callable[[str], None], metric: str | None) -> list:
-    return [
-        *([keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True)]
-          if config.patience else []),
-        keras.callbacks.TensorBoard(str(run_dir / "tb" / "finetune")),
-        EpochLine("finetune", config.epochs, log, metric=metric),
-    ]
-
-
 def fine_tune(model, x_train, y_train, x_val, y_val, config, run_dir, log, weights, classes) -> dict:
     num_classes = len(classes)
     unfreeze_backbone(model, config, log)
@@ -200,11 +122,7 @@ def fine_tune(model, x_train, y_train, x_val, y_val, config, run_dir, log, weigh
     return history.history
 
 
-def _print_now(message: str) -> None:
-    print(message, flush=True)  # per-epoch lines must show at once, also through a pipe
-
-
-def train(config: TrainConfig, log: Callable[[str], None] = _print_now) -> Path:
+def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
     """Train a classifier as ``config`` says; return the run folder."""
     t_start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
@@ -263,8 +181,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = _print_now) -> Path:
     (run_dir / "spec.json").write_text(spec.to_json() + "\n")
     (run_dir / "config.toml").write_text(config.to_toml())
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    val_lines = [f"{p}\t{classes[y]}" for p, y in zip(dataset.val.paths, dataset.val.labels) if p not in skipped]
-    (run_dir / "val.tsv").write_text("\n".join(val_lines) + "\n")
+    write_val_list(run_dir, [(p, [classes[y]]) for p, y in zip(dataset.val.paths, dataset.val.labels)
+                             if p not in skipped])
     (run_dir / "history.json").write_text(json.dumps(history, default=float) + "\n")
     save_confusion_png(np.asarray(metrics["confusion_matrix"]), classes, run_dir / "confusion.png")
     save_curves_png(history, run_dir / "curves.png")
@@ -280,22 +198,22 @@ def train(config: TrainConfig, log: Callable[[str], None] = _print_now) -> Path:
 def train_from_args(args) -> Path:
     config = config_from_args(args)
     if args.export is not None:
-        from ..camera.sinks import check_new_output
+        from ..deploy.images import check_new_output
 
         check_new_output(args.export, args.overwrite)  # fail before training, not after
     try:
         if config.task == "keypoints":
             from .train_keypoints import train_keypoints
 
-            run_dir = train_keypoints(config, _print_now)
+            run_dir = train_keypoints(config, log_line)
         elif config.task == "segment":
             from .train_segment import train_segment
 
-            run_dir = train_segment(config, _print_now)
+            run_dir = train_segment(config, log_line)
         elif config.task == "detect":
             from .train_detect import train_detect
 
-            run_dir = train_detect(config, _print_now)
+            run_dir = train_detect(config, log_line)
         else:
             run_dir = train(config)
     except tf.errors.ResourceExhaustedError as exc:

@@ -24,21 +24,16 @@ import numpy as np
 from keras import layers, ops
 
 from ..deploy import ops as rt_ops
+from ..deploy.boxdata import find_box_dataset, sample_to_json
 from ..deploy.spec import TaskSpec
-from .detection import (
-    augment_boxes,
-    detection_metrics,
-    encode_targets,
-    find_box_dataset,
-    grid_centres,
-    letterbox_sample,
-    mosaic,
-    sample_to_json,
-)
+from ..deploy.tasks import detect as detect_task
+from ..deploy.tasks.detect import detection_metrics
+from .detection import augment_boxes, encode_targets, grid_centres, letterbox_sample, mosaic
+from .fit import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
 from .metrics import save_curves_png
 from .model import BACKBONE_NAME, build_backbone
 from .options import TrainConfig
-from .train import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
+from .runfolder import write_val_list
 
 FEATURES = {16: ("block_13_expand_relu", "out_relu"),  # strides 16 and 32
             8: ("block_6_expand_relu", "block_13_expand_relu", "out_relu")}  # 8, 16 and 32
@@ -150,8 +145,8 @@ def shrink(image_rgb: np.ndarray, xyxy: np.ndarray, longest: int) -> tuple[np.nd
 
 
 def load_sources(samples) -> list[np.ndarray]:
-    from ..camera.sources import read_image
     from ..deploy.errors import UserError
+    from ..deploy.images import read_image
 
     images = []
     for s in samples:
@@ -165,12 +160,12 @@ def load_sources(samples) -> list[np.ndarray]:
 def evaluate_detector(predict: Callable[[np.ndarray], list], val, spec: TaskSpec, score_threshold: float = 0.01
                       ) -> dict:
     """AP50 and recall at source resolution, through the runtime's own preprocessing, decoding and NMS."""
-    from ..camera.sources import read_image
+    from ..deploy.images import read_image
 
     preds = []
     for s in val:
         batch, placements = rt_ops.preprocess([read_image(s.path)], spec)
-        preds.append(rt_ops.decode_detect(predict(batch), spec, placements, score_threshold=score_threshold)[0])
+        preds.append(detect_task.decode(predict(batch), spec, placements, score_threshold=score_threshold)[0])
     return detection_metrics(preds, val, spec.labels, operating_score=spec.score_threshold)
 
 
@@ -236,8 +231,7 @@ def train_detect(config: TrainConfig, log: Callable[[str], None]) -> Path:
     (run_dir / "spec.json").write_text(spec.to_json() + "\n")
     (run_dir / "config.toml").write_text(config.to_toml())
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    lines = [f"{s.path}\t{sample_to_json(s)}" for s in val]
-    (run_dir / "val.tsv").write_text("\n".join(lines) + "\n")
+    write_val_list(run_dir, [(s.path, [sample_to_json(s)]) for s in val])
     (run_dir / "history.json").write_text(json.dumps(history, default=float) + "\n")
     save_curves_png(history, run_dir / "curves.png", metric=None)
     per_class = ", ".join(f"{n} {v['ap50']:.4f}" for n, v in metrics["per_class"].items())

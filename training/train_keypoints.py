@@ -12,11 +12,13 @@ import keras
 import numpy as np
 
 from ..deploy.spec import TaskSpec
+from ..deploy.tasks.keypoints import keypoint_metrics
+from .fit import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
 from .keypoint_model import build_keypoint_model, normalised, with_flip_average
-from .keypoints import augment_sample, find_point_dataset, flip_partner, keypoint_metrics, load_resized
+from .keypoints import augment_sample, find_point_dataset, flip_partner, load_resized
 from .metrics import save_curves_png
 from .options import TrainConfig
-from .train import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
+from .runfolder import write_val_list
 
 
 def _compile(model: keras.Model, lr, config: TrainConfig) -> None:
@@ -111,8 +113,8 @@ def train_keypoints(config: TrainConfig, log: Callable[[str], None]) -> Path:
     (run_dir / "config.toml").write_text(config.to_toml())
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     kept = val.kept
-    lines = [f"{p}\t{json.dumps(pts.tolist())}\t{n}" for p, pts, n in zip(kept.paths, kept.points, kept.norm)]
-    (run_dir / "val.tsv").write_text("\n".join(lines) + "\n")
+    write_val_list(run_dir, [(p, [json.dumps(pts.tolist()), str(n)])
+                             for p, pts, n in zip(kept.paths, kept.points, kept.norm)])
     (run_dir / "history.json").write_text(json.dumps(history, default=float) + "\n")
     save_curves_png(history, run_dir / "curves.png", metric="mae")
     log(f"val NME {metrics['nme_mean']:.4f} mean, {metrics['nme_median']:.4f} median, "

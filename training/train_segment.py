@@ -16,11 +16,14 @@ from keras import layers, ops
 
 from ..deploy import ops as rt_ops
 from ..deploy.spec import TaskSpec
+from ..deploy.tasks import segment as segment_task
+from ..deploy.tasks.segment import iou_metrics
+from .fit import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
 from .metrics import save_curves_png
 from .model import BACKBONE_NAME, build_backbone
 from .options import TrainConfig
-from .segmentation import augment_pair, find_seg_dataset, iou_metrics, load_resized
-from .train import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
+from .runfolder import write_val_list
+from .segmentation import augment_pair, find_seg_dataset, load_resized
 
 SKIPS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "block_16_project")  # s4..s32
 OUTPUT_STRIDE = 4
@@ -89,13 +92,13 @@ def downsample_mask(mask: np.ndarray) -> np.ndarray:
 
 def evaluate_masks(predict: Callable[[np.ndarray], np.ndarray], val, spec: TaskSpec) -> dict:
     """IoU at source resolution, through the runtime's own decode (one upsampling per image)."""
-    from ..camera.sources import read_image
+    from ..deploy.images import read_image
 
     preds = []
     for path in val.images:
         frame = read_image(path)
         batch, placements = rt_ops.preprocess([frame], spec)
-        preds.append(rt_ops.decode_segment([predict(batch)], spec, placements)[0].class_map)
+        preds.append(segment_task.decode([predict(batch)], spec, placements)[0].class_map)
     return iou_metrics(preds, list(val.masks), spec.labels)
 
 
@@ -148,11 +151,11 @@ def train_segment(config: TrainConfig, log: Callable[[str], None]) -> Path:
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     mask_dir = run_dir / "val_masks"
     mask_dir.mkdir()
-    lines = []
+    rows = []
     for i, (path, mask) in enumerate(zip(val.images, val.masks)):
         cv2.imwrite(str(mask_dir / f"{i}.png"), mask)
-        lines.append(f"{path}\t{mask_dir / f'{i}.png'}")
-    (run_dir / "val.tsv").write_text("\n".join(lines) + "\n")
+        rows.append((path, [str(mask_dir / f"{i}.png")]))
+    write_val_list(run_dir, rows)
     (run_dir / "history.json").write_text(json.dumps(history, default=float) + "\n")
     save_curves_png(history, run_dir / "curves.png")
     log(f"val mean IoU {metrics['miou']:.4f} ("

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from conftest import solid_frame
 from edgevision.camera import collect as C
+from edgevision.camera.review import Reviewer
 from edgevision.deploy.errors import UserError
 from edgevision.training.data import find_dataset
 
@@ -194,7 +195,7 @@ def test_points_resume_and_refuse_a_csv_of_other_point_names(tmp_path):
 def test_review_deletes_to_the_trash_and_relabels_between_classes(tmp_path):
     col = classes_collector(tmp_path)
     saved = [col.save_class(frame(i), i % 2) for i in range(4)]
-    reviewer = C.Reviewer(classes_collector(tmp_path))
+    reviewer = Reviewer(classes_collector(tmp_path))
     assert len(reviewer.items) == 4 and reviewer.render() is not None
     first = reviewer.current()
     reviewer.on_key(ord("d"))
@@ -211,7 +212,7 @@ def test_review_of_points_draws_them(tmp_path):
     col = points_collector(tmp_path, names=("nose",))
     col.click(40, 30, frame(0))
     col.confirm(0.0)
-    reviewer = C.Reviewer(points_collector(tmp_path, names=("nose",)))
+    reviewer = Reviewer(points_collector(tmp_path, names=("nose",)))
     assert reviewer.points_of(reviewer.current()) == [(40.0, 30.0)]
     view = reviewer.render()
     assert view.shape == (120, 160, 3)

@@ -39,7 +39,7 @@ def xdo(env, *args):
 
 
 def start_collect(env, *args):
-    proc = subprocess.Popen([sys.executable, "-m", "edgevision.deploy.cli", "collect", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "edgevision.cli", "collect", *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 30
     while time.time() < deadline:

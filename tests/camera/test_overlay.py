@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from edgevision.camera import overlay
 from edgevision.deploy.results import Classification, Detections, Keypoints, Segmentation
+from edgevision.deploy.tasks import segment
 
 RESULTS = {
     "classify": Classification(("a", "b", "c"), np.array([0.7, 0.2, 0.1])),
@@ -20,16 +21,16 @@ def test_overlay_draws_every_task_kind_on_the_frame(kind):
 
 def test_keypoint_is_drawn_where_the_result_says():
     frame = np.zeros((80, 100, 3), np.uint8)
-    overlay.draw_keypoints(frame, RESULTS["keypoints"])
+    RESULTS["keypoints"].draw(frame)
     assert frame[40, 50].any() and not frame[75, 5].any()
 
 
 def test_segmentation_tints_only_the_mask():
     frame = np.full((80, 100, 3), 128, np.uint8)
-    overlay.draw_segmentation(frame, RESULTS["segment"])
+    RESULTS["segment"].draw(frame)
     assert (frame[40, 50] != 128).any() and (frame[5, 5] == 128).all()
     with pytest.raises(ValueError, match="does not match the frame"):
-        overlay.draw_segmentation(np.zeros((10, 10, 3), np.uint8), RESULTS["segment"])
+        RESULTS["segment"].draw(np.zeros((10, 10, 3), np.uint8))
 
 
 def test_hud_shows_fps_latency_and_provider_at_the_bottom():
@@ -44,7 +45,7 @@ def test_background_is_replaced_only_outside_the_mask(background):
     frame = rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)
     original = frame.copy()
     fill = np.full((10, 10, 3), (255, 0, 0), np.uint8) if background == "image" else background
-    overlay.replace_background(frame, RESULTS["segment"], fill)
+    segment.replace_background(frame, RESULTS["segment"], fill)
     person = RESULTS["segment"].class_map > 0
     assert (frame[person] == original[person]).all()
     assert (frame[~person] != original[~person]).any()
@@ -57,8 +58,8 @@ def test_background_is_replaced_only_outside_the_mask(background):
 def test_background_option_parsing_is_strict(tmp_path):
     from edgevision.deploy.errors import UserError
 
-    assert overlay.parse_background("blur") == "blur" and overlay.parse_background("1, 2,3") == "1, 2,3"
+    assert segment.parse_background("blur") == "blur" and segment.parse_background("1, 2,3") == "1, 2,3"
     with pytest.raises(UserError, match="values must be 0..255"):
-        overlay.parse_background("1,2,300")
+        segment.parse_background("1,2,300")
     with pytest.raises(UserError, match="cannot read"):
-        overlay.parse_background(str(tmp_path / "none.jpg"))
+        segment.parse_background(str(tmp_path / "none.jpg"))

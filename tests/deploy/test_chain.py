@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgevision.deploy.chain import ChainRunner, crop, square_crop_box
+from edgevision.deploy.chain import ChainRunner
 from edgevision.deploy.errors import UserError
 from edgevision.deploy.runner import Runner, RunnerOptions
+from edgevision.deploy.tasks.chain import crop, square_crop_box
 
 
 def test_square_crop_box_hand_computed():
@@ -44,7 +45,7 @@ def test_the_chain_classifies_the_region_each_box_covers(tiny_model, hw):
     np.testing.assert_allclose(result.detections.xyxy[0], [0.1 * w, 0.1 * h, 0.5 * w, 0.5 * h], atol=1.0)
     side = 0.4 * max(h, w)  # margin 0: the square's side is the box's longer side
     np.testing.assert_allclose(result.crop_xyxy[0, 2:] - result.crop_xyxy[0, :2], [side, side], atol=1.0)
-    record = result.to_json()
+    record = result.to_dict()
     assert record["task"] == "chain" and record["detections"][1]["then"]["label"] == "blue"
     assert "crop_xyxy" in record["detections"][0]
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from edgevision.deploy import ops
 from edgevision.deploy.spec import TaskSpec
+from edgevision.deploy.tasks import classify, detect, segment
 
 
 def test_to_model_color_is_the_one_bgr_to_rgb_conversion():
@@ -44,23 +45,23 @@ def test_nms_keeps_the_best_of_overlapping_boxes_hand_computed():
     boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 4]], np.float32)
     scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
     # IoU(0,1) = 90 / 110 = 0.818; IoU(0,3) = 40 / 100 = 0.4; box 2 is apart.
-    assert ops.nms(boxes, scores, 0.5).tolist() == [0, 2, 3]
-    assert ops.nms(boxes, scores, 0.3).tolist() == [0, 2]
-    assert ops.nms(boxes, scores, 0.9).tolist() == [0, 1, 2, 3]
+    assert detect.nms(boxes, scores, 0.5).tolist() == [0, 2, 3]
+    assert detect.nms(boxes, scores, 0.3).tolist() == [0, 2]
+    assert detect.nms(boxes, scores, 0.9).tolist() == [0, 1, 2, 3]
 
 
 def test_box_iou_hand_computed():
     boxes = np.array([[1, 1, 3, 3], [0, 0, 2, 2], [5, 5, 6, 6]], np.float32)
-    iou = ops.box_iou(np.array([0, 0, 2, 2], np.float32), boxes)
+    iou = detect.box_iou(np.array([0, 0, 2, 2], np.float32), boxes)
     np.testing.assert_allclose(iou, [1 / 7, 1.0, 0.0], atol=1e-6)
 
 
 def test_batched_nms_never_suppresses_across_classes():
     boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], np.float32)
     scores = np.array([0.9, 0.8], np.float32)
-    assert ops.batched_nms(boxes, scores, np.array([0, 1]), 0.5).tolist() == [0, 1]
-    assert ops.batched_nms(boxes, scores, np.array([1, 1]), 0.5).tolist() == [0]
-    assert ops.batched_nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0), 0.5).size == 0
+    assert detect.batched_nms(boxes, scores, np.array([0, 1]), 0.5).tolist() == [0, 1]
+    assert detect.batched_nms(boxes, scores, np.array([1, 1]), 0.5).tolist() == [0]
+    assert detect.batched_nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0), 0.5).size == 0
 
 
 def test_decode_detect_returns_source_pixel_boxes_after_threshold_and_nms():
@@ -69,11 +70,11 @@ def test_decode_detect_returns_source_pixel_boxes_after_threshold_and_nms():
     _, placements = ops.preprocess([frame], spec)
     boxes = np.array([[[0.1, 0.2, 0.5, 0.6], [0.11, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0]]], np.float32)
     scores = np.array([[[0.9, 0.0], [0.85, 0.0], [0.1, 0.2]]], np.float32)
-    (det,) = ops.decode_detect([boxes, scores], spec, placements)
+    (det,) = detect.decode([boxes, scores], spec, placements)
     assert len(det) == 1  # the duplicate is suppressed, the low score dropped
     np.testing.assert_allclose(det.xyxy[0], [40, 40, 200, 120], atol=1e-3)
     assert det.label_id.tolist() == [0] and det.score[0] == pytest.approx(0.9)
-    (det_low,) = ops.decode_detect([boxes, scores], spec, placements, score_threshold=0.15)
+    (det_low,) = detect.decode([boxes, scores], spec, placements, score_threshold=0.15)
     assert det_low.label_id.tolist() == [0, 1]
 
 
@@ -84,7 +85,7 @@ def test_decode_segment_upsamples_once_to_the_source_size_and_crops_letterbox_pa
     probs = np.zeros((1, 4, 4, 2), np.float32)
     probs[..., 0] = 1.0
     probs[0, :, 2:, 1], probs[0, :, 2:, 0] = 1.0, 0.0  # right half is foreground
-    (seg,) = ops.decode_segment([probs], spec, placements)
+    (seg,) = segment.decode([probs], spec, placements)
     assert seg.class_map.shape == (20, 40)
     assert seg.class_map[:, :18].max() == 0 and seg.class_map[:, 22:].min() == 1
 
@@ -92,4 +93,4 @@ def test_decode_segment_upsamples_once_to_the_source_size_and_crops_letterbox_pa
 def test_decode_rejects_outputs_of_the_wrong_shape_with_both_shapes_named():
     spec = TaskSpec("classify", (4, 4), ("a", "b", "c"))
     with pytest.raises(ValueError, match=r"must output \(n, 3\), got \(1, 2\)"):
-        ops.decode_classify([np.zeros((1, 2), np.float32)], spec)
+        classify.decode([np.zeros((1, 2), np.float32)], spec, [])

@@ -19,7 +19,7 @@ def test_runner_returns_the_typed_result_for_each_task_kind(tiny_model, kind):
     results, timings = runner.infer([solid_frame(60, 80), solid_frame(30, 30)])
     assert [type(r) for r in results] == [RESULT_TYPES[kind]] * 2
     assert set(timings) == {"preprocess_ms", "infer_ms", "decode_ms"}
-    assert isinstance(results[0].to_json(), dict) and results[0].to_json()["task"] == kind
+    assert isinstance(results[0].to_dict(), dict) and results[0].to_dict()["task"] == kind
 
 
 def test_classifier_sees_rgb_so_a_red_bgr_frame_is_red(tiny_model):

@@ -7,8 +7,10 @@ import types
 import cv2
 import numpy as np
 import pytest
+from edgevision.deploy import boxdata
 from edgevision.deploy.errors import UserError
 from edgevision.deploy.results import Detections
+from edgevision.deploy.tasks import detect as det_task
 from edgevision.training import detection as det
 
 VOC = """<annotation><size><width>200</width><height>100</height><depth>3</depth></size>
@@ -26,7 +28,7 @@ def test_voc_names_are_mapped_by_rename_rules_and_pixels_made_zero_based(tmp_pat
     _image(tmp_path / "3" / "a.jpg")
     (tmp_path / "3" / "a.xml").write_text(VOC.format(a="3-hand", b="cat"))
     _image(tmp_path / "b.jpg")  # no label file: skipped, counted
-    samples, stats = det.read_box_folder(tmp_path, ("hand",), ("*-hand:hand",))
+    samples, stats = boxdata.read_box_folder(tmp_path, ("hand",), ("*-hand:hand",))
     assert len(samples) == 1 and stats == {"unlabelled_images": 1, "unmapped_boxes": 1}
     s = samples[0]
     np.testing.assert_allclose(s.xyxy, [[10, 20, 60, 80]])
@@ -37,7 +39,7 @@ def test_yolo_boxes_read_like_voc(tmp_path):
     _image(tmp_path / "images" / "a.jpg")
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "a.txt").write_text("1 0.25 0.5 0.2 0.6\n7 0.5 0.5 0.1 0.1\n")
-    samples, stats = det.read_box_folder(tmp_path, ("cat", "dog"))
+    samples, stats = boxdata.read_box_folder(tmp_path, ("cat", "dog"))
     np.testing.assert_allclose(samples[0].xyxy, [[30, 20, 70, 80]], atol=1e-4)
     assert samples[0].label.tolist() == [1] and stats["unmapped_boxes"] == 1
 
@@ -46,10 +48,10 @@ def test_bad_labels_are_clear_errors(tmp_path):
     _image(tmp_path / "a.jpg")
     (tmp_path / "a.xml").write_text(VOC.format(a="dog", b="cat"))
     with pytest.raises(UserError, match="none of the boxes"):
-        det.read_box_folder(tmp_path, ("hand",))
+        boxdata.read_box_folder(tmp_path, ("hand",))
     (tmp_path / "a.xml").write_text("<annotation><object>")
     with pytest.raises(UserError, match="not valid VOC XML"):
-        det.read_box_folder(tmp_path, ("hand",))
+        boxdata.read_box_folder(tmp_path, ("hand",))
 
 
 def test_boxes_cut_by_a_crop_are_clipped_or_dropped_by_one_rule():
@@ -116,21 +118,21 @@ def test_a_cell_claimed_by_two_boxes_goes_to_the_smaller_and_a_sub_stride_box_ge
 def test_average_precision_all_point_interpolation_hand_computed():
     # Two true boxes; detections ranked: hit, miss, hit -> P/R (1, .5), (.5, .5), (.67, 1).
     # Envelope: 1.0 up to recall .5, then .667 up to 1 -> AP = .5 + .5 * 2/3.
-    truth = det.BoxSample(None, np.float32([[0, 0, 10, 10], [20, 20, 30, 30]]), np.int64([0, 0]),
+    truth = boxdata.BoxSample(None, np.float32([[0, 0, 10, 10], [20, 20, 30, 30]]), np.int64([0, 0]),
                           np.array([False, False]), ("a", "a"))
     pred = Detections(("a",), np.float32([[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 31]]),
                       np.float32([0.9, 0.8, 0.3]), np.int64([0, 0, 0]))
-    m = det.detection_metrics([pred], [truth], ("a",), operating_score=0.5)
+    m = det_task.detection_metrics([pred], [truth], ("a",), operating_score=0.5)
     assert m["map50"] == pytest.approx(0.5 + 0.5 * 2 / 3)
     assert m["recall"] == 0.5 and m["precision"] == 0.5  # the two detections above 0.5: one hit, one miss
 
 
 def test_duplicates_and_difficult_boxes_follow_voc_rules():
-    truth = det.BoxSample(None, np.float32([[0, 0, 10, 10], [20, 20, 30, 30]]), np.int64([0, 0]),
+    truth = boxdata.BoxSample(None, np.float32([[0, 0, 10, 10], [20, 20, 30, 30]]), np.int64([0, 0]),
                           np.array([False, True]), ("a", "a"))
     pred = Detections(("a",), np.float32([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]]),
                       np.float32([0.9, 0.8, 0.7]), np.int64([0, 0, 0]))
-    m = det.detection_metrics([pred], [truth], ("a",))
+    m = det_task.detection_metrics([pred], [truth], ("a",))
     # The duplicate is a false positive; the hit on the difficult box is ignored: P/R (1, 1), (.5, 1).
     assert m["map50"] == pytest.approx(1.0) and m["true_boxes"] == 1 and m["precision"] == 0.5
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from conftest import AugConfig as Aug
 from edgevision.deploy.errors import UserError
+from edgevision.deploy.tasks.keypoints import keypoint_metrics
 from edgevision.training.keypoints import (
     augment_sample,
     find_point_dataset,
     flip_partner,
-    keypoint_metrics,
     load_resized,
 )
 

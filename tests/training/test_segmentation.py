@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from conftest import AugConfig as Aug
 from edgevision.deploy.errors import UserError
+from edgevision.deploy.tasks.segment import iou_metrics
 from edgevision.training import segmentation as seg
 from edgevision.training.segmentation import (
     augment_pair,
     find_seg_dataset,
-    iou_metrics,
     load_resized,
     yolo_polygons_to_mask,
 )

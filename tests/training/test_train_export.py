@@ -11,9 +11,8 @@ pytestmark = pytest.mark.train
 
 import onnx
 from edgevision.deploy.errors import UserError
-from edgevision.deploy.export import export, load_parity_images, parity_check, read_val_list
 from edgevision.deploy.runner import Runner, RunnerOptions
-from edgevision.training.model import load_run_model
+from edgevision.training.export import export, load_parity_images, load_run_model, parity_check, read_val_list
 from edgevision.training.options import TrainConfig
 from edgevision.training.train import train
 from onnx import numpy_helper
@@ -95,7 +94,7 @@ def test_a_tampered_onnx_model_fails_the_parity_check(trained_run):
 
 def test_export_refuses_and_writes_nothing_when_parity_fails(trained_run, monkeypatch):
     run_dir, _, root = trained_run
-    import edgevision.deploy.export as export_module
+    import edgevision.training.export as export_module
 
     real_convert = export_module.convert
 
@@ -138,7 +137,7 @@ def test_int8_and_fp16_variants_are_evaluated_against_float32_and_written(traine
 
 def test_a_variant_that_loses_too_much_is_refused_and_not_written(trained_run, monkeypatch):
     run_dir, _, root = trained_run
-    import edgevision.deploy.export as export_module
+    import edgevision.training.export as export_module
 
     monkeypatch.setattr(export_module, "metric_loss", lambda kind, fp32, variant: 0.5)
     out = root / "refusing" / "colours.onnx"

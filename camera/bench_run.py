@@ -1,6 +1,6 @@
 """Benchmark: the ``edgevision run`` loop against a bare onnxruntime loop over the same video.
 
-    python -m edgevision.deploy.bench_run --model models/thumbs.onnx --video camera/samples/thumbs_demo.mp4
+    python -m edgevision.camera.bench_run --model models/thumbs.onnx --video camera/samples/thumbs_demo.mp4
 
 Both loops decode the video with OpenCV and run the same model with the same session options;
 the bare loop does only colour conversion, resize, inference and argmax. ``run`` adds the
@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from ..camera.live import run_loop
-from ..camera.sinks import ConsoleSink, JsonlSink
-from ..camera.sources import open_source
-from .runner import Runner, RunnerOptions
+from ..deploy.runner import Runner, RunnerOptions
+from .live import run_loop
+from .sinks import ConsoleSink, JsonlSink
+from .sources import open_source
 
 
 def bare_loop(session: ort.InferenceSession, video: str, input_hw: tuple[int, int], max_frames: int) -> float:

@@ -1,7 +1,7 @@
 import json
 
 import onnxruntime as ort
-from edgevision.deploy import doctor
+from edgevision.camera import doctor
 from test_cli import HEADLESS, edgevision
 
 

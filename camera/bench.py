@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .providers import parse_providers, short_name
-from .runner import Runner, RunnerOptions
+from ..deploy.errors import UserError
+from ..deploy.providers import parse_providers, short_name
+from ..deploy.runner import Runner, RunnerOptions
 
 STAGES = ("capture_ms", "preprocess_ms", "infer_ms", "decode_ms", "draw_ms")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -73,7 +73,7 @@ def load_frames(source: str | None, count: int) -> tuple[list[np.ndarray], list[
 
         base = cv2.GaussianBlur(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), (31, 31), 9)
         return [np.roll(base, 7 * i, axis=1) for i in range(count)], []
-    from ..camera.sources import open_source
+    from .sources import open_source
 
     frames, capture = [], []
     with open_source(source) as src:
@@ -92,7 +92,7 @@ def load_frames(source: str | None, count: int) -> tuple[list[np.ndarray], list[
 
 def bench_one(model: Path, precision: str, provider: str, frames: list[np.ndarray], capture: list[float],
               warmup: int) -> BenchResult:
-    from ..camera.overlay import draw_result
+    from .overlay import draw_result
 
     runner = Runner(model, RunnerOptions(providers=provider))
     for i in range(warmup):

@@ -8,9 +8,9 @@ import sys
 import threading
 from pathlib import Path
 
-from .errors import UserError
+from edgevision.deploy.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO_ROOT / "models"
 SAMPLE_CLIP = REPO_ROOT / "camera" / "samples" / "thumbs_demo.mp4"
 DEMO_MODEL = MODELS_DIR / "thumbs.onnx"
@@ -42,32 +42,19 @@ def _add_chain_args(p: argparse.ArgumentParser) -> None:
 
 
 def _open_runner(args: argparse.Namespace, model: Path):
-    from .providers import ProviderConfig
-    from .runner import Runner, RunnerOptions
+    """The runner behind --model (and --then): edgevision.load with the provider flags."""
+    from edgevision.camera.api import load
 
-    config = ProviderConfig(fp16=not args.no_fp16, trt_workspace_gb=args.trt_workspace_gb, device_id=args.device,
-                            cudnn_conv_algo_search=args.cudnn_algo, threads=args.threads)
-    options = RunnerOptions(
-        providers=args.providers,
-        require_gpu=args.require_gpu,
-        config=config,
-        score_threshold=args.score_threshold,
-        iou_threshold=args.iou_threshold,
-        notice=say,
-    )
-    runner = Runner(model, options)
-    say(f"{model.name}: {runner.spec.kind}, {runner.provider_line}")
-    then = getattr(args, "then", None)
-    if then is None:
-        if getattr(args, "crop_margin", None) is not None:
-            raise UserError("--crop-margin is for --then: add --then MODEL.onnx, or drop it")
-        return runner
-    from .chain import DEFAULT_MARGIN, ChainRunner
-
-    second = Runner(then, options)
-    say(f"then {then.name}: {second.spec.kind}, {second.provider_line}")
-    margin = DEFAULT_MARGIN if args.crop_margin is None else args.crop_margin
-    return ChainRunner(runner, second, margin)
+    loaded = load(model, getattr(args, "then", None), providers=args.providers, require_gpu=args.require_gpu,
+                  fp16=not args.no_fp16, trt_workspace_gb=args.trt_workspace_gb, device=args.device,
+                  cudnn_algo=args.cudnn_algo, threads=args.threads, score_threshold=args.score_threshold,
+                  iou_threshold=args.iou_threshold, crop_margin=getattr(args, "crop_margin", None), notice=say)
+    runner = loaded.runner
+    first = getattr(runner, "first", runner)
+    say(f"{first.path.name}: {first.spec.kind}, {first.provider_line}")
+    if first is not runner:
+        say(f"then {runner.then.path.name}: {runner.then.spec.kind}, {runner.then.provider_line}")
+    return runner
 
 
 def _add_loop_args(p: argparse.ArgumentParser) -> None:
@@ -87,9 +74,9 @@ def _add_loop_args(p: argparse.ArgumentParser) -> None:
 def _run_loop(
     args: argparse.Namespace, model: Path, source_text: str, loop: bool | None = None, realtime: bool | None = None
 ) -> int:
-    from ..camera.live import run_loop
-    from ..camera.sinks import ConsoleSink, JsonlSink, VideoSink, WindowSink, display_available
-    from ..camera.sources import open_source
+    from edgevision.camera.live import run_loop
+    from edgevision.camera.sinks import ConsoleSink, JsonlSink, VideoSink, WindowSink, display_available
+    from edgevision.camera.sources import open_source
 
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames must be 1 or more, got {args.max_frames}")
@@ -101,7 +88,7 @@ def _run_loop(
     runner = _open_runner(args, model)
     background = None
     if args.background is not None:
-        from ..camera.overlay import parse_background
+        from edgevision.deploy.tasks.segment import parse_background
 
         if runner.spec.kind != "segment":
             raise UserError(f"--background needs a segmentation model; {model.name} is a {runner.spec.kind} model")
@@ -141,8 +128,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..camera.sinks import display_available
-    from ..camera.sources import SourceError, open_source
+    from edgevision.camera.sinks import display_available
+    from edgevision.camera.sources import SourceError, open_source
 
     model = args.model or DEMO_MODEL
     if not model.is_file():
@@ -164,7 +151,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..camera.predict import collect_images, predict
+    from edgevision.camera.predict import predict
+    from edgevision.deploy.images import collect_images
 
     runner = _open_runner(args, args.model)
     paths = collect_images(args.paths)
@@ -181,10 +169,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from .evaluate import evaluate_boxes
+    from edgevision.deploy.evaluate import evaluate_boxes
 
     if not args.data.is_dir():
         raise UserError(f"data folder not found: {args.data}")
+    if args.model.suffix.lower() == ".json":  # a pipeline file: its detector is scored, its chain answers
+        from edgevision.camera.api import read_pipeline
+
+        pipeline = read_pipeline(args.model)
+        if args.then is not None:
+            raise UserError(f"{args.model} is a pipeline file that names its own models: drop --then")
+        args.model, args.then = pipeline.model, pipeline.then
+        args.crop_margin = pipeline.crop_margin if args.crop_margin is None else args.crop_margin
     operating, then = args.score_threshold, args.then
     chain = _open_runner(args, args.model) if then is not None else None  # as 'run' would use it
     args.score_threshold, args.then = 0.01, None  # the whole precision-recall curve for AP
@@ -206,8 +202,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     import json
 
     import onnxruntime as ort
-
-    from .runner import Runner, RunnerOptions
+    from edgevision.deploy.runner import Runner, RunnerOptions
 
     runner = Runner(args.model, RunnerOptions(providers="cpu"))
     session, header = runner.session, runner.header
@@ -228,8 +223,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from ..camera.collect import CollectOptions, parse_names, parse_split
-    from ..camera.collect_window import collect, review
+    from edgevision.camera.collect import CollectOptions, parse_names, parse_split
+    from edgevision.camera.collect_window import collect, review
 
     if (args.classes is None) == (args.points is None):
         raise UserError("give either --classes a,b,... or --points name,... (one of them)")
@@ -252,7 +247,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_crops(args: argparse.Namespace) -> int:
-    from ..training.crops import write_crops
+    from edgevision.training.crops import write_crops
 
     if args.jitter < 0:
         raise UserError(f"--jitter must be 0 or more, got {args.jitter}")
@@ -267,13 +262,13 @@ def cmd_crops(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import doctor_from_args
+    from edgevision.camera.doctor import doctor_from_args
 
     return doctor_from_args(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_from_args
+    from edgevision.camera.bench import bench_from_args
 
     return bench_from_args(args)
 
@@ -284,7 +279,7 @@ def _needs_training_extra() -> None:
     import importlib
     import os
 
-    from .providers import captured_fds
+    from edgevision.deploy.providers import captured_fds
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with captured_fds():
@@ -300,7 +295,7 @@ def _needs_training_extra() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     _needs_training_extra()
-    from ..training.train import train_from_args
+    from edgevision.training.train import train_from_args
 
     train_from_args(args)
     return 0
@@ -308,7 +303,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     _needs_training_extra()
-    from .export import export_from_args
+    from edgevision.training.export import export_from_args
 
     export_from_args(args)
     return 0
@@ -319,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run a model live on a camera, stream, video or images")
-    p.add_argument("--model", type=Path, required=True, help="an edgevision .onnx file")
+    p.add_argument("--model", type=Path, required=True,
+                   help="an edgevision .onnx file, or a pipeline .json (a detector and its --then model)")
     p.add_argument("--source", required=True,
                    help="0, /dev/video1, csi://0, a GStreamer pipeline, video, image, folder, rtsp:// or http:// URL")
     _add_loop_args(p)
@@ -396,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_crops)
 
-    from ..training.options import add_train_args  # argparse only: no TensorFlow import
+    from edgevision.training.options import add_train_args  # argparse only: no TensorFlow import
 
     p = sub.add_parser("train", help="train a model (needs the 'train' extra)")
     add_train_args(p)

@@ -107,7 +107,7 @@ def check_onnxruntime() -> list[Check]:
 
 def check_providers(ort) -> list[Check]:
     """Try to create a session on each provider the build offers: what loads, and why not."""
-    from .providers import GPU_PROVIDERS, captured_fds, load_failure_reason, short_name
+    from ..deploy.providers import GPU_PROVIDERS, captured_fds, load_failure_reason, short_name
 
     checks = []
     for provider in ort.get_available_providers():
@@ -140,7 +140,7 @@ def find_library(names: tuple[str, ...]) -> str:
 
 
 def check_libraries() -> list[Check]:
-    from .providers import gpu_name, tensorrt_version
+    from ..deploy.providers import gpu_name, tensorrt_version
 
     gpu, trt = gpu_name(), tensorrt_version()
     checks = [Check("gpu", "ok" if gpu != "none" else "warn", f"GPU: {gpu}; TensorRT library version: {trt}",
@@ -165,7 +165,7 @@ def check_cameras() -> list[Check]:
 
 
 def check_display() -> list[Check]:
-    from ..camera.sinks import display_available
+    from .sinks import display_available
 
     if display_available():
         return [Check("display", "ok", f"a window can open (DISPLAY={os.environ.get('DISPLAY', '')})")]

@@ -1,7 +1,7 @@
 """Benchmark: a model's accuracy on labelled photos under changes it may meet in another room.
 
-    python -m edgevision.deploy.bench_robustness --model models/thumbs.onnx ../shared/data/thumbs/val
-    python -m edgevision.deploy.bench_robustness --model models/hands.onnx --rename '*-hand:hand' \
+    python -m edgevision.camera.bench_robustness --model models/thumbs.onnx ../shared/data/thumbs/val
+    python -m edgevision.camera.bench_robustness --model models/hands.onnx --rename '*-hand:hand' \
         --then models/fingers.onnx ../shared/data/hands_webcam/val
 
 Detectors (boxes from VOC/YOLO labels) get AP50 per change instead, with the boxes moved by the
@@ -22,10 +22,9 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from ..camera.predict import collect_images
-from ..camera.sources import read_image
-from .ops import LETTERBOX_FILL
-from .runner import Runner, RunnerOptions
+from ..deploy.images import collect_images, read_image
+from ..deploy.ops import LETTERBOX_FILL
+from ..deploy.runner import Runner, RunnerOptions
 
 
 def _crop(fraction: float, where: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -102,7 +101,8 @@ def box_robustness(runner, folders: list, rename: tuple[str, ...], chain=None) -
     from dataclasses import replace
     from pathlib import Path
 
-    from ..training.detection import detection_metrics, read_box_folder
+    from ..deploy.boxdata import read_box_folder
+    from ..deploy.tasks.detect import detection_metrics
 
     samples = [s for folder in folders for s in read_box_folder(Path(folder), runner.spec.labels, rename)[0]]
     out = {}
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if runner.spec.kind == "detect":
         chain = None
         if args.then:
-            from .chain import ChainRunner
+            from ..deploy.chain import ChainRunner
 
             plain = RunnerOptions(providers="cpu")
             chain = ChainRunner(Runner(args.model, plain), Runner(args.then, plain))

@@ -1,8 +1,8 @@
 
 import cv2
 from conftest import solid_frame
-from edgevision.camera.predict import collect_images
-from edgevision.deploy.bench_robustness import main, robustness
+from edgevision.camera.bench_robustness import main, robustness
+from edgevision.deploy.images import collect_images
 from edgevision.deploy.runner import Runner, RunnerOptions
 
 

@@ -2,7 +2,7 @@ import json
 import shutil
 
 import pytest
-from edgevision.deploy.bench import STAGES, bench, precision_files
+from edgevision.camera.bench import STAGES, bench, precision_files
 from edgevision.deploy.errors import UserError
 from test_cli import assert_one_line_error, edgevision
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from ..deploy.errors import UserError
+from ..deploy.ops import preprocess
+from ..deploy.spec import SPEC_KEY, TaskSpec
 from .card import HEADLINE
-from .errors import UserError
-from .ops import preprocess
-from .spec import SPEC_KEY, TaskSpec
 
 VARIANTS = ("int8", "fp16")
 

@@ -9,7 +9,6 @@ outputs, and top-1 agreement). This module imports TensorFlow; the runtime never
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import statistics
@@ -18,19 +17,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 import onnx
 import tensorflow as tf
 import tf2onnx
 
-from ..camera.sinks import check_new_output
-from ..camera.sources import read_image
-from .card import load_run_files, write_card
-from .errors import UserError
-from .ops import preprocess
+from ..deploy.errors import UserError
+from ..deploy.images import check_new_output, read_image
+from ..deploy.ops import preprocess
+from ..deploy.runner import Runner, RunnerOptions
+from ..deploy.spec import SPEC_KEY, TaskSpec
+from .card import write_card
+from .fit import log_line
 from .precision import VARIANTS, convert_fp16, metric_loss, metric_text, quantize_int8, variant_path
-from .runner import Runner, RunnerOptions
-from .spec import SPEC_KEY, TaskSpec
+from .runfolder import load_run_files, read_spec, read_val_list
 
 IR_VERSION = 8  # read by onnxruntime 1.11+ (JetPack 5's 1.16 included); onnx >= 1.20 would write 10+
 
@@ -81,13 +82,17 @@ def convert(model, spec: TaskSpec, opset: int = 17, batch: int | None = None) ->
     return proto
 
 
-def read_val_list(run_dir: Path) -> list[tuple[Path, list[str]]]:
-    """The run's validation images and what is known of each (a label, or points and a norm)."""
-    path = run_dir / "val.tsv"
+def load_run_model(run_dir: Path) -> keras.Model:
+    """The run's Keras model, with the custom layers and losses the task modules register."""
+    from . import keypoint_model, train_detect, train_segment  # noqa: F401  (register custom layers and losses)
+
+    path = Path(run_dir) / "model.keras"
     if not path.is_file():
-        raise UserError(f"{run_dir} has no val.tsv: the parity check needs the run's validation images")
-    rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
-    return [(Path(parts[0]), parts[1:]) for parts in rows]
+        raise UserError(f"{run_dir} is not a training run (no model.keras): train one with 'edgevision train'")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"cannot load {path}: {str(exc).splitlines()[0][:200]}") from exc
 
 
 def load_parity_images(pairs: list[tuple[Path, str]], limit: int) -> list[np.ndarray]:
@@ -150,7 +155,7 @@ def evaluate_onnx(onnx_path: Path, pairs: list[tuple[Path, list[str]]]) -> dict:
         results.append(runner(image))
         known.append(info)
     if runner.spec.kind == "keypoints":
-        from ..training.keypoints import keypoint_metrics
+        from ..deploy.tasks.keypoints import keypoint_metrics
 
         pred = np.stack([r.xy for r in results])
         true = np.asarray([json.loads(info[0]) for info in known], dtype=np.float32)
@@ -161,13 +166,14 @@ def evaluate_onnx(onnx_path: Path, pairs: list[tuple[Path, list[str]]]) -> dict:
     elif runner.spec.kind == "segment":
         import cv2
 
-        from ..training.segmentation import iou_metrics
+        from ..deploy.tasks.segment import iou_metrics
 
         masks = [cv2.imread(info[0], cv2.IMREAD_UNCHANGED) for info in known]
         m = iou_metrics([r.class_map for r in results], masks, runner.spec.labels)
         quality = {"onnx_miou": m["miou"], "onnx_iou": m["iou"]}
     elif runner.spec.kind == "detect":
-        from ..training.detection import detection_metrics, sample_from_json
+        from ..deploy.boxdata import sample_from_json
+        from ..deploy.tasks.detect import detection_metrics
 
         truths = [sample_from_json(info[0]) for info in known]
         m = detection_metrics(results, truths, runner.spec.labels, operating_score=runner.spec.score_threshold)
@@ -211,9 +217,7 @@ def export(
 ) -> dict:
     """Convert, check parity, and only then write ``out``; then the precision ``variants`` asked for
     (int8, fp16), each kept only when it loses at most ``max_loss`` (of accuracy, NME, mean IoU or AP50)."""
-    from ..training.model import load_run_model
-
-    log = log or functools.partial(print, flush=True)
+    log = log or log_line
     run_dir = Path(run_dir)
     if out.suffix != ".onnx":
         raise UserError(f"--out must end in .onnx, got {out}")
@@ -221,7 +225,7 @@ def export(
                                                   for s in (".onnx", ".md"))):
         check_new_output(path, overwrite)
     model = load_run_model(run_dir)
-    spec = TaskSpec.from_json((run_dir / "spec.json").read_text())
+    spec = read_spec(run_dir)
     pairs = read_val_list(run_dir)
     frames = load_parity_images(pairs, parity_images)
     t0 = time.perf_counter()
@@ -285,7 +289,7 @@ def _publish(tmp: Path, out: Path) -> None:
 
 def calibration_frames(calib_dir: Path | None, data_dir: Path, exclude: set[Path], limit: int) -> list[np.ndarray]:
     """Up to ``limit`` images, spread evenly: from --calib DIR, else the run's data minus validation."""
-    from ..camera.predict import collect_images
+    from ..deploy.images import collect_images
 
     paths = collect_images([str(calib_dir or data_dir)])
     paths = [p for p in paths if p not in exclude] or paths

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import re
 import sys
 from pathlib import Path
 
-from .spec import TaskSpec
+from ..deploy.spec import TaskSpec
 
 
 def data_source(data_dir: Path) -> str:
@@ -339,13 +338,3 @@ def _cpu_count() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def load_run_files(run_dir: Path) -> tuple[dict, dict]:
-    """metrics.json and config.toml of a run, as dicts."""
-    from ..training.options import tomllib
-
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    with open(run_dir / "config.toml", "rb") as f:
-        config = tomllib.load(f)
-    return metrics, config

@@ -1,0 +1,59 @@
+"""Image files: which files are images, reading one, finding them in folders, and refusing to
+replace an output file by accident. numpy + OpenCV only; used by every floor above."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import UserError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, in name order."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_image(path: Path) -> np.ndarray | None:
+    """Decode an image file to BGR uint8; None when it cannot be read or decoded."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+
+
+def collect_images(paths: list[str]) -> list[Path]:
+    """Files as given, folders searched recursively in name order; missing paths are an error."""
+    found: list[Path] = []
+    for text in paths:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise UserError(f"not found: {text}")
+    if not found:
+        raise UserError(f"no images in {', '.join(paths)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return found
+
+
+def check_new_output(path: Path, overwrite: bool) -> Path:
+    """Refuse to replace an existing file unless asked; create the parent folder."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} exists: choose another name or pass --overwrite")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the folder for {path}: {exc.strerror}") from exc
+    return path

@@ -1,0 +1,101 @@
+"""The fit kit every per-task trainer shares: progress lines, the run folder, augmented batches,
+the fine-tune schedule and callbacks. Progress goes to stderr (stdout is for results)."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .model import set_trainable_top
+from .options import TrainConfig
+
+
+def log_line(message: str) -> None:
+    """A progress line on stderr, at once (also through a pipe)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class EpochLine(keras.callbacks.Callback):
+    """One line per epoch (or every ``every`` epochs) with loss, accuracy and time."""
+
+    def __init__(self, stage: str, total: int, log: Callable[[str], None], every: int = 1,
+                 metric: str | None = "accuracy") -> None:
+        super().__init__()
+        self.stage, self.total, self.log, self.every, self.metric = stage, total, log, every, metric
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if (epoch + 1) % self.every and epoch + 1 != self.total:
+            return
+        logs = logs or {}
+        m, short = self.metric, {"accuracy": "acc"}.get(self.metric, self.metric)
+        extra = f"  {short} {logs.get(m, 0):.4g}" if m else ""
+        extra_val = f"  val_{short} {logs.get('val_' + m, 0):.4g}" if m else ""
+        self.log(
+            f"{self.stage} epoch {epoch + 1:>3}/{self.total}  loss {logs.get('loss', 0):.4g}{extra}  "
+            f"val_loss {logs.get('val_loss', 0):.4g}{extra_val}  {time.perf_counter() - self.start:.1f} s"
+        )
+
+
+def new_run_dir(config: TrainConfig) -> Path:
+    """runs/<name>-<date>-<time>, never an existing folder."""
+    base = Path(config.runs_dir) / f"{config.run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+class AugmentedBatches(keras.utils.PyDataset):
+    """Batches of freshly augmented samples, reshuffled every epoch. ``augment(image, target, rng)``
+    returns the (image, target) pair the model trains on."""
+
+    def __init__(self, images, targets, batch_size: int, augment, seed: int) -> None:
+        super().__init__()
+        self.images, self.targets, self.batch_size, self.augment = images, targets, batch_size, augment
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(images))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __getitem__(self, i: int):
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        pairs = [self.augment(self.images[j], self.targets[j], self.rng) for j in idx]
+        return np.stack([p[0] for p in pairs]).astype(np.float32), np.stack([p[1] for p in pairs])
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.images))
+
+
+def unfreeze_backbone(owner: keras.Model, config: TrainConfig, log: Callable[[str], None]) -> None:
+    """The whole backbone from scratch (weights 'none'), else its top ``config.unfreeze`` layers."""
+    if config.weights == "none":
+        trainable = set_trainable_top(owner, None)
+        log(f"training the whole backbone from scratch ({trainable} weight tensors)")
+    else:
+        trainable = set_trainable_top(owner, config.unfreeze)
+        log(f"fine-tuning the top {config.unfreeze} backbone layers ({trainable} weight tensors)")
+
+
+def finetune_schedule(config: TrainConfig, steps_per_epoch: int):
+    """Linear warm-up over the first 5% of steps to ``config.lr``, then cosine decay to 0."""
+    steps = config.epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=config.lr, warmup_steps=max(1, steps // 20))
+
+
+def finetune_callbacks(config: TrainConfig, run_dir: Path, log: Callable[[str], None], metric: str | None) -> list:
+    return [
+        *([keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True)]
+          if config.patience else []),
+        keras.callbacks.TensorBoard(str(run_dir / "tb" / "finetune")),
+        EpochLine("finetune", config.epochs, log, metric=metric),
+    ]

@@ -1,0 +1,55 @@
+"""A training run folder, written by the trainers and read by export through this one module:
+spec.json, config.toml, metrics.json, history.json, val.tsv (the validation images and what is
+known of each). The Keras model (model.keras) is loaded by export.load_run_model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..deploy.errors import UserError
+from ..deploy.spec import SpecError, TaskSpec
+
+
+def read_spec(run_dir: Path) -> TaskSpec:
+    path = Path(run_dir) / "spec.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no spec.json: it is not a complete training run")
+    try:
+        return TaskSpec.from_json(path.read_text())
+    except SpecError as exc:
+        raise UserError(f"{path}: {exc}") from exc
+
+
+def write_run_files(run_dir: Path, spec: TaskSpec, config_toml: str, metrics: dict, history: dict,
+                    val_rows: list[tuple[Path, list[str]]]) -> None:
+    """Everything but the model: spec, config, metrics, history and the validation list."""
+    (run_dir / "spec.json").write_text(spec.to_json() + "\n")
+    (run_dir / "config.toml").write_text(config_toml)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (run_dir / "history.json").write_text(json.dumps(history, default=float) + "\n")
+    write_val_list(run_dir, val_rows)
+
+
+def write_val_list(run_dir: Path, rows: list[tuple[Path, list[str]]]) -> None:
+    """val.tsv: one image per line, then what is known of it (a label; points and a norm; a mask; boxes)."""
+    (run_dir / "val.tsv").write_text("".join("\t".join([str(p), *parts]) + "\n" for p, parts in rows))
+
+
+def read_val_list(run_dir: Path) -> list[tuple[Path, list[str]]]:
+    """The run's validation images and what is known of each, as written by :func:`write_val_list`."""
+    path = Path(run_dir) / "val.tsv"
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no val.tsv: the parity check needs the run's validation images")
+    rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
+    return [(Path(parts[0]), parts[1:]) for parts in rows]
+
+
+def load_run_files(run_dir: Path) -> tuple[dict, dict]:
+    """metrics.json and config.toml of a run, as dicts."""
+    from .options import tomllib
+
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    with open(Path(run_dir) / "config.toml", "rb") as f:
+        config = tomllib.load(f)
+    return metrics, config
