@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from ..deploy.spec import TaskSpec
+from ..deploy.tasks import headline as runtime_headline
+from .tasks import task
 
 
 def data_source(data_dir: Path) -> str:
@@ -39,118 +41,11 @@ def retrain_command(config: dict, out: Path, variants: tuple[str, ...] = ()) -> 
     return f"edgevision train {source} --export {out}{flags} --overwrite"
 
 
-def _by_source_table(metrics: dict) -> str:
-    by = metrics.get("val_by_source")
-    if not by:
-        return ""
-    rows = "\n".join(f"| `{name}` | {v['accuracy']:.4f} | {v['images']} |" for name, v in by.items())
-    return f"""Validation accuracy per data source (Keras):
-
-| source | accuracy | images |
-|---|---|---|
-{rows}
-
-"""
-
-
-def _classify_section(metrics: dict, report: dict) -> str:
-    per_class = "\n".join(
-        f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
-        for name, m in metrics["per_class"].items()
-    )
-    cm_rows = "\n".join(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |"
-                        for name, row in zip(metrics["classes"], metrics["confusion_matrix"]))
-    return f"""Validation accuracy (onnxruntime, val/): **{report["onnx_accuracy"]:.4f}** on {report["onnx_images"]} \
-images (balanced accuracy {metrics["balanced_accuracy"]:.4f}, macro F1 {metrics["macro_f1"]:.4f}, from Keras before
-export). The validation set is small: one image is {100 / max(metrics["val_images"], 1):.1f} points of accuracy.
-
-| class | precision | recall | F1 | images |
-|---|---|---|---|---|
-{per_class}
-
-{_by_source_table(metrics)}Confusion matrix (rows: true, columns: predicted):
-
-| | {" | ".join(metrics["classes"])} |
-|---|{"---|" * len(metrics["classes"])}
-{cm_rows}"""
-
-
-def _keypoints_section(metrics: dict, report: dict) -> str:
-    by = metrics["normalised_by"]
-    norm_text = ("the distance between the outer eye corners (iBUG 68-point layout, points 36 and 45)"
-                 if by == "inter-ocular" else "the image diagonal (no eye corners were labelled)")
-    per_point = "\n".join(f"| {n} | {v:.4f} |" for n, v in metrics["per_point_nme_mean"].items())
-    return f"""Validation NME (onnxruntime, val/): **{report["onnx_nme_mean"]:.4f}** mean, \
-{report["onnx_nme_median"]:.4f} median, {report["onnx_nme_share_below_0.1"]:.1%} of images below 0.1, on \
-{report["onnx_images"]} images; mean error {report["onnx_pixel_error_mean"]:.2f} px.
-
-The metric: for each image, the distance between predicted and true point in source-image pixels,
-divided by {norm_text}, averaged over the image's points (NME). Lower is better; 0.1 is about a
-tenth of the eye distance.
-
-| point | mean NME |
-|---|---|
-{per_point}"""
-
-
-def _segment_section(metrics: dict, report: dict) -> str:
-    rows = "\n".join(f"| {n} | {v:.4f} |" for n, v in report["onnx_iou"].items())
-    return f"""Validation mean IoU (onnxruntime, val/): **{report["onnx_miou"]:.4f}** on {report["onnx_images"]} images,
-masks at source resolution (intersections and unions summed over the set); foreground is
-{metrics["foreground_share"]:.0%} of the training pixels.
-
-| class | IoU |
-|---|---|
-{rows}"""
-
-
-def _detect_section(metrics: dict, report: dict) -> str:
-    rows = "\n".join(f"| {n} | {v['ap50']:.4f} | {v['true_boxes']} |"
-                     for n, v in report["onnx_per_class"].items())
-    return f"""Validation AP50 (onnxruntime, val/): **{report["onnx_map50"]:.4f}** on {report["onnx_images"]} \
-images; at the default score threshold {metrics["operating_score"]} the model finds \
-{report["onnx_recall"]:.1%} of the true boxes
-(recall) and {report["onnx_precision"]:.1%} of its boxes are right (precision).
-
-The metric: Pascal VOC average precision at IoU 0.5 (all-point interpolation), boxes in
-source-image pixels after the runtime's letterbox, decoding and NMS (IoU 0.45), scores down to 0.01.
-
-| class | AP50 | true boxes |
-|---|---|---|
-{rows}"""
-
-
-MODEL_TEXT = {
-    "classify": "MobileNetV2 (alpha {alpha}) + global pooling + softmax",
-    "regression": "MobileNetV2 (alpha {alpha}) + global pooling + sigmoid regression of (x, y)",
-    "heatmap": "MobileNetV2 (alpha {alpha}) to stride 16 + a heat map per point + spatial soft-argmax",
-    "segment": "MobileNetV2 (alpha {alpha}) encoder + U-Net-style decoder (skips at strides 4, 8, 16), "
-               "class probabilities at stride 4",
-    "lraspp": "MobileNetV2 (alpha {alpha}) encoder to stride 16 + an LR-ASPP (DeepLab-lite) head: the stride-16 "
-              "features gated by their global average, upsampled once and joined with stride-4 features; class "
-              "probabilities at stride 4",
-    "detect": "MobileNetV2 (alpha {alpha}) features at strides {levels} (added, FPN-style) + an anchor-free "
-              "FCOS-style head: per cell of the stride-{stride} grid, class scores, centre-ness and distances to the "
-              "four box sides, decoded in the graph",
-}
-
-
-def _check_text(out: Path, data_dir: Path, spec: TaskSpec, config: dict) -> str:
-    if spec.kind == "detect":
-        rename = "".join(f" --rename '{r}'" for r in config.get("det_rename", ()))
-        return (f"Check it: `edgevision eval --model {out} {data_dir}/val{rename}` prints AP50, recall and precision; "
-                f"`edgevision predict --model {out} {data_dir}/val --draw shots/` draws the boxes.")
-    scored = "" if spec.kind != "classify" else " and the accuracy on the images whose folder names a label"
-    return f"Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line per image{scored}."
-
-
 def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: dict, export_report: dict) -> Path:
     """Write ``out`` with .md instead of .onnx; returns its path."""
     card = out.with_suffix(".md")
     data_dir = Path(config["data"])
-    keypoints = spec.kind == "keypoints"
-    segment = spec.kind == "segment"
-    detect = spec.kind == "detect"
+    face = task(spec.kind)  # the task's own texts and card section
     weights = config["weights"]
     weights_text = "ImageNet" if weights != "none" else "none (from scratch)"
     size_mb = export_report["size_bytes"] / 1e6
@@ -160,23 +55,11 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
         f"per image (batch 1, onnxruntime CPU provider, inference only; {platform.machine()}, {_cpu_count()} cores, "
         f"Python {sys.version.split()[0]})"
     )
-    output = (f"`points`: (batch, {len(spec.labels)}, 2) x, y of each point, 0..1 of the input width and height; "
-              "the runner returns source-image pixels" if keypoints
-              else f"`probs`: (batch, {spec.input_hw[0] // 4}, {spec.input_hw[1] // 4}, {len(spec.labels)}) class "
-              "probabilities; the runner upsamples them once to a class map at source size" if segment
-              else "`boxes`: (batch, cells, 4) x0, y0, x1, y1 as 0..1 of the input, `scores`: (batch, cells, "
-              f"{len(spec.labels)}); the runner keeps scores >= {spec.score_threshold}, runs NMS (IoU "
-              f"{spec.iou_threshold}) and returns source-image pixels" if detect
-              else f"`probs`: (batch, {len(spec.labels)}) softmax probabilities")
-    stride = int(config.get("det_stride", 16))
-    text_key = (config.get("head", "regression") if keypoints
-                else "lraspp" if segment and config.get("seg_head") == "lraspp" else spec.kind)
-    model_text = MODEL_TEXT[text_key].format(
-        alpha=config["alpha"], stride=stride, levels=" + ".join(str(v) for v in (8, 16, 32) if v >= stride))
-    if config.get("flip_average") and keypoints:
-        model_text += ", averaged with its prediction on the mirrored image (two passes in one graph)"
+    output = face.output_text(spec)
+    model_text = face.model_text(config)
     rows = [
-        ("task", f"`{spec.kind}`, {'points' if keypoints else 'labels'} {', '.join(f'`{x}`' for x in spec.labels)}"),
+        ("task", f"`{spec.kind}`, {'points' if spec.kind == 'keypoints' else 'labels'} "
+                 f"{', '.join(f'`{x}`' for x in spec.labels)}"),
         ("input", f"`image`: (batch, {spec.input_hw[0]}, {spec.input_hw[1]}, 3) float32 RGB 0..255, NHWC; scaling to "
                   f"[-1, 1] is in the graph; the runner resizes ({spec.resize})"),
         ("output", output),
@@ -186,10 +69,7 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
         ("training time", f"{metrics['train_seconds']:.0f} s on that CPU ({metrics['train_images']} training images)"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    section = (_keypoints_section(metrics, export_report) if keypoints
-               else _segment_section(metrics, export_report) if segment
-               else _detect_section(metrics, export_report) if detect
-               else _classify_section(metrics, export_report))
+    section = face.card_section(metrics, export_report)
     text = f"""# {out.name}: {spec.kind}, {", ".join(spec.labels)}
 
 | | |
@@ -216,7 +96,7 @@ Export parity (Keras vs onnxruntime on {parity["images"]} validation images): ma
 {_extra_data_commands(config)}{retrain_command(config, out, tuple(export_report.get("variants", ())))}
 ```
 
-{_check_text(out, data_dir, spec, config)}
+{face.check_text(out, data_dir, config)}
 """
     card.write_text(text)
     for variant, entry in export_report.get("variants", {}).items():
@@ -225,19 +105,17 @@ Export parity (Keras vs onnxruntime on {parity["images"]} validation images): ma
     return card
 
 
-HEADLINE = {  # kind -> (key in the export report, name, higher is better)
-    "classify": ("onnx_accuracy", "accuracy", True),
-    "keypoints": ("onnx_nme_mean", "NME (mean)", False),
-    "segment": ("onnx_miou", "mean IoU", True),
-    "detect": ("onnx_map50", "AP50", True),
-}
+def headline(kind: str) -> tuple[str, str, bool]:
+    """(key in the export report, name, higher is better) of a task's headline metric."""
+    h = runtime_headline(kind)
+    return f"onnx_{h.key}", h.name, h.higher_is_better
 
 
 def _variants_section(report: dict, kind: str) -> str:
     variants = report.get("variants")
     if not variants:
         return ""
-    metric, name, _ = HEADLINE[kind]
+    metric, name, _ = headline(kind)
     rows = [f"| float32 | `{Path(report['file']).name}` | {report['size_bytes'] / 1e6:.1f} MB | {report[metric]:.4f} "
             f"| | {report['cpu_latency_ms_median']:.1f} ms |"]
     for variant, v in variants.items():
@@ -270,7 +148,7 @@ PRECISION_TEXT = {
 def write_variant_card(variant: str, entry: dict, out: Path, spec: TaskSpec, config: dict, report: dict) -> Path:
     """A short card for models/NAME.<variant>.onnx: what it is, its own measured metric against float32."""
     path = Path(entry["file"]).with_suffix(".md")
-    metric, name, _ = HEADLINE[spec.kind]
+    metric, name, _ = headline(spec.kind)
     calib = f"{entry.get('calibration_images', 0)} images, {entry.get('calibration_method', 'minmax')} calibration"
     verdict = "written" if entry["written"] else "refused, not written"
     labels = ", ".join(f"`{x}`" for x in spec.labels)

@@ -32,6 +32,7 @@ from .card import write_card
 from .fit import log_line
 from .precision import VARIANTS, convert_fp16, metric_loss, metric_text, quantize_int8, variant_path
 from .runfolder import load_run_files, read_spec, read_val_list
+from .tasks import task
 
 IR_VERSION = 8  # read by onnxruntime 1.11+ (JetPack 5's 1.16 included); onnx >= 1.20 would write 10+
 
@@ -61,14 +62,13 @@ def convert(model, spec: TaskSpec, opset: int = 17, batch: int | None = None) ->
     """Keras model -> ONNX with one input 'image' (batch, h, w, 3) and the spec in its metadata."""
     signature = (tf.TensorSpec((batch, *spec.input_hw, 3), tf.float32, name="image"),)
 
-    output_name = "points" if spec.kind == "keypoints" else "probs"
+    names = task(spec.kind).OUTPUTS  # named as the runner looks them up
 
     @tf.function(input_signature=signature)
     def serve(image):
-        if spec.kind == "detect":  # two outputs, named as the runner looks them up
-            boxes, scores = model(image, training=False)
-            return {"boxes": boxes, "scores": scores}
-        return {output_name: model(image, training=False)}
+        outputs = model(image, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return dict(zip(names, outputs))
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
     if batch is None:  # name the symbolic batch dimension instead of tf2onnx's 'unk__123'
@@ -84,7 +84,8 @@ def convert(model, spec: TaskSpec, opset: int = 17, batch: int | None = None) ->
 
 def load_run_model(run_dir: Path) -> keras.Model:
     """The run's Keras model, with the custom layers and losses the task modules register."""
-    from . import keypoint_model, train_detect, train_segment  # noqa: F401  (register custom layers and losses)
+    from . import keypoint_model  # noqa: F401  (registers its custom layers)
+    from .tasks import detect, segment  # noqa: F401  (register their custom layer and loss)
 
     path = Path(run_dir) / "model.keras"
     if not path.is_file():
@@ -118,28 +119,14 @@ def parity_check(
     step = runner.fixed_batch or 32
     runs = [runner.session.run(runner.output_names, {runner.input_name: batch[i : i + step]})
             for i in range(0, len(batch), step)]
-    if runner.spec.kind == "detect":  # boxes then scores (the runner's output order), compared together
-        cells = np.asarray(expected[0]).shape[1]
-        flat = [np.concatenate([np.asarray(o, np.float32).reshape(len(o), -1) for o in outputs], axis=1)
-                for outputs in (expected, *runs)]
-        expected, got = flat[0], np.concatenate(flat[1:])
-    else:
-        expected = np.asarray(expected, dtype=np.float32)
-        got = np.concatenate([r[0] for r in runs])
-    if got.shape != expected.shape:
-        raise UserError(f"the ONNX output has shape {got.shape}, Keras gives {expected.shape}")
-    if runner.spec.kind == "detect":  # which cells clear the score threshold (what NMS will see)
-        threshold = runner.spec.score_threshold
-        agreement = float(((got[:, 4 * cells:] >= threshold) == (expected[:, 4 * cells:] >= threshold)).mean())
-        kind = "score-threshold decisions alike"
-    elif runner.spec.kind == "keypoints":  # (n, k, 2) normalised: compare in input pixels
-        shift = np.linalg.norm((got - expected) * np.float32(runner.spec.input_hw[::-1]), axis=-1)
-        agreement, kind = float((shift < 0.5).mean()), "points within 0.5 input px"
-    elif runner.spec.kind == "segment":  # (n, h, w, classes): the class of every output cell
-        agreement, kind = float((got.argmax(-1) == expected.argmax(-1)).mean()), "cells of the same class"
-    else:
-        agreement, kind = float((got.argmax(1) == expected.argmax(1)).mean()), "top-1 agreement"
-    return ParityReport(len(batch), float(np.abs(got - expected).max()), agreement, atol, min_agreement, kind)
+    expected = [np.asarray(o, np.float32) for o in (expected if isinstance(expected, (list, tuple)) else [expected])]
+    got = [np.concatenate([np.asarray(r[i], np.float32) for r in runs]) for i in range(len(expected))]
+    for e, g in zip(expected, got):
+        if g.shape != e.shape:
+            raise UserError(f"the ONNX output has shape {g.shape}, Keras gives {e.shape}")
+    max_diff = max(float(np.abs(g - e).max()) for e, g in zip(expected, got))
+    agreement, kind = task(runner.spec.kind).agreement(expected, got, runner.spec)
+    return ParityReport(len(batch), max_diff, agreement, atol, min_agreement, kind)
 
 
 def evaluate_onnx(onnx_path: Path, pairs: list[tuple[Path, list[str]]]) -> dict:
@@ -154,34 +141,7 @@ def evaluate_onnx(onnx_path: Path, pairs: list[tuple[Path, list[str]]]) -> dict:
         frames.append(image)
         results.append(runner(image))
         known.append(info)
-    if runner.spec.kind == "keypoints":
-        from ..deploy.tasks.keypoints import keypoint_metrics
-
-        pred = np.stack([r.xy for r in results])
-        true = np.asarray([json.loads(info[0]) for info in known], dtype=np.float32)
-        norm = np.asarray([float(info[1]) for info in known], dtype=np.float32)
-        m = keypoint_metrics(pred, true, norm, runner.spec.labels, "")
-        quality = {"onnx_nme_mean": m["nme_mean"], "onnx_nme_median": m["nme_median"],
-                   "onnx_nme_share_below_0.1": m["nme_share_below_0.1"], "onnx_pixel_error_mean": m["pixel_error_mean"]}
-    elif runner.spec.kind == "segment":
-        import cv2
-
-        from ..deploy.tasks.segment import iou_metrics
-
-        masks = [cv2.imread(info[0], cv2.IMREAD_UNCHANGED) for info in known]
-        m = iou_metrics([r.class_map for r in results], masks, runner.spec.labels)
-        quality = {"onnx_miou": m["miou"], "onnx_iou": m["iou"]}
-    elif runner.spec.kind == "detect":
-        from ..deploy.boxdata import sample_from_json
-        from ..deploy.tasks.detect import detection_metrics
-
-        truths = [sample_from_json(info[0]) for info in known]
-        m = detection_metrics(results, truths, runner.spec.labels, operating_score=runner.spec.score_threshold)
-        quality = {"onnx_map50": m["map50"], "onnx_recall": m["recall"], "onnx_precision": m["precision"],
-                   "onnx_per_class": m["per_class"]}
-    else:
-        correct = sum(int(r.label == info[0]) for r, info in zip(results, known))
-        quality = {"onnx_accuracy": correct / max(len(results), 1)}
+    quality = task(runner.spec.kind).quality(results, known, runner.spec)
     total = len(results)
     one = [frames[0]]
     for _ in range(5):

@@ -20,7 +20,7 @@ import onnx
 from ..deploy.errors import UserError
 from ..deploy.ops import preprocess
 from ..deploy.spec import SPEC_KEY, TaskSpec
-from .card import HEADLINE
+from .card import headline
 
 VARIANTS = ("int8", "fp16")
 
@@ -109,10 +109,10 @@ def convert_fp16(fp32: Path, out: Path) -> None:
 
 def metric_loss(kind: str, fp32: dict, variant: dict) -> float:
     """How much worse the variant is in the task's metric (accuracy, NME or mean IoU); > 0 is worse."""
-    key, _, higher_is_better = HEADLINE[kind]
+    key, _, higher_is_better = headline(kind)
     return fp32[key] - variant[key] if higher_is_better else variant[key] - fp32[key]
 
 
 def metric_text(kind: str, evaluation: dict) -> str:
-    key, name, _ = HEADLINE[kind]
+    key, name, _ = headline(kind)
     return f"{name} {evaluation[key]:.4f}"

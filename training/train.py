@@ -1,227 +1,31 @@
-"""``edgevision train``: transfer learning for image classifiers, in two speeds.
-
-fast      the frozen backbone's features are computed once and a softmax head is fitted on
-          them (seconds for a few hundred images on a CPU).
-finetune  the fast head first, then the top of the backbone is unfrozen and trained with
-          augmentation, a cosine learning-rate schedule and early stopping on validation loss.
-
-Either way a run folder holds the Keras model, metrics.json, confusion.png, curves.png, the
-exact config (config.toml), the spec to embed on export, the validation file list and
-TensorBoard logs.
-"""
+"""``edgevision train``: options -> the task's trainer (training/tasks/) -> a run folder, and with
+``--export`` the ONNX file and its card. Progress goes to stderr."""
 
 from __future__ import annotations
 
-import json
-import math
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import keras
-import numpy as np
 import tensorflow as tf
 
 from ..deploy.errors import UserError
-from ..deploy.spec import TaskSpec
-from .data import ClassDataset, find_dataset, load_images, with_extra
-from .fit import EpochLine, finetune_callbacks, finetune_schedule, log_line, new_run_dir, unfreeze_backbone
-from .metrics import classification_metrics, save_confusion_png, save_curves_png
-from .model import augmenter, build_classifier, feature_extractor
-from .options import TrainConfig, config_from_args
-from .runfolder import write_val_list
-
-
-def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
-    """'balanced' weights: n / (classes * n_c), so each class adds the same total weight."""
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    return {c: float(len(labels) / (num_classes * counts[c])) for c in range(num_classes) if counts[c]}
-
-
-def _compile(model: keras.Model, lr, config: TrainConfig) -> None:
-    model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy"],
-    )
-
-
-def fit_head(model, x_train, y_train, x_val, y_val, config, run_dir, log, weights, classes) -> dict:
-    """Fit the softmax head on cached backbone features and copy it into ``model``."""
-    num_classes = model.output_shape[-1]
-    extractor = feature_extractor(model)
-    t0 = time.perf_counter()
-    f_train = extractor.predict(x_train.astype(np.float32), batch_size=64, verbose=0)
-    y_feat = y_train
-    if config.augment_copies:
-        augment = augmenter(config, num_classes, classes)
-        copies = []
-        for _ in range(config.augment_copies):
-            xs, ys = augment(tf.constant(x_train), tf.constant(y_train))
-            copies.append((extractor.predict(xs.numpy(), batch_size=64, verbose=0), ys.numpy()))
-        f_train = np.concatenate([f_train, *[c[0] for c in copies]])
-        y_feat = np.concatenate([y_train, *[c[1] for c in copies]])
-    f_val = extractor.predict(x_val.astype(np.float32), batch_size=64, verbose=0)
-    log(f"features: {len(f_train)} train, {len(f_val)} val in {time.perf_counter() - t0:.1f} s")
-
-    head = keras.Sequential(
-        [
-            keras.Input((f_train.shape[1],)),
-            keras.layers.Dropout(config.dropout),
-            keras.layers.Dense(num_classes, activation="softmax"),
-        ]
-    )
-    _compile(head, config.head_lr, config)
-    history = head.fit(
-        f_train,
-        keras.utils.to_categorical(y_feat, num_classes),
-        validation_data=(f_val, keras.utils.to_categorical(y_val, num_classes)),
-        epochs=config.head_epochs,
-        batch_size=config.batch_size,
-        class_weight=weights,
-        verbose=0,
-        callbacks=[
-            keras.callbacks.EarlyStopping("val_loss", patience=max(config.patience, 20), restore_best_weights=True),
-            keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")),
-            EpochLine("head", config.head_epochs, log, every=max(1, config.head_epochs // 10)),
-        ],
-    )
-    model.get_layer("probs").set_weights(head.layers[-1].get_weights())
-    return history.history
-
-
-def fine_tune(model, x_train, y_train, x_val, y_val, config, run_dir, log, weights, classes) -> dict:
-    num_classes = len(classes)
-    unfreeze_backbone(model, config, log)
-    augment = augmenter(config, num_classes, classes)
-
-    def one_hot(images, labels):
-        return images, tf.one_hot(labels, num_classes)
-
-    train_ds = (
-        tf.data.Dataset.from_tensor_slices((x_train, y_train))
-        .shuffle(len(x_train), seed=config.seed, reshuffle_each_iteration=True)
-        .batch(config.batch_size)
-        .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-        .map(one_hot)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    val_ds = tf.data.Dataset.from_tensor_slices(
-        (x_val.astype(np.float32), keras.utils.to_categorical(y_val, num_classes))
-    ).batch(config.batch_size)
-    _compile(model, finetune_schedule(config, math.ceil(len(x_train) / config.batch_size)), config)
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=config.epochs,
-        class_weight=weights,
-        shuffle=False,  # train_ds is shuffled each epoch already
-        verbose=0,
-        callbacks=finetune_callbacks(config, run_dir, log, "accuracy"),
-    )
-    return history.history
-
-
-def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
-    """Train a classifier as ``config`` says; return the run folder."""
-    t_start = time.perf_counter()
-    keras.utils.set_random_seed(config.seed)
-    dataset: ClassDataset = find_dataset(config.data, config.val_split, config.seed)
-    if config.extra_data:
-        extras = [find_dataset(d, config.val_split, config.seed) for d in config.extra_data]
-        dataset = with_extra(dataset, extras, list(config.extra_data))
-    classes, size = dataset.classes, config.input_size
-    x_train, y_train, skipped_train = load_images(dataset.train, size)
-    x_val, y_val, skipped_val = load_images(dataset.val, size)
-    skipped = skipped_train + skipped_val
-    counts = np.bincount(y_train, minlength=len(classes))
-    log(
-        f"{len(x_train)} train / {len(x_val)} val images, classes "
-        + ", ".join(f"{c} ({n})" for c, n in zip(classes, counts))
-        + ("" if dataset.split_given else f" (seeded {config.val_split:.0%} stratified split)")
-        + (f"; {len(skipped)} unreadable images skipped" if skipped else "")
-    )
-    run_dir = new_run_dir(config)
-    model = build_classifier(len(classes), size, config.alpha, config.weights, config.dropout, config.backbone)
-    weights = class_weights(y_train, len(classes)) if config.class_weight == "balanced" else None
-
-    history = {}
-    if config.weights != "none":  # random features carry no information: no head stage from scratch
-        history["head"] = fit_head(model, x_train, y_train, x_val, y_val, config, run_dir, log, weights, classes)
-    if config.mode == "finetune":
-        history["finetune"] = fine_tune(model, x_train, y_train, x_val, y_val, config, run_dir, log, weights, classes)
-
-    probs = model.predict(x_val.astype(np.float32), batch_size=64, verbose=0)
-    metrics = classification_metrics(y_val, probs, classes)
-    metrics.update(
-        {
-            "train_images": len(x_train),
-            "val_images": len(x_val),
-            "skipped_images": [str(p) for p in skipped],
-            "train_seconds": round(time.perf_counter() - t_start, 1),
-            "mode": config.mode,
-            "split": "given" if dataset.split_given else (
-                f"seeded {config.val_split:.0%} stratified split (seed {config.seed})"
-            ),
-        }
-    )
-    if config.extra_data:  # each source's own validation accuracy: a merged number can hide a weak one
-        roots = [Path(d).expanduser().resolve() for d in (config.data, *config.extra_data)]
-        kept = [p for p in dataset.val.paths if p not in skipped]
-        source = np.array([next(i for i, r in enumerate(roots) if p.resolve().is_relative_to(r)) for p in kept])
-        right = probs.argmax(axis=1) == y_val
-        metrics["val_by_source"] = {
-            str(d): {"accuracy": float(right[source == i].mean()), "images": int((source == i).sum())}
-            for i, d in enumerate((config.data, *config.extra_data)) if (source == i).any()
-        }
-        for name, v in metrics["val_by_source"].items():
-            log(f"  {name}: val accuracy {v['accuracy']:.4f} on {v['images']} images")
-    model.save(run_dir / "model.keras")
-    spec = TaskSpec(kind="classify", input_hw=(size, size), labels=classes)
-    (run_dir / "spec.json").write_text(spec.to_json() + "\n")
-    (run_dir / "config.toml").write_text(config.to_toml())
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_val_list(run_dir, [(p, [classes[y]]) for p, y in zip(dataset.val.paths, dataset.val.labels)
-                             if p not in skipped])
-    (run_dir / "history.json").write_text(json.dumps(history, default=float) + "\n")
-    save_confusion_png(np.asarray(metrics["confusion_matrix"]), classes, run_dir / "confusion.png")
-    save_curves_png(history, run_dir / "curves.png")
-    log(
-        f"val accuracy {metrics['accuracy']:.4f} (balanced {metrics['balanced_accuracy']:.4f}) on {len(x_val)} images; "
-        f"{metrics['train_seconds']:.0f} s in all"
-    )
-    log(f"run saved to {run_dir}")
-    log(f"export it: edgevision export {run_dir} --out models/{config.run_name}.onnx")
-    return run_dir
+from ..deploy.images import check_new_output
+from .fit import log_line
+from .options import config_from_args
+from .tasks import task
 
 
 def train_from_args(args) -> Path:
     config = config_from_args(args)
     if args.export is not None:
-        from ..deploy.images import check_new_output
-
         check_new_output(args.export, args.overwrite)  # fail before training, not after
     try:
-        if config.task == "keypoints":
-            from .train_keypoints import train_keypoints
-
-            run_dir = train_keypoints(config, log_line)
-        elif config.task == "segment":
-            from .train_segment import train_segment
-
-            run_dir = train_segment(config, log_line)
-        elif config.task == "detect":
-            from .train_detect import train_detect
-
-            run_dir = train_detect(config, log_line)
-        else:
-            run_dir = train(config)
+        run_dir = task(config.task).train(config, log_line)
     except tf.errors.ResourceExhaustedError as exc:
         raise UserError(
             f"out of memory while training: lower --batch-size or --input-size ({exc.message[:80]})"
         ) from exc
     if args.export is not None:
-        from ..deploy.export import export
+        from .export import export
 
         variants = tuple(v for v in ("int8", "fp16") if getattr(args, v))
         export(run_dir, args.export, overwrite=args.overwrite, variants=variants)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.train
 from conftest import export_in_fresh_process
 from edgevision.deploy.runner import Runner, RunnerOptions
 from edgevision.training.options import TrainConfig
-from edgevision.training.train_detect import train_detect
+from edgevision.training.tasks.detect import train as train_detect
 
 VOC = ("<annotation><size><width>{w}</width><height>{h}</height></size><object><name>box</name><bndbox>"
        "<xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object></annotation>")

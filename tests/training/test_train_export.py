@@ -14,7 +14,7 @@ from edgevision.deploy.errors import UserError
 from edgevision.deploy.runner import Runner, RunnerOptions
 from edgevision.training.export import export, load_parity_images, load_run_model, parity_check, read_val_list
 from edgevision.training.options import TrainConfig
-from edgevision.training.train import train
+from edgevision.training.tasks.classify import train
 from onnx import numpy_helper
 
 COLOURS = {"reddish": (40, 40, 200), "bluish": (200, 60, 40)}  # BGR

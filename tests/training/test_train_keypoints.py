@@ -13,7 +13,7 @@ pytestmark = pytest.mark.train
 from conftest import export_in_fresh_process
 from edgevision.deploy.runner import Runner, RunnerOptions
 from edgevision.training.options import TrainConfig
-from edgevision.training.train_keypoints import train_keypoints
+from edgevision.training.tasks.keypoints import train as train_keypoints
 
 H, W = 48, 72  # non-square frames
 

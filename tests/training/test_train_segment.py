@@ -12,7 +12,7 @@ pytestmark = pytest.mark.train
 from conftest import export_in_fresh_process
 from edgevision.deploy.runner import Runner, RunnerOptions
 from edgevision.training.options import TrainConfig
-from edgevision.training.train_segment import train_segment
+from edgevision.training.tasks.segment import train as train_segment
 
 
 def blobs(root, n=24, seed=0):
@@ -52,7 +52,7 @@ def test_a_segmenter_trains_exports_with_parity_and_masks_frames_at_source_size(
 
 @pytest.mark.parametrize("head", ["unet", "lraspp"])
 def test_both_segmentation_heads_give_class_probabilities_at_stride_4(head):
-    from edgevision.training.train_segment import build_segmenter
+    from edgevision.training.tasks.segment import build_segmenter
 
     model, _ = build_segmenter(3, 64, 1.0, "none", 0.1, backbone_kind="tiny", head=head)
     probs = np.asarray(model(np.zeros((2, 64, 64, 3), np.float32)))

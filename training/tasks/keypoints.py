@@ -11,14 +11,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ..deploy.spec import TaskSpec
-from ..deploy.tasks.keypoints import keypoint_metrics
-from .fit import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
-from .keypoint_model import build_keypoint_model, normalised, with_flip_average
-from .keypoints import augment_sample, find_point_dataset, flip_partner, load_resized
-from .metrics import save_curves_png
-from .options import TrainConfig
-from .runfolder import write_val_list
+from ...deploy.spec import TaskSpec
+from ...deploy.tasks.keypoints import keypoint_metrics
+from ..fit import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
+from ..keypoint_model import build_keypoint_model, normalised, with_flip_average
+from ..keypoints import augment_sample, find_point_dataset, flip_partner, load_resized
+from ..metrics import save_curves_png
+from ..options import TrainConfig
+from ..runfolder import write_val_list
 
 
 def _compile(model: keras.Model, lr, config: TrainConfig) -> None:
@@ -80,7 +80,7 @@ def evaluate_points(predict_norm: Callable[[np.ndarray], np.ndarray], data, name
                             data.kept.norm_kind)
 
 
-def train_keypoints(config: TrainConfig, log: Callable[[str], None]) -> Path:
+def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
     t_start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     names, size = config.points, config.input_size
@@ -123,3 +123,62 @@ def train_keypoints(config: TrainConfig, log: Callable[[str], None]) -> Path:
     log(f"run saved to {run_dir}")
     log(f"export it: edgevision export {run_dir} --out models/{config.run_name}.onnx")
     return run_dir
+
+
+# --- export and card: what this task checks and says -----------------------------------------
+
+OUTPUTS = ("points",)
+MODEL_TEXT = {
+    "regression": "MobileNetV2 (alpha {alpha}) + global pooling + sigmoid regression of (x, y)",
+    "heatmap": "MobileNetV2 (alpha {alpha}) to stride 16 + a heat map per point + spatial soft-argmax",
+}
+
+
+def agreement(expected: list[np.ndarray], got: list[np.ndarray], spec: TaskSpec) -> tuple[float, str]:
+    """Export parity: (n, k, 2) normalised points compared in input pixels."""
+    shift = np.linalg.norm((got[0] - expected[0]) * np.float32(spec.input_hw[::-1]), axis=-1)
+    return float((shift < 0.5).mean()), "points within 0.5 input px"
+
+
+def quality(results: list, known: list[list[str]], spec: TaskSpec) -> dict:
+    """NME of the ONNX model's points (source pixels) against the run's validation points."""
+    pred = np.stack([r.xy for r in results])
+    true = np.asarray([json.loads(info[0]) for info in known], dtype=np.float32)
+    norm = np.asarray([float(info[1]) for info in known], dtype=np.float32)
+    m = keypoint_metrics(pred, true, norm, spec.labels, "")
+    return {"onnx_nme_mean": m["nme_mean"], "onnx_nme_median": m["nme_median"],
+            "onnx_nme_share_below_0.1": m["nme_share_below_0.1"], "onnx_pixel_error_mean": m["pixel_error_mean"]}
+
+
+def model_text(config: dict) -> str:
+    text = MODEL_TEXT[config.get("head", "regression")].format(alpha=config["alpha"])
+    if config.get("flip_average"):
+        text += ", averaged with its prediction on the mirrored image (two passes in one graph)"
+    return text
+
+
+def output_text(spec: TaskSpec) -> str:
+    return (f"`points`: (batch, {len(spec.labels)}, 2) x, y of each point, 0..1 of the input width and height; "
+            "the runner returns source-image pixels")
+
+
+def check_text(out: Path, data_dir: Path, config: dict) -> str:
+    return f"Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line per image."
+
+
+def card_section(metrics: dict, report: dict) -> str:
+    by = metrics["normalised_by"]
+    norm_text = ("the distance between the outer eye corners (iBUG 68-point layout, points 36 and 45)"
+                 if by == "inter-ocular" else "the image diagonal (no eye corners were labelled)")
+    per_point = "\n".join(f"| {n} | {v:.4f} |" for n, v in metrics["per_point_nme_mean"].items())
+    return f"""Validation NME (onnxruntime, val/): **{report["onnx_nme_mean"]:.4f}** mean, \
+{report["onnx_nme_median"]:.4f} median, {report["onnx_nme_share_below_0.1"]:.1%} of images below 0.1, on \
+{report["onnx_images"]} images; mean error {report["onnx_pixel_error_mean"]:.2f} px.
+
+The metric: for each image, the distance between predicted and true point in source-image pixels,
+divided by {norm_text}, averaged over the image's points (NME). Lower is better; 0.1 is about a
+tenth of the eye distance.
+
+| point | mean NME |
+|---|---|
+{per_point}"""

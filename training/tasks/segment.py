@@ -14,16 +14,16 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from ..deploy import ops as rt_ops
-from ..deploy.spec import TaskSpec
-from ..deploy.tasks import segment as segment_task
-from ..deploy.tasks.segment import iou_metrics
-from .fit import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
-from .metrics import save_curves_png
-from .model import BACKBONE_NAME, build_backbone
-from .options import TrainConfig
-from .runfolder import write_val_list
-from .segmentation import augment_pair, find_seg_dataset, load_resized
+from ...deploy import ops as rt_ops
+from ...deploy.spec import TaskSpec
+from ...deploy.tasks import segment as segment_task
+from ...deploy.tasks.segment import iou_metrics
+from ..fit import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
+from ..metrics import save_curves_png
+from ..model import BACKBONE_NAME, build_backbone
+from ..options import TrainConfig
+from ..runfolder import write_val_list
+from ..segmentation import augment_pair, find_seg_dataset, load_resized
 
 SKIPS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "block_16_project")  # s4..s32
 OUTPUT_STRIDE = 4
@@ -92,7 +92,7 @@ def downsample_mask(mask: np.ndarray) -> np.ndarray:
 
 def evaluate_masks(predict: Callable[[np.ndarray], np.ndarray], val, spec: TaskSpec) -> dict:
     """IoU at source resolution, through the runtime's own decode (one upsampling per image)."""
-    from ..deploy.images import read_image
+    from ...deploy.images import read_image
 
     preds = []
     for path in val.images:
@@ -102,7 +102,7 @@ def evaluate_masks(predict: Callable[[np.ndarray], np.ndarray], val, spec: TaskS
     return iou_metrics(preds, list(val.masks), spec.labels)
 
 
-def train_segment(config: TrainConfig, log: Callable[[str], None]) -> Path:
+def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
     t_start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     labels, size = config.seg_classes, config.input_size
@@ -163,3 +163,51 @@ def train_segment(config: TrainConfig, log: Callable[[str], None]) -> Path:
     log(f"run saved to {run_dir}")
     log(f"export it: edgevision export {run_dir} --out models/{config.run_name}.onnx")
     return run_dir
+
+
+# --- export and card: what this task checks and says -----------------------------------------
+
+OUTPUTS = ("probs",)
+MODEL_TEXT = {
+    "unet": "MobileNetV2 (alpha {alpha}) encoder + U-Net-style decoder (skips at strides 4, 8, 16), "
+            "class probabilities at stride 4",
+    "lraspp": "MobileNetV2 (alpha {alpha}) encoder to stride 16 + an LR-ASPP (DeepLab-lite) head: the stride-16 "
+              "features gated by their global average, upsampled once and joined with stride-4 features; class "
+              "probabilities at stride 4",
+}
+
+
+def agreement(expected: list[np.ndarray], got: list[np.ndarray], spec: TaskSpec) -> tuple[float, str]:
+    """Export parity: the class of every output cell."""
+    return float((got[0].argmax(-1) == expected[0].argmax(-1)).mean()), "cells of the same class"
+
+
+def quality(results: list, known: list[list[str]], spec: TaskSpec) -> dict:
+    """IoU of the ONNX model's masks (source size) against the run's validation masks."""
+    masks = [cv2.imread(info[0], cv2.IMREAD_UNCHANGED) for info in known]
+    m = iou_metrics([r.class_map for r in results], masks, spec.labels)
+    return {"onnx_miou": m["miou"], "onnx_iou": m["iou"], "onnx_per_image_miou": m["per_image_miou"]}
+
+
+def model_text(config: dict) -> str:
+    return MODEL_TEXT["lraspp" if config.get("seg_head") == "lraspp" else "unet"].format(alpha=config["alpha"])
+
+
+def output_text(spec: TaskSpec) -> str:
+    return (f"`probs`: (batch, {spec.input_hw[0] // 4}, {spec.input_hw[1] // 4}, {len(spec.labels)}) class "
+            "probabilities; the runner upsamples them once to a class map at source size")
+
+
+def check_text(out: Path, data_dir: Path, config: dict) -> str:
+    return f"Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line per image."
+
+
+def card_section(metrics: dict, report: dict) -> str:
+    rows = "\n".join(f"| {n} | {v:.4f} |" for n, v in report["onnx_iou"].items())
+    return f"""Validation mean IoU (onnxruntime, val/): **{report["onnx_miou"]:.4f}** on {report["onnx_images"]} images,
+masks at source resolution (intersections and unions summed over the set); foreground is
+{metrics["foreground_share"]:.0%} of the training pixels.
+
+| class | IoU |
+|---|---|
+{rows}"""

@@ -23,17 +23,17 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from ..deploy import ops as rt_ops
-from ..deploy.boxdata import find_box_dataset, sample_to_json
-from ..deploy.spec import TaskSpec
-from ..deploy.tasks import detect as detect_task
-from ..deploy.tasks.detect import detection_metrics
-from .detection import augment_boxes, encode_targets, grid_centres, letterbox_sample, mosaic
-from .fit import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
-from .metrics import save_curves_png
-from .model import BACKBONE_NAME, build_backbone
-from .options import TrainConfig
-from .runfolder import write_val_list
+from ...deploy import ops as rt_ops
+from ...deploy.boxdata import find_box_dataset, sample_from_json, sample_to_json
+from ...deploy.spec import TaskSpec
+from ...deploy.tasks import detect as detect_task
+from ...deploy.tasks.detect import detection_metrics
+from ..detection import augment_boxes, encode_targets, grid_centres, letterbox_sample, mosaic
+from ..fit import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
+from ..metrics import save_curves_png
+from ..model import BACKBONE_NAME, build_backbone
+from ..options import TrainConfig
+from ..runfolder import write_val_list
 
 FEATURES = {16: ("block_13_expand_relu", "out_relu"),  # strides 16 and 32
             8: ("block_6_expand_relu", "block_13_expand_relu", "out_relu")}  # 8, 16 and 32
@@ -145,8 +145,8 @@ def shrink(image_rgb: np.ndarray, xyxy: np.ndarray, longest: int) -> tuple[np.nd
 
 
 def load_sources(samples) -> list[np.ndarray]:
-    from ..deploy.errors import UserError
-    from ..deploy.images import read_image
+    from ...deploy.errors import UserError
+    from ...deploy.images import read_image
 
     images = []
     for s in samples:
@@ -160,7 +160,7 @@ def load_sources(samples) -> list[np.ndarray]:
 def evaluate_detector(predict: Callable[[np.ndarray], list], val, spec: TaskSpec, score_threshold: float = 0.01
                       ) -> dict:
     """AP50 and recall at source resolution, through the runtime's own preprocessing, decoding and NMS."""
-    from ..deploy.images import read_image
+    from ...deploy.images import read_image
 
     preds = []
     for s in val:
@@ -169,7 +169,7 @@ def evaluate_detector(predict: Callable[[np.ndarray], list], val, spec: TaskSpec
     return detection_metrics(preds, val, spec.labels, operating_score=spec.score_threshold)
 
 
-def train_detect(config: TrainConfig, log: Callable[[str], None]) -> Path:
+def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
     t_start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     labels, size = config.det_classes, config.input_size
@@ -241,3 +241,58 @@ def train_detect(config: TrainConfig, log: Callable[[str], None]) -> Path:
     log(f"run saved to {run_dir}")
     log(f"export it: edgevision export {run_dir} --out models/{config.run_name}.onnx")
     return run_dir
+
+
+# --- export and card: what this task checks and says -----------------------------------------
+
+OUTPUTS = ("boxes", "scores")  # the order the runtime reads them in
+
+
+def agreement(expected: list[np.ndarray], got: list[np.ndarray], spec: TaskSpec) -> tuple[float, str]:
+    """Export parity: which cells clear the score threshold (what NMS will see)."""
+    t = spec.score_threshold
+    return float(((got[1] >= t) == (expected[1] >= t)).mean()), "score-threshold decisions alike"
+
+
+def quality(results: list, known: list[list[str]], spec: TaskSpec) -> dict:
+    """AP50, recall and precision of the ONNX model's boxes against the run's validation boxes."""
+    truths = [sample_from_json(info[0]) for info in known]
+    m = detection_metrics(results, truths, spec.labels, operating_score=spec.score_threshold)
+    return {"onnx_map50": m["map50"], "onnx_recall": m["recall"], "onnx_precision": m["precision"],
+            "onnx_per_class": m["per_class"]}
+
+
+def model_text(config: dict) -> str:
+    stride = int(config.get("det_stride", 16))
+    levels = " + ".join(str(v) for v in (8, 16, 32) if v >= stride)
+    return (f"MobileNetV2 (alpha {config['alpha']}) features at strides {levels} (added, FPN-style) + an anchor-free "
+            f"FCOS-style head: per cell of the stride-{stride} grid, class scores, centre-ness and distances to the "
+            "four box sides, decoded in the graph")
+
+
+def output_text(spec: TaskSpec) -> str:
+    return ("`boxes`: (batch, cells, 4) x0, y0, x1, y1 as 0..1 of the input, `scores`: (batch, cells, "
+            f"{len(spec.labels)}); the runner keeps scores >= {spec.score_threshold}, runs NMS (IoU "
+            f"{spec.iou_threshold}) and returns source-image pixels")
+
+
+def check_text(out: Path, data_dir: Path, config: dict) -> str:
+    rename = "".join(f" --rename '{r}'" for r in config.get("det_rename", ()))
+    return (f"Check it: `edgevision eval --model {out} {data_dir}/val{rename}` prints AP50, recall and precision; "
+            f"`edgevision predict --model {out} {data_dir}/val --draw shots/` draws the boxes.")
+
+
+def card_section(metrics: dict, report: dict) -> str:
+    rows = "\n".join(f"| {n} | {v['ap50']:.4f} | {v['true_boxes']} |"
+                     for n, v in report["onnx_per_class"].items())
+    return f"""Validation AP50 (onnxruntime, val/): **{report["onnx_map50"]:.4f}** on {report["onnx_images"]} \
+images; at the default score threshold {metrics["operating_score"]} the model finds \
+{report["onnx_recall"]:.1%} of the true boxes
+(recall) and {report["onnx_precision"]:.1%} of its boxes are right (precision).
+
+The metric: Pascal VOC average precision at IoU 0.5 (all-point interpolation), boxes in
+source-image pixels after the runtime's letterbox, decoding and NMS (IoU 0.45), scores down to 0.01.
+
+| class | AP50 | true boxes |
+|---|---|---|
+{rows}"""
