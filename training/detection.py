@@ -66,7 +66,8 @@ def augment_boxes(image_rgb: np.ndarray, xyxy: np.ndarray, label: np.ndarray, si
     out = cv2.warpAffine(image_rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                          borderValue=(LETTERBOX_FILL,) * 3)
     boxes, kept = warp_boxes(xyxy, m, size)
-    return color_jitter(out, rng, config.color, config.grayscale), boxes[kept], label[kept]
+    return color_jitter(out, rng, config.color, config.grayscale,
+                        getattr(config, "lowres", 0.0)), boxes[kept], label[kept]
 
 
 def mosaic(images: list[np.ndarray], boxes: list[np.ndarray], labels: list[np.ndarray], size: int,

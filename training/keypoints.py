@@ -190,10 +190,22 @@ def augment_sample(image: np.ndarray, points: np.ndarray, rng: np.random.Generat
     out = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if mirrored:
         moved = moved[partner]
-    return color_jitter(out, rng, config.color, config.grayscale), moved.astype(np.float32)
+    return color_jitter(out, rng, config.color, config.grayscale,
+                        getattr(config, "lowres", 0.0)), moved.astype(np.float32)
 
 
-def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float, grey_p: float) -> np.ndarray:
+def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float, grey_p: float,
+                 lowres_p: float = 0.0) -> np.ndarray:
+    """Brightness, contrast and saturation jitter; a grey copy with probability ``grey_p``; with
+    probability ``lowres_p`` the image shrunk to 24..64 px on its longer side and scaled back up
+    (a small, blurry face or hand from a far or cheap camera)."""
+    if lowres_p > 0 and rng.random() < lowres_p:
+        h, w = image.shape[:2]
+        scale = int(rng.integers(24, 65)) / max(h, w)
+        if scale < 1:
+            small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                               interpolation=cv2.INTER_AREA)
+            image = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     x = image.astype(np.float32)
     if strength > 0:
         x = x + rng.uniform(-strength, strength) * 127

@@ -109,6 +109,7 @@ def augmenter(config, num_classes: int, classes: tuple[str, ...]):
     partner_t = tf.constant(partner)
     strength = float(config.color)
     grey_p = float(config.grayscale)
+    lowres_p = float(getattr(config, "lowres", 0.0))
 
     @tf.function
     def augment(images, labels):
@@ -119,6 +120,13 @@ def augmenter(config, num_classes: int, classes: tuple[str, ...]):
             images = tf.where(swap[:, None, None, None], tf.reverse(images, axis=[1]), images)
             labels = tf.where(swap, tf.gather(partner_t, labels), labels)
         images = geometric(images, training=True)
+        if lowres_p > 0:  # shrink to 24..64 px and scale back up: small, blurry faces and hands
+            hw = tf.shape(images)[1:3]
+            side = tf.random.uniform((), 24, 65, dtype=tf.int32)
+            small = tf.image.resize(images, [side, side], method="area", antialias=True)
+            blurry = tf.image.resize(small, hw, method="bilinear")
+            pick = tf.random.uniform((n, 1, 1, 1)) < lowres_p
+            images = tf.where(pick, blurry, images)
         if strength > 0:
             x = images / 255.0
             x = x + tf.random.uniform((n, 1, 1, 1), -strength, strength) * 0.5  # brightness

@@ -1,131 +1,210 @@
-"""Training options: one dataclass, filled from a TOML file and/or flags. No TensorFlow here."""
+"""Training options: small frozen dataclasses, one per TOML table, filled from a config file
+and/or flags. No TensorFlow here.
+
+A config file has the general options at the top and a table per concern::
+
+    data = "../../../shared/data/hands_webcam"     # paths are relative to this file
+    task = "detect"
+    mode = "finetune"
+    [augment]
+    zoom = 0.7
+    [detect]
+    classes = ["hand"]
+    rename = ["*-hand:hand"]
+
+Each field's ``help`` metadata is its ``--help`` text; its ``flag`` metadata the flag's name where
+it differs from the field's (``--det-classes`` for ``[detect] classes``). Files written before
+the tables existed (flat keys such as ``hflip`` or ``det_classes``) are still read; a notice says
+where each key now belongs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from ..deploy.boxdata import is_rename_rule
 from ..deploy.errors import UserError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10 (JetPack 6)
-    import tomli as tomllib
+from ..deploy.spec import TASK_KINDS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODES = ("fast", "finetune")
-TASKS = ("classify", "keypoints", "segment", "detect")
 BACKBONES = ("mobilenet_v2", "tiny")
 HEADS = ("regression", "heatmap")
+SEG_HEADS = ("unet", "lraspp")
+PATH_KEYS = ("data", "extra_data", "runs_dir", "weights")  # resolved against the config file's folder
+
+
+def opt(default: Any, help: str, flag: str | None = None, choices: tuple = ()) -> Any:
+    """A field with its --help text (and flag name, and choices) as metadata."""
+    kind = {"default_factory": lambda: default} if isinstance(default, (list, dict)) else {"default": default}
+    return field(**kind, metadata={"help": help, "flag": flag, "choices": choices})
+
+
+def _in_range(owner: str, name: str, value: float, low: float, high: float, high_open: bool = True) -> None:
+    if not (low <= value < high if high_open else low <= value <= high):
+        raise UserError(f"{owner}{name} must be within {low}..{high}, got {value}")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    data: str  # DATA/<label>/*.jpg or DATA/{train,val}/<label>/*.jpg
-    extra_data: tuple[str, ...] = ()  # classify: more folders like DATA, same classes, merged (val reported apart)
-    name: str = ""  # run name; default: the data folder's name
-    runs_dir: str = "runs"
-    task: str = "classify"  # or "keypoints", "segment", "detect"
-    points: tuple[str, ...] = ("nose",)  # keypoints: the point names, as in labels.csv
-    head: str = "regression"  # keypoints: 'regression' or 'heatmap'
-    flip_average: bool = False  # keypoints: average with the mirrored image's prediction (2x inference)
-    seg_classes: tuple[str, ...] = ("background", "person")  # segment: mask ids 0, 1, ...
-    seg_head: str = "unet"  # segment: 'unet' (skips at 16, 8, 4) or 'lraspp' (DeepLab-lite: stride 16 + 4)
-    yolo_classes: tuple[int, ...] = (0,)  # segment: YOLO polygon class ids that become mask ids 1, 2, ...
-    det_classes: tuple[str, ...] = ("object",)  # detect: class names (YOLO txt class ids index them)
-    det_rename: tuple[str, ...] = ()  # detect: 'pattern:class' rules for VOC names, e.g. '*-hand:hand'
-    det_stride: int = 16  # detect: the box grid's stride, 16 or 8 (finer: smaller objects, 4x the cells)
-    score_threshold: float = 0.4  # detect: the model's default minimum score (run --score-threshold overrides)
-    mode: str = "fast"  # fast: fit a head on frozen features; finetune: also train the backbone's top
-    input_size: int = 160
-    backbone: str = "mobilenet_v2"  # or 'tiny': a small CNN trained from scratch (tests, quick experiments)
-    alpha: float = 1.0  # MobileNetV2 width
-    weights: str = "imagenet"  # 'imagenet' (Keras download), 'none', or a local .h5 path
-    val_split: float = 0.2  # used when DATA has no train/ and val/ folders
-    seed: int = 0
-    batch_size: int = 32
-    head_epochs: int = 200  # fast mode (and the first stage of finetune): epochs over cached features
-    head_lr: float = 1e-3
-    epochs: int = 30  # finetune: epochs of backbone training
-    lr: float = 1e-4  # finetune: peak learning rate (cosine decay)
-    unfreeze: int = 40  # finetune: trainable backbone layers counted from the top
-    patience: int = 8  # early stopping on validation loss; 0: run every epoch, keep the last weights
-    dropout: float = 0.2
-    label_smoothing: float = 0.1
-    weight_decay: float = 1e-4
-    class_weight: str = "balanced"  # 'balanced' or 'none'
-    # Augmentation (finetune; fast mode uses it only when augment_copies > 0)
-    hflip: bool = True  # left-right flip, when it keeps the label
-    vflip_swap: tuple[str, ...] = ()  # 'a:b' pairs: an upside-down 'a' is a 'b' (thumbs up/down)
-    rotation_deg: float = 10.0
-    mosaic: float = 0.0  # detect: probability of a 2x2 mosaic of four training photos (smaller objects)
-    rot90: float = 0.0  # detect: probability of a quarter turn (hands and objects seen sideways)
-    zoom: float = 0.2  # random crop/scale range
-    translate: float = 0.1
-    color: float = 0.2  # brightness/contrast/saturation jitter strength
-    grayscale: float = 0.1  # probability of a grey copy
-    augment_copies: int = 0  # fast mode: augmented feature copies per training image
-    notes: str = ""  # free text for the model card (data caveats)
-    config_file: str = ""  # the TOML file these came from, if any
+class Augment:
+    """[augment]: random changes to training images (finetune; fast mode only with copies > 0)."""
+
+    hflip: bool = opt(True, "left-right flips, where a mirror keeps the label")
+    vflip_swap: tuple[str, ...] = opt((), "'a:b' pairs: an upside-down 'a' is a 'b' (thumbs_up:thumbs_down)")
+    rotation_deg: float = opt(10.0, "small rotations within +- this many degrees")
+    zoom: float = opt(0.2, "random scale range (crop in, or out with a border)")
+    translate: float = opt(0.1, "random shift, a share of the image side")
+    color: float = opt(0.2, "brightness / contrast / saturation jitter strength")
+    grayscale: float = opt(0.1, "probability of a grey copy")
+    lowres: float = opt(0.0, "probability of a low-resolution copy (shrunk to 24..64 px, then scaled back up)")
+    rot90: float = opt(0.0, "detect: probability of a quarter turn (objects seen sideways)")
+    mosaic: float = opt(0.0, "detect: probability of a 2x2 mosaic of four photos (smaller objects)")
+    copies: int = opt(0, "fast mode: augmented feature copies per training image", flag="augment-copies")
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise UserError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
-        object.__setattr__(self, "seg_classes", tuple(self.seg_classes))
-        object.__setattr__(self, "yolo_classes", tuple(int(c) for c in self.yolo_classes))
-        if self.task == "segment" and len(self.seg_classes) != len(self.yolo_classes) + 1:
-            raise UserError("seg_classes names background plus one class per yolo_classes id")
-        object.__setattr__(self, "extra_data", tuple(self.extra_data))
-        if self.extra_data and self.task != "classify":
-            raise UserError("extra_data is for classification (task 'classify')")
-        object.__setattr__(self, "det_classes", tuple(self.det_classes))
-        object.__setattr__(self, "det_rename", tuple(self.det_rename))
-        if self.task == "detect" and not self.det_classes:
-            raise UserError("detect needs at least one class name (--det-classes hand)")
-        for rule in self.det_rename:
-            if not is_rename_rule(rule, self.det_classes):
-                raise UserError(f"det_rename rules look like '*-hand:hand' with a class of det_classes, got {rule!r}")
-        if self.head not in HEADS:
-            raise UserError(f"head must be 'regression' or 'heatmap', got {self.head!r}")
-        object.__setattr__(self, "points", tuple(self.points))
-        if self.task == "keypoints" and not self.points:
-            raise UserError("keypoints need at least one point name (--points nose)")
-        if self.mode not in MODES:
-            raise UserError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if not 32 <= self.input_size <= 512 or self.input_size % 8:
-            raise UserError(f"input_size must be a multiple of 8 within 32..512, got {self.input_size}")
-        if not 0.0 < self.val_split < 1.0:
-            raise UserError(f"val_split must be within 0..1, got {self.val_split}")
-        if self.class_weight not in ("balanced", "none"):
-            raise UserError(f"class_weight must be 'balanced' or 'none', got {self.class_weight!r}")
-        if self.patience < 0:
-            raise UserError(f"patience must be 0 (no early stopping) or more, got {self.patience}")
-        for name in ("batch_size", "head_epochs", "epochs"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be 1 or more, got {getattr(self, name)}")
-        for name in ("rot90", "mosaic"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise UserError(f"{name} must be within 0..1, got {getattr(self, name)}")
-        if self.seg_head not in ("unet", "lraspp"):
-            raise UserError(f"seg_head must be 'unet' or 'lraspp', got {self.seg_head!r}")
-        if self.det_stride not in (8, 16):
-            raise UserError(f"det_stride must be 8 or 16, got {self.det_stride}")
-        if not 0.0 < self.score_threshold < 1.0:
-            raise UserError(f"score_threshold must be within 0..1, got {self.score_threshold}")
-        for name in ("dropout", "label_smoothing", "zoom", "translate", "color", "grayscale"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise UserError(f"{name} must be within 0..1, got {getattr(self, name)}")
-        if self.unfreeze < 0 or self.augment_copies < 0:
-            raise UserError("unfreeze and augment_copies must be 0 or more")
         object.__setattr__(self, "vflip_swap", tuple(self.vflip_swap))
         for pair in self.vflip_swap:
             if pair.count(":") != 1 or "" in pair.split(":"):
                 raise UserError(f"vflip_swap entries look like 'thumbs_up:thumbs_down', got {pair!r}")
-        if self.backbone not in BACKBONES:
-            raise UserError(f"backbone must be 'mobilenet_v2' or 'tiny', got {self.backbone!r}")
+        for name in ("zoom", "translate", "color", "grayscale"):
+            _in_range("augment.", name, getattr(self, name), 0.0, 1.0)
+        for name in ("rot90", "mosaic", "lowres"):
+            _in_range("augment.", name, getattr(self, name), 0.0, 1.0, high_open=False)
+        _in_range("augment.", "rotation_deg", self.rotation_deg, 0.0, 180.0, high_open=False)
+        if self.copies < 0:
+            raise UserError(f"augment.copies must be 0 or more, got {self.copies}")
+
+
+@dataclass(frozen=True)
+class KeypointOptions:
+    """[keypoints]: named (x, y) points."""
+
+    points: tuple[str, ...] = opt(("nose",), "the point names, as in labels.csv (comma-separated)")
+    head: str = opt("regression", "heatmap (a map per point + soft-argmax) or regression", choices=HEADS)
+    flip_average: bool = opt(False, "average with the mirrored image's prediction (2x inference)")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "points", tuple(self.points))
+        if self.head not in HEADS:
+            raise UserError(f"keypoints.head must be 'regression' or 'heatmap', got {self.head!r}")
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """[segment]: a class per pixel."""
+
+    classes: tuple[str, ...] = opt(("background", "person"), "mask ids 0, 1, ... (0 is the background)",
+                                   flag="seg-classes")
+    head: str = opt("unet", "unet (skips at 16, 8, 4) or lraspp (DeepLab-lite)", flag="seg-head",
+                    choices=SEG_HEADS)
+    yolo_classes: tuple[int, ...] = opt((0,), "YOLO polygon class ids that become mask ids 1, 2, ...")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "yolo_classes", tuple(int(c) for c in self.yolo_classes))
+        if self.head not in SEG_HEADS:
+            raise UserError(f"segment.head must be 'unet' or 'lraspp', got {self.head!r}")
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """[detect]: boxes."""
+
+    classes: tuple[str, ...] = opt(("object",), "class names (YOLO txt class ids index them)", flag="det-classes")
+    rename: tuple[str, ...] = opt((), "'pattern:class' rules for VOC box names, e.g. '*-hand:hand'",
+                                  flag="det-rename")
+    stride: int = opt(16, "the box grid's stride: 16, or 8 for small objects (4x the cells)", flag="det-stride",
+                      choices=(8, 16))
+    score_threshold: float = opt(0.4, "the model's default minimum score ('run --score-threshold' overrides)")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "rename", tuple(self.rename))
+        for rule in self.rename:
+            if not is_rename_rule(rule, self.classes):
+                raise UserError(f"detect.rename rules look like '*-hand:hand' with a class of detect.classes, "
+                                f"got {rule!r}")
+        if self.stride not in (8, 16):
+            raise UserError(f"detect.stride must be 8 or 16, got {self.stride}")
+        if not 0.0 < self.score_threshold < 1.0:
+            raise UserError(f"detect.score_threshold must be within 0..1, got {self.score_threshold}")
+
+
+SECTIONS = {"augment": Augment, "keypoints": KeypointOptions, "segment": SegmentOptions, "detect": DetectOptions}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = opt("", "DATA/<label>/*.jpg, or DATA/train/<label> and DATA/val/<label>")
+    extra_data: tuple[str, ...] = opt((), "more data folders with the same classes or boxes, merged (validation "
+                                          "reported per folder); comma-separated")
+    name: str = opt("", "run name (default: the data folder's name)")
+    runs_dir: str = opt("runs", "where run folders are made")
+    task: str = opt("classify", "what the model does", choices=TASK_KINDS)
+    mode: str = opt("fast", "fast: a head on frozen features (seconds); finetune: also the backbone's top (minutes)",
+                    choices=MODES)
+    input_size: int = opt(160, "model input side in pixels (a multiple of 8, 32..512)")
+    backbone: str = opt("mobilenet_v2", "mobilenet_v2, or tiny: a small CNN from scratch (tests)", choices=BACKBONES)
+    alpha: float = opt(1.0, "MobileNetV2 width")
+    weights: str = opt("imagenet", "imagenet (Keras download), none, or a local .h5 file (offline)")
+    val_split: float = opt(0.2, "validation share when DATA has no train/ and val/ folders")
+    seed: int = opt(0, "seed of the split, the augmentation and the weights")
+    batch_size: int = opt(32, "images per training step")
+    head_epochs: int = opt(200, "epochs of the head on cached features (fast mode, finetune's first stage)")
+    head_lr: float = opt(1e-3, "learning rate of the head stage")
+    epochs: int = opt(30, "finetune: epochs of backbone training")
+    lr: float = opt(1e-4, "finetune: peak learning rate (warm-up, then cosine decay)")
+    unfreeze: int = opt(40, "finetune: trainable backbone layers, counted from the top")
+    patience: int = opt(8, "early stopping on validation loss; 0 runs every epoch and keeps the last weights")
+    dropout: float = opt(0.2, "dropout before the head")
+    label_smoothing: float = opt(0.1, "classification: label smoothing")
+    weight_decay: float = opt(1e-4, "AdamW weight decay")
+    class_weight: str = opt("balanced", "balanced (each class the same total weight) or none",
+                            choices=("balanced", "none"))
+    notes: str = opt("", "free text for the model card (data caveats)")
+    config_file: str = opt("", "the TOML file these came from, if any")
+    augment: Augment = field(default_factory=Augment)
+    keypoints: KeypointOptions = field(default_factory=KeypointOptions)
+    segment: SegmentOptions = field(default_factory=SegmentOptions)
+    detect: DetectOptions = field(default_factory=DetectOptions)
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise UserError("no data folder: give DATA or a --config that names one")
+        for key, cls in SECTIONS.items():
+            if isinstance(getattr(self, key), dict):  # TrainConfig(augment={...}) reads like the TOML table
+                object.__setattr__(self, key, _build(cls, getattr(self, key), key + "."))
+        object.__setattr__(self, "extra_data", tuple(self.extra_data))
+        for name, choices in (("task", TASK_KINDS), ("mode", MODES), ("backbone", BACKBONES),
+                              ("class_weight", ("balanced", "none"))):
+            if getattr(self, name) not in choices:
+                raise UserError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.extra_data and self.task not in ("classify", "detect"):
+            raise UserError("extra_data is for classification and detection")
+        if self.task == "segment" and len(self.segment.classes) != len(self.segment.yolo_classes) + 1:
+            raise UserError("segment.classes names background plus one class per segment.yolo_classes id")
+        if self.task == "detect" and not self.detect.classes:
+            raise UserError("detect needs at least one class name (--det-classes hand)")
+        if self.task == "keypoints" and not self.keypoints.points:
+            raise UserError("keypoints need at least one point name (--points nose)")
+        if not 32 <= self.input_size <= 512 or self.input_size % 8:
+            raise UserError(f"input_size must be a multiple of 8 within 32..512, got {self.input_size}")
+        if not 0.0 < self.val_split < 1.0:
+            raise UserError(f"val_split must be within 0..1, got {self.val_split}")
+        for name in ("batch_size", "head_epochs", "epochs"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be 1 or more, got {getattr(self, name)}")
+        for name in ("lr", "head_lr", "alpha"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"{name} must be above 0, got {getattr(self, name)}")
+        if self.patience < 0 or self.unfreeze < 0 or self.weight_decay < 0:
+            raise UserError("patience, unfreeze and weight_decay must be 0 or more")
+        for name in ("dropout", "label_smoothing"):
+            _in_range("", name, getattr(self, name), 0.0, 1.0)
         if self.backbone == "tiny" and self.weights != "none":
             raise UserError("the tiny backbone has no pretrained weights: use --weights none")
         if self.weights == "none" and self.mode == "fast":
@@ -141,11 +220,19 @@ class TrainConfig:
         return self.name or Path(self.data).resolve().name
 
     def to_toml(self) -> str:
-        """The exact config, as TOML that 'edgevision train --config' reads back."""
-        lines = []
-        for key, value in asdict(self).items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        return "\n".join(lines) + "\n"
+        """The exact config, as TOML that 'edgevision train --config' reads back (paths absolute)."""
+        top, tables = [], []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECTIONS:
+                body = "\n".join(f"{k} = {_toml_value(v)}" for k, v in asdict(value).items())
+                tables.append(f"\n[{f.name}]\n{body}")
+                continue
+            if f.name in PATH_KEYS and value and not (f.name == "weights" and value in ("imagenet", "none")):
+                value = tuple(str(Path(v).resolve()) for v in value) if f.name == "extra_data" else str(
+                    Path(value).resolve())
+            top.append(f"{f.name} = {_toml_value(value)}")
+        return "\n".join(top) + "\n" + "\n".join(tables) + "\n"
 
 
 def _toml_value(value: object) -> str:
@@ -159,20 +246,91 @@ def _toml_value(value: object) -> str:
     return f'"{text}"'
 
 
+# Flat keys of files written before the tables, and the table each now belongs to.
+FLAT_KEYS = {
+    **{name: ("augment", name) for name in ("hflip", "vflip_swap", "rotation_deg", "zoom", "translate", "color",
+                                            "grayscale", "rot90", "mosaic", "lowres")},
+    "augment_copies": ("augment", "copies"),
+    "points": ("keypoints", "points"), "head": ("keypoints", "head"), "flip_average": ("keypoints", "flip_average"),
+    "seg_classes": ("segment", "classes"), "seg_head": ("segment", "head"), "yolo_classes": ("segment", "yolo_classes"),
+    "det_classes": ("detect", "classes"), "det_rename": ("detect", "rename"), "det_stride": ("detect", "stride"),
+    "score_threshold": ("detect", "score_threshold"),
+}
+
+
+def _type_check(where: str, f, value: Any) -> Any:
+    """A TOML value checked against a field's type: a string is never a bool, 2.5 is never an int."""
+    t = f.type
+    ok = {"bool": lambda v: isinstance(v, bool),
+          "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "str": lambda v: isinstance(v, str)}
+    if t in ok:
+        if not ok[t](value):
+            raise UserError(f"{where}{f.name} must be a {t}, got {value!r}")
+        return float(value) if t == "float" else value
+    if t.startswith("tuple"):
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise UserError(f"{where}{f.name} must be a list, got {value!r}")
+        inner = "int" if "int" in t else "str"
+        if not all(ok[inner](v) for v in items):
+            raise UserError(f"{where}{f.name} must be a list of {inner}s, got {value!r}")
+        return tuple(v.strip() if isinstance(v, str) else v for v in items)
+    return value
+
+
+def _build(cls, values: dict, where: str = ""):
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise UserError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(where + u for u in unknown)} "
+                        f"(known in {where.rstrip('.') or 'the top level'}: {', '.join(sorted(known))})")
+    return cls(**{k: v if k in SECTIONS else _type_check(where, known[k], v) for k, v in values.items()})
+
+
+def make_config(values: dict, notice=None) -> TrainConfig:
+    """A TrainConfig from TOML-shaped values: top-level keys plus a dict per table. Flat keys of old
+    files are moved into their tables (``notice`` is told which)."""
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    moved = []
+    for key in [k for k in values if k in FLAT_KEYS]:
+        section, name = FLAT_KEYS[key]
+        table = values.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise UserError(f"[{section}] must be a table")
+        table.setdefault(name, values.pop(key))
+        moved.append(f"{key} -> [{section}] {name}")
+    if moved and notice:
+        notice("config: flat keys read into their tables (" + "; ".join(moved) + ")")
+    for key, cls in SECTIONS.items():
+        if key in values:
+            if not isinstance(values[key], dict):
+                raise UserError(f"[{key}] must be a table, got {values[key]!r}")
+            values[key] = _build(cls, values[key], key + ".")
+    return _build(TrainConfig, values)
+
+
 def load_toml(path: Path) -> dict:
-    """Read a config file; unknown keys are errors."""
+    """Read a config file as a dict, with its paths made relative to the file's folder."""
+    tomllib = tomllib_module()
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError as exc:
         raise UserError(f"config file not found: {path}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path} is not valid TOML: {exc}") from exc
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise UserError(f"{path}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    return data  # relative paths in it are relative to the current folder, like flags
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid TOML: {str(exc).splitlines()[0]}") from exc
+    base = Path(path).resolve().parent
+    for key in PATH_KEYS:
+        value = data.get(key)
+        if key == "weights" and value in ("imagenet", "none"):
+            continue
+        if isinstance(value, str) and value:
+            data[key] = str((base / Path(value).expanduser()).resolve())
+        elif key == "extra_data" and isinstance(value, list):
+            data[key] = [str((base / Path(v).expanduser()).resolve()) if isinstance(v, str) else v for v in value]
+    return data
 
 
 def resolve_config_path(text: str) -> Path:
@@ -187,48 +345,89 @@ def resolve_config_path(text: str) -> Path:
     raise UserError(f"config {text!r} not found: give a .toml path or one of {names}")
 
 
+def _flag_fields():
+    """(dest, flag, field, section) for every option that has a flag."""
+    for f in fields(TrainConfig):
+        if f.name in SECTIONS:
+            for g in fields(SECTIONS[f.name]):
+                flag = g.metadata.get("flag") or g.name.replace("_", "-")
+                yield f"{f.name}__{g.name}", flag, g, f.name
+        elif f.name not in ("data", "config_file"):
+            yield f.name, f.name.replace("_", "-"), f, None
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="?", help="DATA/<label>/*.jpg, or DATA/train/<label> and DATA/val/<label>")
-    p.add_argument("--config", help="a TOML file of options, or a shipped one: thumbs, emotions, fingers")
+    shipped = ", ".join(sorted(c.stem for c in CONFIG_DIR.glob("*.toml")))
+    p.add_argument("--config", help=f"a TOML file of options (flags override it), or a shipped one: {shipped}")
     p.add_argument("--export", type=Path, metavar="OUT.onnx", help="export the run to this file, with its card")
     p.add_argument("--overwrite", action="store_true", help="with --export: replace an existing file")
     p.add_argument("--int8", action="store_true", help="with --export: also an INT8 (QDQ) variant")
     p.add_argument("--fp16", action="store_true", help="with --export: also an FP16 variant")
-    for f in fields(TrainConfig):
-        if f.name in ("data", "config_file"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default_text = f.default if f.default is not MISSING else ""
+    groups: dict[str | None, argparse._ArgumentGroup] = {}
+    for dest, flag, f, section in _flag_fields():
+        if section not in groups:
+            groups[section] = p.add_argument_group(f"[{section}] table" if section else "general options")
+        g = groups[section]
+        default = f.default if f.default is not MISSING else f.default_factory()
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        text = f"{f.metadata.get('help', '')} (default {shown})" if shown not in ("", ()) else f.metadata.get("help")
+        choices = f.metadata.get("choices") or None
         if f.type == "bool":
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"(default {default_text})")
+            g.add_argument("--" + flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif f.type.startswith("tuple"):
-            p.add_argument(flag, dest=f.name, default=None, help="comma-separated")
+            g.add_argument("--" + flag, dest=dest, default=None, metavar="A,B", help=text)
         else:
             kind = {"int": int, "float": float}.get(f.type, str)
-            p.add_argument(flag, dest=f.name, type=kind, default=None, help=f"(default {default_text})")
+            g.add_argument("--" + flag, dest=dest, type=kind, default=None, choices=choices, help=text)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace, notice=None) -> TrainConfig:
     """Flags override the config file, which overrides the defaults."""
     values: dict = {}
     if args.config:
         path = resolve_config_path(args.config)
         values.update(load_toml(path))
-        values.setdefault("config_file", str(path))  # a run's config.toml names its own origin
+        values.setdefault("config_file", str(path.resolve()))  # a run's config.toml names its own origin
     if args.data:
         values["data"] = args.data
-    for f in fields(TrainConfig):
-        value = getattr(args, f.name, None)
-        if value is None or f.name == "data":
+    for dest, _, f, section in _flag_fields():
+        value = getattr(args, dest, None)
+        if value is None:
             continue
         if f.type.startswith("tuple"):
             value = tuple(v.strip() for v in value.split(",") if v.strip())
-        values[f.name] = value
-    if "data" not in values:
+            if "int" in f.type:
+                try:
+                    value = tuple(int(v) for v in value)
+                except ValueError as exc:
+                    raise UserError(f"--{dest} takes whole numbers, got {value}") from exc
+        if section:
+            table = values.setdefault(section, {})
+            table[f.name] = value
+            # a flag beats the same option given flat in an old file
+            values.pop(next((k for k, (s, n) in FLAT_KEYS.items() if s == section and n == f.name), ""), None)
+        else:
+            values[f.name] = value
+    if not values.get("data"):
         raise UserError("no data folder: give DATA or a --config that names one")
-    try:
-        return TrainConfig(**values)
-    except TypeError as exc:
-        raise UserError(f"bad training options: {exc}") from exc
+    return make_config(values, notice)
 
+
+def flat_config(config: dict) -> dict:
+    """A run's config.toml (tables or old flat keys) as one flat dict with the old key names, for
+    readers such as the model card."""
+    out = {k: v for k, v in config.items() if k not in SECTIONS}
+    for key, (section, name) in FLAT_KEYS.items():
+        if isinstance(config.get(section), dict) and name in config[section]:
+            out[key] = config[section][name]
+    return out
+
+
+def tomllib_module():
+    """tomllib (Python 3.11+) or tomli (3.10), imported when a TOML file is read."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10 (JetPack 6)
+        import tomli as tomllib
+    return tomllib

@@ -46,10 +46,10 @@ def read_val_list(run_dir: Path) -> list[tuple[Path, list[str]]]:
 
 
 def load_run_files(run_dir: Path) -> tuple[dict, dict]:
-    """metrics.json and config.toml of a run, as dicts."""
-    from .options import tomllib
+    """metrics.json and config.toml of a run, as dicts (the config flat, with the old key names)."""
+    from .options import flat_config, tomllib_module
 
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     with open(Path(run_dir) / "config.toml", "rb") as f:
-        config = tomllib.load(f)
-    return metrics, config
+        config = tomllib_module().load(f)
+    return metrics, flat_config(config)

@@ -168,4 +168,5 @@ def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, 
     m, _ = random_affine(size, rng, config.rotation_deg, config.zoom, config.translate, config.hflip)
     out = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     out_mask = cv2.warpAffine(mask, m, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-    return color_jitter(out, rng, config.color, config.grayscale), out_mask
+    return color_jitter(out, rng, config.color, config.grayscale,
+                        getattr(config, "lowres", 0.0)), out_mask

@@ -15,7 +15,7 @@ from .tasks import task
 
 
 def train_from_args(args) -> Path:
-    config = config_from_args(args)
+    config = config_from_args(args, notice=log_line)
     if args.export is not None:
         check_new_output(args.export, args.overwrite)  # fail before training, not after
     try:

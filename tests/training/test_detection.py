@@ -138,10 +138,10 @@ def test_duplicates_and_difficult_boxes_follow_voc_rules():
 
 
 def test_rename_rules_are_checked_when_the_config_is_built():
-    from edgevision.training.options import TrainConfig
+    from edgevision.training.options import make_config
 
-    with pytest.raises(UserError, match="det_rename"):
-        TrainConfig(data=".", task="detect", det_classes=("hand",), det_rename=("*-hand:palm",))
+    with pytest.raises(UserError, match=r"detect\.rename rules"):
+        make_config(dict(data=".", task="detect", det_classes=("hand",), det_rename=("*-hand:palm",)))
 
 
 def test_a_mosaic_puts_four_photos_in_quadrants_and_their_boxes_with_them():

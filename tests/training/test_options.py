@@ -2,36 +2,98 @@ import argparse
 
 import pytest
 from edgevision.deploy.errors import UserError
-from edgevision.training.options import CONFIG_DIR, TrainConfig, add_train_args, config_from_args, load_toml
+from edgevision.training.options import (
+    CONFIG_DIR,
+    Augment,
+    TrainConfig,
+    add_train_args,
+    config_from_args,
+    load_toml,
+    make_config,
+)
 
 
-def parse(*argv):
-    parser = argparse.ArgumentParser()
-    add_train_args(parser)
-    return config_from_args(parser.parse_args(argv))
+def parser():
+    p = argparse.ArgumentParser()
+    add_train_args(p)
+    return p
+
+
+def parse(*argv, notice=None):
+    return config_from_args(parser().parse_args(argv), notice)
 
 
 def test_flags_override_the_config_file_which_overrides_defaults(tmp_path):
     (tmp_path / "data").mkdir()
     cfg = tmp_path / "c.toml"
-    cfg.write_text(
-        f'data = "{tmp_path / "data"}"\nepochs = 7\nweights = "none"\nmode = "finetune"\nvflip_swap = ["a:b"]\n'
-    )
+    cfg.write_text('data = "data"\nepochs = 7\nweights = "none"\nmode = "finetune"\n[augment]\nvflip_swap = ["a:b"]\n')
     config = parse("--config", str(cfg), "--epochs", "3", "--no-hflip")
-    assert config.epochs == 3 and config.hflip is False and config.vflip_swap == ("a:b",)
-    assert config.input_size == 160 and config.config_file == str(cfg)
+    assert config.epochs == 3 and config.augment.hflip is False and config.augment.vflip_swap == ("a:b",)
+    assert config.input_size == 160 and config.config_file == str(cfg.resolve())
+
+
+def test_paths_in_a_config_file_are_relative_to_that_file(tmp_path, monkeypatch):
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "w.h5").write_bytes(b"")
+    (tmp_path / "cfg" / "c.toml").write_text('data = "../photos"\nextra_data = ["more"]\nweights = "w.h5"\n')
+    monkeypatch.chdir(tmp_path)
+    config = parse("--config", "cfg/c.toml")
+    assert config.data == str(tmp_path / "photos") and config.extra_data == (str(tmp_path / "cfg" / "more"),)
+    assert config.weights == str(tmp_path / "cfg" / "w.h5")
+    assert parse("--config", "cfg/c.toml", "other").data == "other"  # a flag is relative to where you are
+
+
+def test_tables_map_to_their_dataclasses_and_flags_name_them(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('data = "x"\nweights = "none"\nmode = "finetune"\ntask = "detect"\n'
+                   '[detect]\nclasses = ["hand"]\nrename = ["*-hand:hand"]\nstride = 8\n[augment]\nmosaic = 0.3\n')
+    config = parse("--config", str(cfg), "--det-stride", "16", "--lowres", "0.2")
+    assert config.detect.classes == ("hand",) and config.detect.rename == ("*-hand:hand",)
+    assert config.detect.stride == 16 and config.augment.mosaic == 0.3 and config.augment.lowres == 0.2
+
+
+def test_old_flat_config_files_still_work_and_say_where_keys_belong(tmp_path):
+    cfg = tmp_path / "old.toml"
+    cfg.write_text('data = "x"\nweights = "none"\nmode = "finetune"\ntask = "detect"\ndet_classes = ["hand"]\n'
+                   'hflip = false\naugment_copies = 2\n')
+    told = []
+    config = parse("--config", str(cfg), notice=told.append)
+    assert config.detect.classes == ("hand",) and config.augment.hflip is False and config.augment.copies == 2
+    assert len(told) == 1 and "det_classes -> [detect] classes" in told[0] and "hflip -> [augment] hflip" in told[0]
 
 
 def test_unknown_config_keys_are_errors_that_list_the_known_ones(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('data = "x"\nepoch = 3\n')
-    with pytest.raises(UserError, match="unknown keys epoch .*known: .*epochs"):
-        load_toml(cfg)
+    with pytest.raises(UserError, match="unknown option epoch .*known in the top level: .*epochs"):
+        parse("--config", str(cfg))
+    cfg.write_text('data = "x"\n[augment]\nzoomm = 0.1\n')
+    with pytest.raises(UserError, match=r"unknown option augment\.zoomm .*known in augment: .*zoom"):
+        parse("--config", str(cfg))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[augment]\nhflip = "no"', "augment.hflip must be a bool"),
+    ("head_epochs = 2.5", "head_epochs must be a int"),
+    ("data = 5", "data must be a str"),
+    ("lr = -1", "lr must be above 0"),
+    ("[augment]\nzoom = 3", "augment.zoom must be within 0.0..1.0"),
+    ('augment = "x"', r"\[augment\] must be a table"),
+])
+def test_toml_values_are_type_and_range_checked(tmp_path, text, message):
+    cfg = tmp_path / "c.toml"
+    body = text if text.startswith("data") else f'data = "x"\nweights = "none"\nmode = "finetune"\n{text}'
+    cfg.write_text(body + "\n")
+    with pytest.raises(UserError, match=message):
+        parse("--config", str(cfg))
 
 
 def test_bad_toml_and_missing_files_are_clear(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("data = \n")
+    with pytest.raises(UserError, match="is not valid TOML"):
+        load_toml(bad)
+    bad.write_bytes(b'data = "\xff\xfe"\n')
     with pytest.raises(UserError, match="is not valid TOML"):
         load_toml(bad)
     with pytest.raises(UserError, match="config file not found"):
@@ -50,7 +112,7 @@ def test_bad_toml_and_missing_files_are_clear(tmp_path):
         ({"task": "detect", "det_classes": ()}, "at least one class name"),
         ({"task": "detect", "score_threshold": 1.5}, "score_threshold"),
         ({"task": "keypoints", "extra_data": ("y",)}, "extra_data is for classification"),
-        ({"task": "segment", "seg_classes": ("bg",)}, "seg_classes names background plus one class"),
+        ({"task": "segment", "seg_classes": ("bg",)}, "classes names background plus one class"),
         ({"head": "fcn"}, "head must be"),
         ({"mode": "fast"}, "fast mode needs pretrained weights"),
         ({"backbone": "resnet"}, "backbone must be"),
@@ -59,13 +121,22 @@ def test_bad_toml_and_missing_files_are_clear(tmp_path):
 )
 def test_bad_option_values_fail_when_the_config_is_built(fields, message):
     with pytest.raises(UserError, match=message):
-        TrainConfig(**({"data": "x", "weights": "none", "mode": "finetune"} | fields))
+        make_config({"data": "x", "weights": "none", "mode": "finetune"} | fields)
 
 
 def test_config_written_to_a_run_reads_back_the_same(tmp_path):
-    config = TrainConfig(data="x", weights="none", mode="finetune", vflip_swap=("a:b",), notes='say "hi"\nthere')
+    config = TrainConfig(data=str(tmp_path), runs_dir=str(tmp_path / "runs"), weights="none", mode="finetune",
+                         notes='say "hi"\nthere',
+                         augment=Augment(vflip_swap=("a:b",), lowres=0.25), detect={"classes": ("a", "b")})
     (tmp_path / "c.toml").write_text(config.to_toml())
-    assert TrainConfig(**load_toml(tmp_path / "c.toml")) == config
+    assert make_config(load_toml(tmp_path / "c.toml")) == config
+
+
+def test_help_says_what_each_option_means_and_lists_choices():
+    text = parser().format_help()
+    assert "[augment] table" in text and "[detect] table" in text
+    assert "--mode {fast,finetune}" in text and "--task {classify,keypoints,segment,detect}" in text
+    assert "left-right flips" in text and "probability of a low-resolution copy" in text
 
 
 def test_every_shipped_config_is_valid_with_weights_overridden():
@@ -74,5 +145,6 @@ def test_every_shipped_config_is_valid_with_weights_overridden():
     for name in names:
         config = parse("--config", name, "--weights", "none")
         assert config.name == name and config.mode == "finetune"
+        assert "shared" in config.data and not config.data.startswith("..")  # resolved against the file
     assert parse("--config", "nose", "--weights", "none").task == "keypoints"
-    assert parse("--config", "hands", "--weights", "none").det_rename == ("*-hand:hand",)
+    assert parse("--config", "hands", "--weights", "none").detect.rename[0] == "*-hand:hand"

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.train
 
 from conftest import export_in_fresh_process
 from edgevision.deploy.runner import Runner, RunnerOptions
-from edgevision.training.options import TrainConfig
+from edgevision.training.options import make_config
 from edgevision.training.tasks.detect import train as train_detect
 
 VOC = ("<annotation><size><width>{w}</width><height>{h}</height></size><object><name>box</name><bndbox>"
@@ -39,10 +39,10 @@ def rectangles(root, n, seed, hw=(72, 96)):
 def test_a_tiny_detector_finds_rectangles_on_noise_and_exports_with_parity(tmp_path):
     rectangles(tmp_path / "rects" / "train", 48, seed=0)
     _, val_boxes = rectangles(tmp_path / "rects" / "val", 12, seed=1)
-    config = TrainConfig(data=str(tmp_path / "rects"), task="detect", det_classes=("box",), backbone="tiny",
+    config = make_config(dict(data=str(tmp_path / "rects"), task="detect", det_classes=("box",), backbone="tiny",
                          weights="none", mode="finetune", input_size=64, epochs=40, lr=3e-3, batch_size=8,
                          patience=0, zoom=0.2, translate=0.1, color=0.0, grayscale=0.0,
-                         runs_dir=str(tmp_path / "runs"), seed=0)
+                         runs_dir=str(tmp_path / "runs"), seed=0))
     run_dir = train_detect(config, lambda _: None)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["map50"] > 0.8, metrics  # random boxes score ~0

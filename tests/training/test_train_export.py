@@ -13,7 +13,7 @@ import onnx
 from edgevision.deploy.errors import UserError
 from edgevision.deploy.runner import Runner, RunnerOptions
 from edgevision.training.export import export, load_parity_images, load_run_model, parity_check, read_val_list
-from edgevision.training.options import TrainConfig
+from edgevision.training.options import make_config
 from edgevision.training.tasks.classify import train
 from onnx import numpy_helper
 
@@ -35,8 +35,8 @@ def colour_dataset(root, per_class=14, seed=0):
 def trained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     data = colour_dataset(root / "data")
-    config = TrainConfig(data=str(data), runs_dir=str(root / "runs"), mode="finetune", input_size=32, backbone="tiny",
-                         weights="none", epochs=10, lr=3e-3, batch_size=8, seed=3, grayscale=0.0)
+    config = make_config(dict(data=str(data), runs_dir=str(root / "runs"), mode="finetune", input_size=32,
+                              backbone="tiny", weights="none", epochs=10, lr=3e-3, batch_size=8, seed=3, grayscale=0.0))
     lines = []
     run_dir = train(config, log=lines.append)
     return run_dir, lines, root

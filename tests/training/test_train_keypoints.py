@@ -12,7 +12,7 @@ pytestmark = pytest.mark.train
 
 from conftest import export_in_fresh_process
 from edgevision.deploy.runner import Runner, RunnerOptions
-from edgevision.training.options import TrainConfig
+from edgevision.training.options import make_config
 from edgevision.training.tasks.keypoints import train as train_keypoints
 
 H, W = 48, 72  # non-square frames
@@ -39,10 +39,10 @@ def dot_dataset(root, n=60, seed=0):
 
 def test_a_tiny_heatmap_model_learns_the_dot_and_the_runner_finds_it_in_source_pixels(tmp_path):
     data = dot_dataset(tmp_path / "dots")
-    config = TrainConfig(data=str(data), task="keypoints", points=("dot",), head="heatmap", backbone="tiny",
+    config = make_config(dict(data=str(data), task="keypoints", points=("dot",), head="heatmap", backbone="tiny",
                          weights="none", mode="finetune", input_size=32, epochs=40, lr=3e-3, batch_size=8,
                          rotation_deg=0.0, zoom=0.0, translate=0.1, color=0.0, grayscale=0.0, hflip=True,
-                         patience=0, runs_dir=str(tmp_path / "runs"), seed=1, flip_average=True)
+                         patience=0, runs_dir=str(tmp_path / "runs"), seed=1, flip_average=True))
     lines = []
     run_dir = train_keypoints(config, lines.append)
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.train
 
 from conftest import export_in_fresh_process
 from edgevision.deploy.runner import Runner, RunnerOptions
-from edgevision.training.options import TrainConfig
+from edgevision.training.options import make_config
 from edgevision.training.tasks.segment import train as train_segment
 
 
@@ -32,9 +32,9 @@ def blobs(root, n=24, seed=0):
 
 def test_a_segmenter_trains_exports_with_parity_and_masks_frames_at_source_size(tmp_path):
     data = blobs(tmp_path / "blobs")
-    config = TrainConfig(data=str(data), task="segment", mode="finetune", backbone="tiny", weights="none",
+    config = make_config(dict(data=str(data), task="segment", mode="finetune", backbone="tiny", weights="none",
                          input_size=64, epochs=30, lr=3e-3, batch_size=4, patience=0, color=0.0, grayscale=0.0,
-                         runs_dir=str(tmp_path / "runs"), seed=2)
+                         runs_dir=str(tmp_path / "runs"), seed=2))
     run_dir = train_segment(config, lambda _: None)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["iou"]) == {"background", "person"}

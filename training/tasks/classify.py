@@ -52,10 +52,10 @@ def fit_head(model, x_train, y_train, x_val, y_val, config, run_dir, log, weight
     t0 = time.perf_counter()
     f_train = extractor.predict(x_train.astype(np.float32), batch_size=64, verbose=0)
     y_feat = y_train
-    if config.augment_copies:
-        augment = augmenter(config, num_classes, classes)
+    if config.augment.copies:
+        augment = augmenter(config.augment, num_classes, classes)
         copies = []
-        for _ in range(config.augment_copies):
+        for _ in range(config.augment.copies):
             xs, ys = augment(tf.constant(x_train), tf.constant(y_train))
             copies.append((extractor.predict(xs.numpy(), batch_size=64, verbose=0), ys.numpy()))
         f_train = np.concatenate([f_train, *[c[0] for c in copies]])
@@ -92,7 +92,7 @@ def fit_head(model, x_train, y_train, x_val, y_val, config, run_dir, log, weight
 def fine_tune(model, x_train, y_train, x_val, y_val, config, run_dir, log, weights, classes) -> dict:
     num_classes = len(classes)
     unfreeze_backbone(model, config, log)
-    augment = augmenter(config, num_classes, classes)
+    augment = augmenter(config.augment, num_classes, classes)
 
     def one_hot(images, labels):
         return images, tf.one_hot(labels, num_classes)

@@ -172,8 +172,13 @@ def evaluate_detector(predict: Callable[[np.ndarray], list], val, spec: TaskSpec
 def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
     t_start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
-    labels, size = config.det_classes, config.input_size
-    train, val, stats = find_box_dataset(config.data, labels, config.det_rename, config.val_split, config.seed)
+    labels, size = config.detect.classes, config.input_size
+    folders = (config.data, *config.extra_data)  # several box sets, merged; validation scored per set too
+    train, val, stats, val_source = [], [], {}, []
+    for i, folder in enumerate(folders):
+        t, v, st = find_box_dataset(folder, labels, config.detect.rename, config.val_split, config.seed)
+        train, val, val_source = train + t, val + v, val_source + [i] * len(v)
+        stats = {k: stats.get(k, 0) + n for k, n in st.items()}
     counts = np.bincount(np.concatenate([s.label for s in train]), minlength=len(labels))
     log(f"{len(train)} train / {len(val)} val images; train boxes "
         + ", ".join(f"{n} {c}" for n, c in zip(labels, counts))
@@ -181,18 +186,18 @@ def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
         + (f"; {stats['unlabelled_images']} images without a label file skipped" if stats["unlabelled_images"] else ""))
     run_dir = new_run_dir(config)
     deploy, model, grid = build_detector(len(labels), size, config.alpha, config.weights, config.backbone,
-                                         stride=config.det_stride)
+                                         stride=config.detect.stride)
     sources = [shrink(img, s.xyxy, 2 * size) for img, s in zip(load_sources(train), train)]
     targets = [(xyxy, s.label) for (_, xyxy), s in zip(sources, train)]
 
     def augment(image, target, rng):
-        if config.mosaic and rng.random() < config.mosaic:
+        if config.augment.mosaic and rng.random() < config.augment.mosaic:
             others = rng.integers(0, len(sources), 3)
             x, boxes, label = mosaic([image, *(sources[i][0] for i in others)],
                                      [target[0], *(targets[i][0] for i in others)],
-                                     [target[1], *(targets[i][1] for i in others)], size, rng, config)
+                                     [target[1], *(targets[i][1] for i in others)], size, rng, config.augment)
         else:
-            x, boxes, label = augment_boxes(image, target[0], target[1], size, rng, config)
+            x, boxes, label = augment_boxes(image, target[0], target[1], size, rng, config.augment)
         return x, encode_targets(boxes, label, size, grid, len(labels))
 
     val_x, val_y = [], []
@@ -222,8 +227,18 @@ def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
         history["finetune"] = model.fit(data, validation_data=val_data, epochs=config.epochs, verbose=0,
                                         callbacks=finetune_callbacks(config, run_dir, log, None)).history
     spec = TaskSpec(kind="detect", input_hw=(size, size), labels=labels, resize="letterbox",
-                    score_threshold=config.score_threshold)
-    metrics = evaluate_detector(lambda b: [np.asarray(o) for o in deploy.predict(b, verbose=0)], val, spec)
+                    score_threshold=config.detect.score_threshold)
+    predict = lambda b: [np.asarray(o) for o in deploy.predict(b, verbose=0)]  # noqa: E731
+    metrics = evaluate_detector(predict, val, spec)
+    if config.extra_data:  # each set's own AP50: a merged number can hide a weak one
+        metrics["val_by_source"] = {}
+        for i, folder in enumerate(folders):
+            part = [s for s, src in zip(val, val_source) if src == i]
+            if part:
+                m = evaluate_detector(predict, part, spec)
+                metrics["val_by_source"][str(folder)] = {"map50": m["map50"], "recall": m["recall"],
+                                                         "images": len(part)}
+                log(f"  {folder}: val AP50 {m['map50']:.4f}, recall {m['recall']:.3f} on {len(part)} images")
     metrics.update({"train_images": len(train), "val_images": len(val), **stats,
                     "train_seconds": round(time.perf_counter() - t_start, 1), "mode": config.mode,
                     "task": "detect", "grid": grid, "skipped_images": []})
@@ -285,6 +300,10 @@ def check_text(out: Path, data_dir: Path, config: dict) -> str:
 def card_section(metrics: dict, report: dict) -> str:
     rows = "\n".join(f"| {n} | {v['ap50']:.4f} | {v['true_boxes']} |"
                      for n, v in report["onnx_per_class"].items())
+    by = metrics.get("val_by_source") or {}
+    lines = [f"| `{name}` | {v['map50']:.4f} | {v['recall']:.3f} | {v['images']} |" for name, v in by.items()]
+    by_source = ("\n\nValidation AP50 per data source (Keras, the same decoding):\n\n"
+                 "| source | AP50 | recall | images |\n|---|---|---|---|\n" + "\n".join(lines)) if by else ""
     return f"""Validation AP50 (onnxruntime, val/): **{report["onnx_map50"]:.4f}** on {report["onnx_images"]} \
 images; at the default score threshold {metrics["operating_score"]} the model finds \
 {report["onnx_recall"]:.1%} of the true boxes
@@ -295,4 +314,4 @@ source-image pixels after the runtime's letterbox, decoding and NMS (IoU 0.45), 
 
 | class | AP50 | true boxes |
 |---|---|---|
-{rows}"""
+{rows}{by_source}"""

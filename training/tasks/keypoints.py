@@ -35,8 +35,8 @@ def _fast_head(features, head, x_train, y_train, x_val, y_val, config, run_dir, 
     size = x_train.shape[1]
     rng = np.random.default_rng(config.seed)
     xs, ys = [x_train], [y_train]
-    for _ in range(config.augment_copies):
-        pairs = [augment_sample(im, p, rng, config, partner) for im, p in zip(x_train, y_train)]
+    for _ in range(config.augment.copies):
+        pairs = [augment_sample(im, p, rng, config.augment, partner) for im, p in zip(x_train, y_train)]
         xs.append(np.stack([a for a, _ in pairs]))
         ys.append(np.stack([b for _, b in pairs]))
     f_train = features.predict(np.concatenate(xs).astype(np.float32), batch_size=32, verbose=0)
@@ -60,7 +60,7 @@ def _fine_tune(model, features, x_train, y_train, x_val, y_val, config, run_dir,
     unfreeze_backbone(features, config, log)
     size = x_train.shape[1]
     def augment(image, points, rng):
-        image, points = augment_sample(image, points, rng, config, partner)
+        image, points = augment_sample(image, points, rng, config.augment, partner)
         return image, normalised(points, size)
 
     data = AugmentedBatches(x_train, y_train, config.batch_size, augment, config.seed)
@@ -83,16 +83,16 @@ def evaluate_points(predict_norm: Callable[[np.ndarray], np.ndarray], data, name
 def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
     t_start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
-    names, size = config.points, config.input_size
+    names, size = config.keypoints.points, config.input_size
     train_set, val_set = find_point_dataset(config.data, names, config.val_split, config.seed)
     train, val = load_resized(train_set, size), load_resized(val_set, size)
     x_train, y_train, x_val, y_val = train.images, train.points, val.images, val.points
     skipped = train.skipped + val.skipped
-    log(f"{len(x_train)} train / {len(x_val)} val images, points {', '.join(names)}, {config.head} head"
+    log(f"{len(x_train)} train / {len(x_val)} val images, points {', '.join(names)}, {config.keypoints.head} head"
         + (f"; {len(skipped)} unreadable images skipped" if skipped else ""))
     run_dir = new_run_dir(config)
     model, features, head = build_keypoint_model(len(names), size, config.alpha, config.weights, config.dropout,
-                                                 config.head, config.backbone)
+                                                 config.keypoints.head, config.backbone)
     partner = flip_partner(names)
     history = {}
     if config.weights != "none":
@@ -100,13 +100,13 @@ def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
     if config.mode == "finetune":
         history["finetune"] = _fine_tune(model, features, x_train, y_train, x_val, y_val, config, run_dir, log,
                                          partner)
-    if config.flip_average:
+    if config.keypoints.flip_average:
         model = with_flip_average(model, size, partner)
         log("the saved model averages each prediction with the one on the mirrored image")
     metrics = evaluate_points(lambda x: model.predict(x, batch_size=32, verbose=0), val, names)
     metrics.update({"train_images": len(x_train), "val_images": len(x_val), "skipped_images": [str(p) for p in skipped],
                     "train_seconds": round(time.perf_counter() - t_start, 1), "mode": config.mode,
-                    "head": config.head, "task": "keypoints", "flip_average": config.flip_average})
+                    "head": config.keypoints.head, "task": "keypoints", "flip_average": config.keypoints.flip_average})
     model.save(run_dir / "model.keras")
     spec = TaskSpec(kind="keypoints", input_hw=(size, size), labels=names)
     (run_dir / "spec.json").write_text(spec.to_json() + "\n")

@@ -105,8 +105,8 @@ def evaluate_masks(predict: Callable[[np.ndarray], np.ndarray], val, spec: TaskS
 def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
     t_start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
-    labels, size = config.seg_classes, config.input_size
-    yolo = {cid: i + 1 for i, cid in enumerate(config.yolo_classes)}
+    labels, size = config.segment.classes, config.input_size
+    yolo = {cid: i + 1 for i, cid in enumerate(config.segment.yolo_classes)}
     train, val = find_seg_dataset(config.data, yolo, config.val_split, config.seed, labels)
     x_train, m_train = load_resized(train, size)
     x_val, m_val = load_resized(val, size)
@@ -115,10 +115,10 @@ def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
         f"foreground {share:.0%} of pixels")
     run_dir = new_run_dir(config)
     model, encoder = build_segmenter(len(labels), size, config.alpha, config.weights, config.dropout,
-                                     config.backbone, config.seg_head)
+                                     config.backbone, config.segment.head)
     val_data = (x_val.astype(np.float32), np.stack([downsample_mask(m) for m in m_val]))
     def augment(image, mask, rng):
-        image, mask = augment_pair(image, mask, rng, config)
+        image, mask = augment_pair(image, mask, rng, config.augment)
         return image, downsample_mask(mask)
 
     data = AugmentedBatches(x_train, m_train, config.batch_size, augment, config.seed)
