@@ -74,3 +74,17 @@ def test_a_pipeline_file_and_then_together_are_refused(tiny_model, tmp_path):
     path.write_text(json.dumps({"model": str(tiny_model("detect")), "then": str(tiny_model("classify"))}))
     with pytest.raises(edgevision.UserError, match="drop --then"):
         edgevision.load(path, then=tiny_model("classify"))
+
+
+def test_the_readme_python_example_runs_as_written():
+    """The README's ```python block, run from the repository root on the shipped models and clip."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "README.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("classify ('thumbs_down', 'thumbs_up')")
+    assert json.loads(lines[2].replace("'", '"'))["task"] == "classify" and lines[-1] == "chain"
