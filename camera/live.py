@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from ..deploy.chain import ChainRunner
 from ..deploy.providers import short_name
 from ..deploy.runner import Runner
 from ..deploy.tasks.segment import replace_background
 from .overlay import draw_hud, draw_result
+from .sinks import Sink
+from .sources import Source
 
 STAGES = ("capture_ms", "preprocess_ms", "infer_ms", "decode_ms", "draw_ms", "sink_ms")
 
@@ -28,8 +31,8 @@ class LoopStats:
         return {k: v / max(self.frames, 1) for k, v in self.totals_ms.items()}
 
 
-def run_loop(source, runner: Runner, sinks: list, max_frames: int | None = None, draw: bool = True,
-             background=None) -> LoopStats:
+def run_loop(source: Source, runner: Runner | ChainRunner, sinks: list[Sink], max_frames: int | None = None,
+             draw: bool = True, background=None) -> LoopStats:
     """Run ``runner`` on every frame ``source`` hands over and give each sink the frame and a record.
 
     ``draw`` puts the overlay on the frame (needed for a window or a recording, not for JSONL).
@@ -45,8 +48,8 @@ def run_loop(source, runner: Runner, sinks: list, max_frames: int | None = None,
     return stats
 
 
-def _loop(source, runner: Runner, sinks: list, max_frames: int | None, draw: bool, stats: LoopStats,
-          background=None) -> None:
+def _loop(source: Source, runner: Runner | ChainRunner, sinks: list[Sink], max_frames: int | None, draw: bool,
+          stats: LoopStats, background=None) -> None:
     provider = short_name(runner.report.running)
     fps = 0.0
     last = time.perf_counter()

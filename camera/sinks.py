@@ -7,7 +7,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import cv2
 import numpy as np
@@ -18,6 +18,15 @@ from ..deploy.tasks import summary_text
 
 QUIT_KEYS = frozenset({ord("q"), ord("Q"), 27})  # q, Esc
 WINDOW_MAX_WH = (1280, 720)
+
+
+class Sink(Protocol):
+    """Where the live loop sends each frame and its record. ``write`` returns False to stop the loop
+    (the user pressed q); ``close`` finishes the output. Sinks with a file name it in ``path``."""
+
+    def write(self, image: np.ndarray, record: dict) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 def opencv_gui() -> str:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -37,6 +37,22 @@ class Frame:
     timestamp: float  # seconds (time.time()) when the frame was captured
     image: np.ndarray  # (h, w, 3) uint8, BGR as OpenCV gives it
     name: str = ""  # file name for image sources
+
+
+class Source(Protocol):
+    """What the loop reads frames from: an iterator of :class:`Frame` and a context manager. Files
+    hand over every frame; live sources the newest one. ``skipped`` lists unreadable images."""
+
+    description: str
+    skipped: list[Path]
+
+    def __iter__(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Source: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -287,7 +303,7 @@ def _open_capture(spec: SourceSpec) -> tuple[cv2.VideoCapture, str]:
     return cap, what
 
 
-def open_source(text: str, realtime: bool = False, loop: bool = False) -> ImageSource | VideoFileSource | LiveSource:
+def open_source(text: str, realtime: bool = False, loop: bool = False) -> Source:
     """Open a ``--source`` string as an iterable, closable source of frames. ``realtime`` and
     ``loop`` apply to video files only; asking to loop anything else is an error."""
     spec = parse_source(text)

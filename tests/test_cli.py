@@ -320,3 +320,19 @@ def test_crops_without_a_split_keeps_every_box_of_an_image_on_one_side(tmp_path)
     val = {p.name.split("_")[0] for p in (tmp_path / "out" / "val" / "2").glob("*.jpg")}
     assert len(val) == 2 and len(train) == 8 and not train & val
     assert len(list((tmp_path / "out" / "val" / "2").glob("*_j*.jpg"))) == 0
+
+
+@pytest.mark.train
+def test_train_prints_progress_on_stderr_and_nothing_on_stdout(tmp_path):
+    pytest.importorskip("tensorflow")
+    import cv2
+    import numpy as np
+
+    for label, colour in (("red", (0, 0, 255)), ("blue", (255, 0, 0))):
+        (tmp_path / "d" / label).mkdir(parents=True)
+        for i in range(6):
+            cv2.imwrite(str(tmp_path / "d" / label / f"{i}.png"), np.full((40, 40, 3), colour, np.uint8))
+    proc = edgevision("train", str(tmp_path / "d"), "--backbone", "tiny", "--weights", "none", "--mode", "finetune",
+                      "--epochs", "1", "--input-size", "32", "--runs-dir", str(tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and "run saved to" in proc.stderr and "finetune epoch" in proc.stderr
