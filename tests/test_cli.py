@@ -322,6 +322,40 @@ def test_crops_without_a_split_keeps_every_box_of_an_image_on_one_side(tmp_path)
     assert len(list((tmp_path / "out" / "val" / "2").glob("*_j*.jpg"))) == 0
 
 
+def test_crops_refuses_box_names_that_would_leave_the_output_folder(tmp_path):
+    (tmp_path / "boxes").mkdir()
+    for i, name in enumerate(["../../escaped", "/abs/x", "ok"]):
+        cv2.imwrite(str(tmp_path / "boxes" / f"{i}.jpg"), solid_frame(96, 128))
+        _voc(tmp_path / "boxes" / f"{i}.xml", name, (20, 20, 60, 80))
+    proc = edgevision("crops", str(tmp_path / "boxes"), str(tmp_path / "a" / "out"), "--jitter", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 boxes whose label is not a plain folder name" in proc.stderr
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.jpg") if "boxes" not in p.parts)
+    assert all(p.parts[:2] == ("a", "out") for p in written) and {p.parts[3] for p in written} == {"ok"}
+
+
+def test_crops_cuts_the_detectors_box_or_the_whole_photo_from_class_folders(tiny_model, tmp_path):
+    for split in ("train", "val"):
+        for label in ("up", "down"):
+            folder = tmp_path / "photos" / split / label
+            folder.mkdir(parents=True)
+            cv2.imwrite(str(folder / "a.png"), solid_frame(100, 100, (0, 255, 0)))
+    det = str(tiny_model("detect"))
+    proc = edgevision("crops", str(tmp_path / "photos"), str(tmp_path / "det"), "--boxes", "detector",
+                      "--detector", det, "--jitter", "1", "--providers", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "det" / "train" / "up").glob("*.jpg"))) == 2  # the box and one jittered copy
+    patch = cv2.imread(str(next((tmp_path / "det" / "val" / "down").glob("*.jpg"))))
+    assert patch.shape == (224, 224, 3)
+    assert "detector's most confident box" in (tmp_path / "det" / "SOURCE.md").read_text()
+    proc = edgevision("crops", str(tmp_path / "photos"), str(tmp_path / "whole"), "--boxes", "whole", "--jitter", "0")
+    assert proc.returncode == 0, proc.stderr
+    patch = cv2.imread(str(next((tmp_path / "whole" / "val" / "up").glob("*.jpg"))))
+    assert abs(int(patch[112, 112, 1]) - 255) < 8 and abs(int(patch[2, 2, 1]) - 114) < 8  # grey margin around it
+    assert_one_line_error(edgevision("crops", str(tmp_path / "photos"), str(tmp_path / "x"), "--boxes", "detector"),
+                          "go together")
+
+
 @pytest.mark.train
 def test_train_prints_progress_on_stderr_and_nothing_on_stdout(tmp_path):
     pytest.importorskip("tensorflow")

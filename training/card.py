@@ -18,9 +18,9 @@ def data_source(data_dir: Path) -> str:
     source_md = data_dir / "SOURCE.md"
     if source_md.is_file():
         text = source_md.read_text(errors="replace")
-        if m := re.search(r"Source repo:\s*(\S+)", text):
+        if m := re.search(r"(?:Source repo|^\s*-\s*repo):\s*(\S+)", text, re.M):
             source = m.group(1)
-        if m := re.search(r"License:\s*(.+)", text):
+        if m := re.search(r"(?:License|^\s*-\s*licen[cs]e):\s*(.+)", text, re.M | re.I):
             licence = m.group(1).strip()
     if not licence and (data_dir / "LICENSE").is_file():
         licence = next((ln.strip() for ln in (data_dir / "LICENSE").read_text(errors="replace").splitlines()

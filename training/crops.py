@@ -37,38 +37,24 @@ def jittered(box: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return square_crop_box(moved, rng.uniform(*JITTER_MARGIN))[0]
 
 
-def _write_source(root: Path, out: Path, label_regex: str | None, margin: float, jitter: int, seed: int = 0) -> None:
-    """OUT/SOURCE.md: where the crops came from, with the source's repository and licence lines
-    (model cards read them from here)."""
-    label_text = f"box name '{label_regex}'" if label_regex else "folder"
-    lines = [f"# Crops of the boxes in {root}", "",
-             f"- Made by: edgevision crops (margin {margin}, {jitter} jittered copies per training box, "
-             f"label from {label_text})",
-             f"- Command: edgevision crops {root} {out}"
-             + (f" --label-regex '{label_regex}'" if label_regex else " --label-from folder")
-             + f" --margin {margin} --jitter {jitter} --seed {seed}"]
-    source = root / "SOURCE.md"
-    if source.is_file():
-        lines += [ln for ln in source.read_text(errors="replace").splitlines()
-                  if re.match(r"\s*-?\s*(Source repo|License):", ln)]
+SAFE_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a folder name that stays inside OUT
+BOX_SOURCES = ("labels", "detector", "whole")
+
+
+def _write_source(root: Path, out: Path, command: str, what: str) -> None:
+    """OUT/SOURCE.md: where the crops came from, the command, and the source's repository and
+    licence lines (model cards read them from here)."""
+    lines = [f"# Crops of {root}", "", f"- Made by: edgevision crops ({what})", f"- Command: {command}"]
+    for name in ("SOURCE.md",):
+        source = root / name
+        if source.is_file():
+            lines += [ln for ln in source.read_text(errors="replace").splitlines()
+                      if re.match(r"\s*-?\s*(Source repo|License|licence|repo):", ln, re.I)]
     (out / "SOURCE.md").write_text("\n".join(lines) + "\n")
 
 
-def write_crops(data: Path, out: Path, label_regex: str | None, margin: float = DEFAULT_MARGIN, jitter: int = 4,
-                size: int = 224, seed: int = 0, log=print, val_split: float = 0.2) -> dict:
-    """Write ``out/{train,val}/<label>/<image>_<box>[_j<k>].jpg``; returns counts per split and label.
-    Without train/ and val/ in ``data``, a seeded ``val_split`` of the images goes to val/ (by image,
-    so no jittered copy of a validation box can land in train/)."""
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not empty: choose a new folder (nothing is overwritten)")
-    try:
-        pattern = re.compile(label_regex) if label_regex else None
-    except re.error as exc:
-        raise UserError(f"--label-regex is not a regular expression: {exc}") from exc
-    root = Path(data)
-    if not root.is_dir():
-        raise UserError(f"data folder not found: {root}")
-    rng = np.random.default_rng(seed)
+def _box_splits(root: Path, rng: np.random.Generator, val_split: float) -> dict[str, list]:
+    """Labelled boxes (VOC/YOLO) by split: (path, boxes (n, 4), names) per image."""
     if (root / "train").is_dir() and (root / "val").is_dir():
         splits = {split: read_box_folder(root / split, ("object",), ("*:object",))[0] for split in ("train", "val")}
     else:
@@ -76,33 +62,126 @@ def write_crops(data: Path, out: Path, label_regex: str | None, margin: float = 
         is_val = np.zeros(len(every), bool)
         is_val[rng.permutation(len(every))[: max(1, round(len(every) * val_split))]] = True
         splits = {"train": [s for s, v in zip(every, is_val) if not v], "val": [s for s, v in zip(every, is_val) if v]}
+    return {k: [(s.path, s.xyxy, s.names) for s in v] for k, v in splits.items()}
+
+
+def _class_splits(root: Path, val_split: float, seed: int) -> dict[str, list]:
+    """Class-folder images by split (the split 'train' reads): (path, None, (folder,)) per image."""
+    from .data import find_dataset
+
+    dataset = find_dataset(root, val_split, seed)
+    return {name: [(p, None, (dataset.classes[y],)) for p, y in zip(split.paths, split.labels)]
+            for name, split in (("train", dataset.train), ("val", dataset.val))}
+
+
+def write_crops(data: Path, out: Path, label_regex: str | None, margin: float = DEFAULT_MARGIN, jitter: int = 4,
+                size: int = 224, seed: int = 0, log=print, val_split: float = 0.2, boxes: str = "labels",
+                detector=None, command: str = "") -> dict:
+    """Write ``out/{train,val}/<label>/<image>_<box>[_j<k>].jpg``; returns counts per split and label.
+
+    ``boxes``: 'labels' (VOC/YOLO files; the label from the box name through ``label_regex``, or the
+    folder), 'detector' (class folders; the most confident box of ``detector``, a Runner, on each
+    photo; the label from the folder) or 'whole' (class folders of photos that are already crops:
+    the whole photo is the box). Without train/ and val/ in ``data``, a seeded ``val_split`` of the
+    images goes to val/ (by image, so no jittered copy of a validation box can land in train/).
+    Labels must be plain folder names; others are refused and counted."""
+    if boxes not in BOX_SOURCES:
+        raise UserError(f"boxes must be one of {', '.join(BOX_SOURCES)}, got {boxes!r}")
+    if (boxes == "detector") != (detector is not None):
+        raise UserError("--detector MODEL.onnx goes with --boxes detector (and that needs one)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not empty (or not a folder): choose a new folder (nothing is "
+                        "overwritten)")
+    try:
+        pattern = re.compile(label_regex) if label_regex and boxes == "labels" else None
+    except re.error as exc:
+        raise UserError(f"--label-regex is not a regular expression: {exc}") from exc
+    root = Path(data)
+    if not root.is_dir():
+        raise UserError(f"data folder not found: {root}")
+    rng = np.random.default_rng(seed)
+    splits = _box_splits(root, rng, val_split) if boxes == "labels" else _class_splits(root, val_split, seed)
     counts: dict[str, dict[str, int]] = {}
-    skipped = 0
+    skipped = unsafe = no_box = 0
     for split, samples in splits.items():
         copies = jitter if split != "val" else 0
-        for s in samples:
-            image = read_image(s.path)
+        for path, xyxy, names in samples:
+            image = read_image(path)
             if image is None:
-                raise UserError(f"cannot read {s.path}")
-            for i, (box, name) in enumerate(zip(s.xyxy, s.names)):
-                label = crop_label(name, s.path.parent.name, pattern)
+                raise UserError(f"cannot read {path}")
+            if boxes == "whole":
+                xyxy = np.float32([[0, 0, image.shape[1], image.shape[0]]])
+            elif boxes == "detector":
+                found = detector(image)
+                if not len(found):
+                    no_box += 1
+                    continue
+                xyxy = found.xyxy[:1]
+            for i, box in enumerate(xyxy):
+                label = crop_label(names[min(i, len(names) - 1)], path.parent.name, pattern)
                 if label is None:
                     skipped += 1
                     continue
+                if not SAFE_LABEL.fullmatch(label) or label in (".", ".."):
+                    unsafe += 1
+                    continue
                 folder = out / split / label
-                folder.mkdir(parents=True, exist_ok=True)
-                boxes = [square_crop_box(box, margin)[0]] + [jittered(box, rng) for _ in range(copies)]
-                for k, square in enumerate(boxes):
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise UserError(f"cannot create {folder}: {exc.strerror}") from exc
+                squares = [square_crop_box(box, margin)[0]] + [jittered(box, rng) for _ in range(copies)]
+                for k, square in enumerate(squares):
                     patch = cv2.resize(crop(image, square), (size, size), interpolation=cv2.INTER_AREA)
-                    suffix = f"_j{k}" if k else ""
-                    cv2.imwrite(str(folder / f"{s.path.stem}_{i}{suffix}.jpg"), patch, [cv2.IMWRITE_JPEG_QUALITY, 95])
+                    target = folder / f"{path.stem}_{i}{f'_j{k}' if k else ''}.jpg"
+                    n = 1
+                    while target.exists():  # the same file name in two class folders of the source
+                        n += 1
+                        target = folder / f"{path.stem}_{i}{f'_j{k}' if k else ''}-{n}.jpg"
+                    if not cv2.imwrite(str(target), patch, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+                        raise UserError(f"could not write {target} (disk full or not writable); "
+                                        f"{sum(sum(c.values()) for c in counts.values())} crops were written")
                     counts.setdefault(split, {}).setdefault(label, 0)
                     counts[split][label] += 1
     if not counts:
-        raise UserError(f"no box name matched --label-regex {label_regex!r}" if pattern else f"no boxes in {data}")
-    _write_source(root, out, label_regex, margin, jitter, seed)
+        raise UserError(f"no box name matched --label-regex {label_regex!r}" if pattern else f"no crops from {data}")
+    what = {"labels": f"boxes from label files, label from {'box name ' + repr(label_regex) if pattern else 'folder'}",
+            "detector": "the detector's most confident box on each photo, label from folder",
+            "whole": "each photo whole, label from folder"}[boxes]
+    _write_source(root, out, command or f"edgevision crops {root} {out}",
+                  f"{what}; margin {margin}, {jitter} jittered copies per training box, seed {seed}")
     for split, by_label in counts.items():
         log(f"{split}: " + ", ".join(f"{k} {v}" for k, v in sorted(by_label.items())) + " crops")
     if skipped:
         log(f"{skipped} boxes whose name did not match --label-regex were left out")
+    if unsafe:
+        log(f"{unsafe} boxes whose label is not a plain folder name (letters, digits, _ . -) were refused")
+    if no_box:
+        log(f"{no_box} photos where the detector found no box were left out")
     return counts
+
+
+def crops_from_args(args, say) -> dict:
+    """``edgevision crops``: check the flags, open the detector if one is named, write the crops."""
+    import shlex
+    import sys
+
+    if args.jitter < 0:
+        raise UserError(f"--jitter must be 0 or more, got {args.jitter}")
+    if not 0 <= args.margin <= 1:
+        raise UserError(f"--margin must be within 0..1, got {args.margin}")
+    if (args.boxes == "detector") != (args.detector is not None):
+        raise UserError("--boxes detector and --detector MODEL.onnx (e.g. models/hands.onnx) go together")
+    detector = None
+    if args.detector is not None:
+        from ..deploy.runner import Runner, RunnerOptions
+
+        detector = Runner(args.detector, RunnerOptions(providers=args.providers))
+        say(f"{args.detector.name}: {detector.spec.kind}, {detector.provider_line}")
+        if detector.spec.kind != "detect":
+            raise UserError(f"--detector needs a detection model; {args.detector.name} is a {detector.spec.kind} "
+                            "model")
+    label_regex = None if args.label_from == "folder" else args.label_regex
+    command = "edgevision " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return write_crops(args.data, args.out, label_regex, args.margin, args.jitter, seed=args.seed, log=say,
+                       boxes=args.boxes, detector=detector, command=command)

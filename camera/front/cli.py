@@ -247,15 +247,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_crops(args: argparse.Namespace) -> int:
-    from edgevision.training.crops import write_crops
+    from edgevision.training.crops import crops_from_args
 
-    if args.jitter < 0:
-        raise UserError(f"--jitter must be 0 or more, got {args.jitter}")
-    if not 0 <= args.margin <= 1:
-        raise UserError(f"--margin must be within 0..1, got {args.margin}")
-    label_regex = None if args.label_from == "folder" else args.label_regex
-    write_crops(args.data, args.out, label_regex, args.margin, args.jitter, seed=args.seed,
-                log=lambda m: say(m))
+    crops_from_args(args, say)
     say(f"wrote {args.out}; train a classifier on it (with --extra-data {args.out} beside another set of the "
         "same classes, as training/configs/fingers.toml does)")
     return 0
@@ -389,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=r"box name -> label, the first group, e.g. '(\d)-hand' (default: the whole name)")
     p.add_argument("--margin", type=float, default=0.15, help="as 'run --crop-margin' (default 0.15)")
     p.add_argument("--jitter", type=int, default=4, help="extra jittered crops per training box (default 4)")
+    p.add_argument("--boxes", choices=["labels", "detector", "whole"], default="labels",
+                   help="where boxes come from: label files (VOC/YOLO), a --detector on class-folder photos, "
+                        "or the whole photo (class folders of photos that are already crops)")
+    p.add_argument("--detector", type=Path, metavar="MODEL.onnx",
+                   help="--boxes detector: its most confident box on each photo is cut (e.g. models/hands.onnx)")
+    p.add_argument("--providers", help="--detector: execution providers (default: best available)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_crops)
 
