@@ -63,6 +63,7 @@ class Augment:
     lowres: float = opt(0.0, "probability of a low-resolution copy (shrunk to 24..64 px, then scaled back up)")
     rot90: float = opt(0.0, "detect: probability of a quarter turn (objects seen sideways)")
     mosaic: float = opt(0.0, "detect: probability of a 2x2 mosaic of four photos (smaller objects)")
+    object_crop: float = opt(0.0, "segment: probability of a view around one object (portraits, half-body shots)")
     copies: int = opt(0, "fast mode: augmented feature copies per training image", flag="augment-copies")
 
     def __post_init__(self) -> None:
@@ -72,7 +73,7 @@ class Augment:
                 raise UserError(f"vflip_swap entries look like 'thumbs_up:thumbs_down', got {pair!r}")
         for name in ("zoom", "translate", "color", "grayscale"):
             _in_range("augment.", name, getattr(self, name), 0.0, 1.0)
-        for name in ("rot90", "mosaic", "lowres"):
+        for name in ("rot90", "mosaic", "lowres", "object_crop"):
             _in_range("augment.", name, getattr(self, name), 0.0, 1.0, high_open=False)
         _in_range("augment.", "rotation_deg", self.rotation_deg, 0.0, 180.0, high_open=False)
         if self.copies < 0:

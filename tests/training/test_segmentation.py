@@ -108,3 +108,33 @@ def test_coco_polygons_and_rle_become_masks_of_the_named_classes(tmp_path):
     assert mask[:3, :3].min() == 1 and mask.sum() == 9  # the car is not a class here: background
     with pytest.raises(UserError, match="none of the classes"):
         seg.read_seg_folder(tmp_path, {}, ("background", "dog"))
+
+
+def test_object_crop_frames_one_object_larger_than_the_whole_photo_does():
+    from edgevision.training.segmentation import object_crop
+
+    image = np.zeros((400, 600, 3), np.uint8)
+    mask = np.zeros((400, 600), np.uint8)
+    mask[300:360, 500:540] = 1  # a small person in a corner of a wide scene
+    image[mask > 0] = 255
+    rng = np.random.default_rng(0)
+    shares = []
+    for _ in range(20):
+        out, out_mask = object_crop(image, mask, rng, 64)
+        assert out.shape == (64, 64, 3) and out_mask.shape == (64, 64)
+        assert ((out[..., 0] > 127) == (out_mask > 0)).mean() > 0.95  # image and mask moved together
+        shares.append((out_mask > 0).mean())
+    assert min(shares) > 0.05 > (mask > 0).mean() * 2  # far more of the view is the object
+    out, out_mask = object_crop(image, np.zeros_like(mask), rng, 64)  # no object: the whole photo
+    assert out_mask.sum() == 0 and out.shape == (64, 64, 3)
+
+
+def test_lowres_augmentation_blurs_fine_detail():
+    from edgevision.training.keypoints import color_jitter
+
+    image = np.zeros((128, 128, 3), np.uint8)
+    image[::2] = 255  # one-pixel stripes
+    rng = np.random.default_rng(0)
+    assert np.array_equal(color_jitter(image, rng, 0.0, 0.0, 0.0), image)
+    blurred = color_jitter(image, rng, 0.0, 0.0, 1.0)
+    assert blurred.std() < 0.5 * image.std()

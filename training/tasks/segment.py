@@ -23,7 +23,7 @@ from ..metrics import save_curves_png
 from ..model import BACKBONE_NAME, build_backbone
 from ..options import TrainConfig
 from ..runfolder import write_val_list
-from ..segmentation import augment_pair, find_seg_dataset, load_resized
+from ..segmentation import augment_pair, find_seg_dataset, load_resized, object_crop
 
 SKIPS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "block_16_project")  # s4..s32
 OUTPUT_STRIDE = 4
@@ -117,11 +117,23 @@ def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
     model, encoder = build_segmenter(len(labels), size, config.alpha, config.weights, config.dropout,
                                      config.backbone, config.segment.head)
     val_data = (x_val.astype(np.float32), np.stack([downsample_mask(m) for m in m_val]))
+    crop_p = config.augment.object_crop
+    if crop_p:  # views around one person are cut from the photos at twice the input size
+        x_src, m_src = load_resized(train, 2 * size)
+        log(f"object crops: {crop_p:.0%} of training views are cut around one foreground object")
+    else:
+        x_src, m_src = x_train, m_train
+
     def augment(image, mask, rng):
+        if crop_p and rng.random() < crop_p:
+            image, mask = object_crop(image, mask, rng, size)
+        elif image.shape[0] != size:
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+            mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
         image, mask = augment_pair(image, mask, rng, config.augment)
         return image, downsample_mask(mask)
 
-    data = AugmentedBatches(x_train, m_train, config.batch_size, augment, config.seed)
+    data = AugmentedBatches(x_src, m_src, config.batch_size, augment, config.seed)
     history = {}
     if config.weights != "none":  # the decoder first, on a frozen encoder
         encoder.trainable = False
