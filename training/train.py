@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import tensorflow as tf
@@ -18,15 +19,32 @@ def train_from_args(args) -> Path:
     config = config_from_args(args, notice=log_line)
     if args.export is not None:
         check_new_output(args.export, args.overwrite)  # fail before training, not after
+    runs = Path(config.runs_dir)
+    before = set(runs.iterdir()) if runs.is_dir() else set()
     try:
         run_dir = task(config.task).train(config, log_line)
     except tf.errors.ResourceExhaustedError as exc:
+        _drop_unfinished(runs, before)
         raise UserError(
             f"out of memory while training: lower --batch-size or --input-size ({exc.message[:80]})"
         ) from exc
+    except BaseException:
+        _drop_unfinished(runs, before)
+        raise
     if args.export is not None:
         from .export import export
 
         variants = tuple(v for v in ("int8", "fp16") if getattr(args, v))
         export(run_dir, args.export, overwrite=args.overwrite, variants=variants)
     return run_dir
+
+
+def _drop_unfinished(runs: Path, before: set[Path]) -> None:
+    """A run that failed or was stopped leaves no half-made folder behind (only folders this run made
+    and that hold no model are removed)."""
+    if not runs.is_dir():
+        return
+    for folder in set(runs.iterdir()) - before:
+        if folder.is_dir() and not (folder / "model.keras").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            log_line(f"removed the unfinished run folder {folder}")

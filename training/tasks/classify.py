@@ -12,7 +12,6 @@ TensorBoard logs.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from ..fit import EpochLine, finetune_callbacks, finetune_schedule, log_line, ne
 from ..metrics import classification_metrics, save_confusion_png, save_curves_png
 from ..model import augmenter, build_classifier, feature_extractor
 from ..options import TrainConfig
-from ..runfolder import write_val_list
+from ..runfolder import write_run_files
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -177,12 +176,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
             log(f"  {name}: val accuracy {v['accuracy']:.4f} on {v['images']} images")
     model.save(run_dir / "model.keras")
     spec = TaskSpec(kind="classify", input_hw=(size, size), labels=classes)
-    (run_dir / "spec.json").write_text(spec.to_json() + "\n")
-    (run_dir / "config.toml").write_text(config.to_toml())
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_val_list(run_dir, [(p, [classes[y]]) for p, y in zip(dataset.val.paths, dataset.val.labels)
-                             if p not in skipped])
-    (run_dir / "history.json").write_text(json.dumps(history, default=float) + "\n")
+    val_rows = [(p, [classes[y]]) for p, y in zip(dataset.val.paths, dataset.val.labels) if p not in skipped]
+    write_run_files(run_dir, spec, config.to_toml(), metrics, history, val_rows)
     save_confusion_png(np.asarray(metrics["confusion_matrix"]), classes, run_dir / "confusion.png")
     save_curves_png(history, run_dir / "curves.png")
     log(

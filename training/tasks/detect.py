@@ -12,7 +12,6 @@ and runs NMS in numpy.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from ..fit import AugmentedBatches, EpochLine, finetune_callbacks, finetune_sche
 from ..metrics import save_curves_png
 from ..model import BACKBONE_NAME, build_backbone
 from ..options import TrainConfig
-from ..runfolder import write_val_list
+from ..runfolder import write_run_files
 
 FEATURES = {16: ("block_13_expand_relu", "out_relu"),  # strides 16 and 32
             8: ("block_6_expand_relu", "block_13_expand_relu", "out_relu")}  # 8, 16 and 32
@@ -243,11 +242,7 @@ def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
                     "train_seconds": round(time.perf_counter() - t_start, 1), "mode": config.mode,
                     "task": "detect", "grid": grid, "skipped_images": []})
     deploy.save(run_dir / "model.keras")
-    (run_dir / "spec.json").write_text(spec.to_json() + "\n")
-    (run_dir / "config.toml").write_text(config.to_toml())
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_val_list(run_dir, [(s.path, [sample_to_json(s)]) for s in val])
-    (run_dir / "history.json").write_text(json.dumps(history, default=float) + "\n")
+    write_run_files(run_dir, spec, config.to_toml(), metrics, history, [(s.path, [sample_to_json(s)]) for s in val])
     save_curves_png(history, run_dir / "curves.png", metric=None)
     per_class = ", ".join(f"{n} {v['ap50']:.4f}" for n, v in metrics["per_class"].items())
     log(f"val AP50 {metrics['map50']:.4f} ({per_class}); recall {metrics['recall']:.3f}, "

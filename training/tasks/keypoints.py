@@ -18,7 +18,7 @@ from ..keypoint_model import build_keypoint_model, normalised, with_flip_average
 from ..keypoints import augment_sample, find_point_dataset, flip_partner, load_resized
 from ..metrics import save_curves_png
 from ..options import TrainConfig
-from ..runfolder import write_val_list
+from ..runfolder import write_run_files
 
 
 def _compile(model: keras.Model, lr, config: TrainConfig) -> None:
@@ -109,13 +109,9 @@ def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
                     "head": config.keypoints.head, "task": "keypoints", "flip_average": config.keypoints.flip_average})
     model.save(run_dir / "model.keras")
     spec = TaskSpec(kind="keypoints", input_hw=(size, size), labels=names)
-    (run_dir / "spec.json").write_text(spec.to_json() + "\n")
-    (run_dir / "config.toml").write_text(config.to_toml())
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     kept = val.kept
-    write_val_list(run_dir, [(p, [json.dumps(pts.tolist()), str(n)])
-                             for p, pts, n in zip(kept.paths, kept.points, kept.norm)])
-    (run_dir / "history.json").write_text(json.dumps(history, default=float) + "\n")
+    val_rows = [(p, [json.dumps(pts.tolist()), str(n)]) for p, pts, n in zip(kept.paths, kept.points, kept.norm)]
+    write_run_files(run_dir, spec, config.to_toml(), metrics, history, val_rows)
     save_curves_png(history, run_dir / "curves.png", metric="mae")
     log(f"val NME {metrics['nme_mean']:.4f} mean, {metrics['nme_median']:.4f} median, "
         f"{metrics['nme_share_below_0.1']:.1%} below 0.1 ({metrics['normalised_by']}); "

@@ -4,7 +4,6 @@ Loss: cross-entropy plus Dice on the foreground classes (people cover ~18% of th
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from ..fit import AugmentedBatches, EpochLine, finetune_callbacks, finetune_sche
 from ..metrics import save_curves_png
 from ..model import BACKBONE_NAME, build_backbone
 from ..options import TrainConfig
-from ..runfolder import write_val_list
+from ..runfolder import write_run_files
 from ..segmentation import augment_pair, find_seg_dataset, load_resized, object_crop
 
 SKIPS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "block_16_project")  # s4..s32
@@ -158,17 +157,13 @@ def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
                     "train_seconds": round(time.perf_counter() - t_start, 1), "mode": config.mode,
                     "task": "segment", "skipped_images": []})
     model.save(run_dir / "model.keras")
-    (run_dir / "spec.json").write_text(spec.to_json() + "\n")
-    (run_dir / "config.toml").write_text(config.to_toml())
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     mask_dir = run_dir / "val_masks"
     mask_dir.mkdir()
     rows = []
     for i, (path, mask) in enumerate(zip(val.images, val.masks)):
         cv2.imwrite(str(mask_dir / f"{i}.png"), mask)
         rows.append((path, [str(mask_dir / f"{i}.png")]))
-    write_val_list(run_dir, rows)
-    (run_dir / "history.json").write_text(json.dumps(history, default=float) + "\n")
+    write_run_files(run_dir, spec, config.to_toml(), metrics, history, rows)
     save_curves_png(history, run_dir / "curves.png")
     log(f"val mean IoU {metrics['miou']:.4f} ("
         + ", ".join(f"{n} {v:.4f}" for n, v in metrics["iou"].items()) + f"); {metrics['train_seconds']:.0f} s in all")
