@@ -6,8 +6,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from edgevision.training import train as train_module  # noqa: E402
-from edgevision.training.options import add_train_args  # noqa: E402
+from edgevision.training import train as train_module
+from edgevision.training.options import add_train_args
 
 
 def test_a_failed_run_leaves_no_half_made_folder_but_keeps_older_runs(tmp_path, monkeypatch):
