@@ -56,9 +56,34 @@ def check_python() -> list[Check]:
     if jetson or release.exists():
         l4t = release.read_text(errors="replace").split(",")[0].strip() if release.exists() else "L4T unknown"
         checks.append(Check("platform", "ok", f"{jetson or 'Jetson'} ({l4t})"))
+    return checks
+
+
+NUMPY_ABI_FIX = ("this package was built against numpy 1.x: pip install 'numpy<2' (JetPack's OpenCV and NVIDIA's "
+                 "onnxruntime-gpu wheels need it)")
+
+
+def import_fix(package: str, exc: BaseException) -> str:
+    """The one-line fix for a package that fails to import."""
+    text = str(exc)
+    if "_ARRAY_API" in text or "numpy.core.multiarray failed" in text or "compiled using NumPy 1.x" in text:
+        return NUMPY_ABI_FIX
+    return {
+        "numpy": "pip install --force-reinstall 'numpy<2' (JetPack 6) or numpy (desktop)",
+        "cv2": "JetPack: use its OpenCV (venv --system-site-packages); desktop: pip install opencv-python",
+        "onnxruntime": "x86_64: pip install onnxruntime-gpu; Jetson: pip install onnxruntime-gpu --index-url "
+                       "https://pypi.jetson-ai-lab.io/jp6/cu126 (see deploy/JETSON.md)",
+    }.get(package, f"reinstall {package}")
+
+
+def check_numpy() -> list[Check]:
     import numpy
 
-    checks.append(Check("numpy", "ok", f"numpy {numpy.__version__}"))
+    major = int(numpy.__version__.split(".")[0])
+    checks = [Check("numpy", "ok", f"numpy {numpy.__version__}")]
+    if major >= 2 and _jetson_model():
+        checks.append(Check("numpy", "warn", "numpy 2 on a Jetson: JetPack's OpenCV and NVIDIA's onnxruntime wheels "
+                            "are built against numpy 1.x", "pip install 'numpy<2'"))
     return checks
 
 
@@ -92,10 +117,9 @@ def check_onnxruntime() -> list[Check]:
             continue
     try:
         import onnxruntime as ort
-    except ImportError:
-        return [Check("onnxruntime", "fail", "onnxruntime is not installed",
-                      "x86_64: pip install onnxruntime-gpu; Jetson: pip install onnxruntime-gpu --index-url "
-                      "https://pypi.jetson-ai-lab.io/jp6/cu126")]
+    except ImportError as exc:
+        what = "is not installed" if not flavours else f"does not import: {str(exc).splitlines()[0][:200]}"
+        return [Check("onnxruntime", "fail", f"onnxruntime {what}", import_fix("onnxruntime", exc))]
     checks = [Check("onnxruntime", "ok", f"{', '.join(flavours) or 'onnxruntime ' + ort.__version__}; "
                     f"providers in this build: {', '.join(ort.get_available_providers())}")]
     if len(flavours) > 1:
@@ -173,18 +197,51 @@ def check_display() -> list[Check]:
                   "run with --no-display and --record/--jsonl, or set DISPLAY (ssh -X, or export DISPLAY=:0)")]
 
 
+GROUPS = (("python", None, "check_python"), ("numpy", "numpy", "check_numpy"), ("opencv", "cv2", "check_opencv"),
+          ("onnxruntime", "onnxruntime", "check_onnxruntime"), ("gpu", None, "check_libraries"),
+          ("camera", None, "check_cameras"), ("display", None, "check_display"))
+
+
 def run_checks() -> list[Check]:
-    return [*check_python(), *check_opencv(), *check_onnxruntime(), *check_libraries(), *check_cameras(),
-            *check_display()]
+    """Every check; one that breaks (a package that will not import, say) becomes a 'fail' line with
+    its fix instead of a traceback."""
+    checks: list[Check] = []
+    for area, package, name in GROUPS:
+        try:
+            checks += globals()[name]()
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            what = f"{package} does not import" if package else f"the {area} check failed"
+            checks.append(Check(area, "fail", f"{what}: {type(exc).__name__}: {first}",
+                                import_fix(package or area, exc)))
+    return checks
+
+
+def verdict(checks: list[Check]) -> str:
+    """One line: what this machine is ready for, or what blocks it."""
+    failed = [c for c in checks if c.status == "fail"]
+    if failed:
+        first = failed[0]
+        return f"not ready: {first.text}" + (f" (fix: {first.fix})" if first.fix else "")
+    loads = {c.text.split()[0] for c in checks if c.area == "provider" and c.status == "ok"}
+    if {"TensorRT", "CUDA"} <= loads:
+        return "ready for CUDA and TensorRT (and the CPU)"
+    if "CUDA" in loads:
+        return "ready for CUDA (TensorRT does not load: see above) and the CPU"
+    if "CPU" in loads:
+        return "ready for CPU (no GPU provider loads here)"
+    return "not ready: no onnxruntime provider loads"
 
 
 def doctor_from_args(args) -> int:
     checks = run_checks()
+    line = verdict(checks)
     if args.json:
-        print(json.dumps([asdict(c) for c in checks], indent=2))
+        print(json.dumps({"checks": [asdict(c) for c in checks], "verdict": line}, indent=2))
     else:
         for c in checks:
             print(f"{c.status:<4}  {c.area:<11} {c.text}")
             if c.fix:
                 print(f"{'':<17}fix: {c.fix}")
+        print(f"verdict: {line}")
     return 1 if any(c.status == "fail" for c in checks) else 0

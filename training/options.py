@@ -26,7 +26,6 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..deploy.boxdata import is_rename_rule
 from ..deploy.errors import UserError
 from ..deploy.spec import TASK_KINDS
 
@@ -125,6 +124,8 @@ class DetectOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "rename", tuple(self.rename))
+        from ..deploy.boxdata import is_rename_rule  # here: options load without numpy or OpenCV
+
         for rule in self.rename:
             if not is_rename_rule(rule, self.classes):
                 raise UserError(f"detect.rename rules look like '*-hand:hand' with a class of detect.classes, "

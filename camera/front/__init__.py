@@ -9,13 +9,29 @@ The Python API (the CLI is a thin layer over it)::
 
 This package is the repository's camera/front/ folder (pyproject.toml maps it); its floors are
 edgevision.deploy (the model on the device), edgevision.camera (frames in and out) and
-edgevision.training (TensorFlow).
+edgevision.training (TensorFlow). Names are imported on first use, so that ``edgevision doctor``
+still starts when numpy, OpenCV or onnxruntime is broken.
 """
 
-from edgevision.camera.api import Model, Pipeline, load, read_pipeline
-from edgevision.deploy.errors import UserError
-from edgevision.deploy.results import Chained, Classification, Detections, Keypoints, Segmentation
-from edgevision.deploy.spec import TaskSpec
+from __future__ import annotations
 
-__all__ = ["Chained", "Classification", "Detections", "Keypoints", "Model", "Pipeline", "Segmentation", "TaskSpec",
-           "UserError", "load", "read_pipeline"]
+import importlib
+
+_NAMES = {
+    "load": "edgevision.camera.api", "Model": "edgevision.camera.api", "Pipeline": "edgevision.camera.api",
+    "read_pipeline": "edgevision.camera.api", "UserError": "edgevision.deploy.errors",
+    "TaskSpec": "edgevision.deploy.spec", "Chained": "edgevision.deploy.results",
+    "Classification": "edgevision.deploy.results", "Detections": "edgevision.deploy.results",
+    "Keypoints": "edgevision.deploy.results", "Segmentation": "edgevision.deploy.results",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'edgevision' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -8,7 +8,9 @@ from test_cli import HEADLESS, edgevision
 def test_doctor_json_reports_every_area_and_exits_zero_on_a_working_runtime():
     proc = edgevision("doctor", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    checks = json.loads(proc.stdout)
+    report = json.loads(proc.stdout)
+    checks = report["checks"]
+    assert report["verdict"].startswith("ready for")
     areas = {c["area"] for c in checks}
     assert {"python", "numpy", "opencv", "onnxruntime", "provider", "gpu", "library", "camera", "display"} <= areas
     cpu = [c for c in checks if c["area"] == "provider" and c["text"].startswith("CPU")]
@@ -57,3 +59,19 @@ def test_two_onnxruntime_packages_at_once_is_a_failure_with_the_fix(monkeypatch)
     checks = doctor.check_onnxruntime()
     failed = [c for c in checks if c.status == "fail"]
     assert failed and "last installed wins" in failed[0].text and "pip uninstall" in failed[0].fix
+
+
+def test_doctor_survives_broken_imports_and_ends_with_a_verdict(tmp_path):
+    """numpy 2 beside a numpy-1 OpenCV (JetPack) and a missing onnxruntime: fails with fixes, no traceback."""
+    (tmp_path / "cv2.py").write_text("raise AttributeError('_ARRAY_API not found')\n")
+    (tmp_path / "onnxruntime.py").write_text("raise ImportError('libonnxruntime.so: cannot open shared object')\n")
+    env = {**HEADLESS, "PYTHONPATH": str(tmp_path)}
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "edgevision", "doctor"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "cv2 does not import: AttributeError: _ARRAY_API not found" in proc.stdout
+    assert "pip install 'numpy<2'" in proc.stdout and "onnxruntime " in proc.stdout and "jetson-ai-lab" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith("verdict: not ready: cv2 does not import")
