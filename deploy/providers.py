@@ -131,27 +131,39 @@ def cache_key(model_digest: str, ort_version: str, trt_version: str, gpu: str) -
     return hashlib.sha256("\n".join((model_digest, ort_version, trt_version, gpu)).encode()).hexdigest()[:16]
 
 
-def engine_cache_dir(model_path: Path, root: Path | None = None) -> Path:
-    """Where TensorRT keeps this model's engines and timing cache on this machine."""
+def is_qdq(model_path: Path) -> bool:
+    """True for a model quantized to Q/DQ form (an edgevision .int8.onnx): TensorRT needs INT8 enabled
+    to build it. The op names are plain strings in the protobuf, so no onnx package is needed."""
+    return b"QuantizeLinear" in Path(model_path).read_bytes()
+
+
+def engine_cache_dir(model_path: Path, root: Path | None = None, precision: str = "") -> Path:
+    """Where TensorRT keeps this model's engines and timing cache on this machine; ``precision`` (the
+    builder's fp16/int8 flags) is part of the key, so an FP32 engine is never reused for FP16."""
     import onnxruntime as ort
 
     root = root or Path(os.environ.get("EDGEVISION_CACHE", Path.home() / ".cache" / "edgevision"))
-    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest() + precision
     return root / "trt" / f"{model_path.stem}-{cache_key(digest, ort.__version__, tensorrt_version(), gpu_name())}"
 
 
 def provider_options(providers: list[str], model_path: Path, config: ProviderConfig | None = None
                      ) -> list[dict[str, str]]:
-    """Options per provider: TensorRT gets FP16, a workspace and an engine + timing cache per model."""
+    """Options per provider: TensorRT gets FP16 (unless turned off), INT8 for Q/DQ models, a workspace
+    and an engine + timing cache per model and precision."""
     config = config or ProviderConfig()
     options: list[dict[str, str]] = []
     for name in providers:
         if name == TRT:
-            cache = engine_cache_dir(model_path, config.cache_root)
+            int8 = is_qdq(model_path)
+            cache = engine_cache_dir(model_path, config.cache_root, f"fp16={config.fp16},int8={int8}")
             options.append(
                 {
                     "device_id": str(config.device_id),
                     "trt_fp16_enable": "True" if config.fp16 else "False",
+                    # Q/DQ models carry their own scales: INT8 on, no calibration table
+                    "trt_int8_enable": "True" if int8 else "False",
+                    "trt_int8_use_native_calibration_table": "False",
                     "trt_max_workspace_size": str(int(config.trt_workspace_gb * (1 << 30))),
                     "trt_engine_cache_enable": "True",
                     "trt_engine_cache_path": str(cache),

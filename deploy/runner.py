@@ -23,6 +23,7 @@ from .providers import (
     needs_engine_build,
     parse_providers,
     provider_options,
+    tensorrt_version,
 )
 from .results import Result
 from .spec import SPEC_KEY, SpecError, TaskSpec
@@ -84,7 +85,7 @@ class Runner:
         if config.threads:
             so.intra_op_num_threads = config.threads
         opts = provider_options(requested, self.path, config)
-        if TRT in requested and self.options.notice:
+        if TRT in requested and self.options.notice and tensorrt_version() != "none":  # TensorRT can load
             cache = Path(opts[requested.index(TRT)]["trt_engine_cache_path"])
             if needs_engine_build(cache):
                 self.options.notice(

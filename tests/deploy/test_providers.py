@@ -57,7 +57,13 @@ def test_options_per_provider_come_from_one_config(tmp_path):
     assert Path(trt["trt_engine_cache_path"]).is_relative_to(tmp_path / "cache" / "trt")
     assert cuda == {"device_id": "1", "cudnn_conv_algo_search": "DEFAULT"} and cpu == {}
     fp32 = P.provider_options([P.TRT], model, P.ProviderConfig(fp16=False, cache_root=tmp_path))[0]
-    assert fp32["trt_fp16_enable"] == "False"
+    assert fp32["trt_fp16_enable"] == "False" and fp32["trt_int8_enable"] == "False"
+    assert fp32["trt_engine_cache_path"] != P.provider_options([P.TRT], model, P.ProviderConfig(
+        cache_root=tmp_path))[0]["trt_engine_cache_path"]  # FP32 and FP16 engines are cached apart
+    qdq = tmp_path / "m.int8.onnx"
+    qdq.write_bytes(b"...QuantizeLinear...DequantizeLinear...")  # op names are plain strings in the file
+    int8 = P.provider_options([P.TRT], qdq, config)[0]
+    assert int8["trt_int8_enable"] == "True" and int8["trt_int8_use_native_calibration_table"] == "False"
     model.write_bytes(b"two")  # other bytes, another engine folder: a stale engine is never used
     assert P.provider_options([P.TRT], model, config)[0]["trt_engine_cache_path"] != trt["trt_engine_cache_path"]
 

@@ -128,6 +128,9 @@ def test_real_onnxruntime_gpu_build_falls_back_to_cpu_here_and_says_so(tiny_mode
 
 
 def test_a_first_tensorrt_engine_build_is_announced_before_it_starts(tiny_model, monkeypatch, tmp_path):
+    from edgevision.deploy import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "tensorrt_version", lambda: "100300")  # TensorRT's library loads
     monkeypatch.setattr(ort, "get_available_providers", lambda: [P.TRT, P.CPU])
     monkeypatch.setattr(ort, "InferenceSession", FallbackSession(ort.InferenceSession))
     told = []
@@ -135,3 +138,15 @@ def test_a_first_tensorrt_engine_build_is_announced_before_it_starts(tiny_model,
     Runner(tiny_model("classify"), options)
     assert len(told) == 1 and "building a TensorRT engine for classify.onnx" in told[0]
     assert str(tmp_path / "trt") in told[0]
+
+
+def test_no_engine_build_is_announced_where_tensorrt_cannot_load(tiny_model, monkeypatch, tmp_path):
+    from edgevision.deploy import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "tensorrt_version", lambda: "none")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [P.TRT, P.CPU])
+    monkeypatch.setattr(ort, "InferenceSession", FallbackSession(ort.InferenceSession))
+    told = []
+    options = RunnerOptions(providers="trt,cpu", config=P.ProviderConfig(cache_root=tmp_path), notice=told.append)
+    runner = Runner(tiny_model("classify"), options)
+    assert told == [] and runner.report.running == P.CPU
