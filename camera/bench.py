@@ -53,6 +53,7 @@ class BenchResult:
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
     throughput_fps: float = 0.0  # preprocess + infer + decode + draw, back to back
     rss_mb: float = 0.0  # process resident memory after this row's warm-up
+    timed: bool = True  # False: it fell back to a provider already measured, which is not timed again
 
 
 def precision_files(model: Path) -> list[tuple[str, Path]]:
@@ -91,10 +92,18 @@ def load_frames(source: str | None, count: int) -> tuple[list[np.ndarray], list[
 
 
 def bench_one(model: Path, precision: str, provider: str, frames: list[np.ndarray], capture: list[float],
-              warmup: int) -> BenchResult:
+              warmup: int, measured: set[str] | None = None) -> BenchResult:
+    """Time one precision file on one provider; where that provider fell back to one already in
+    ``measured`` (e.g. TensorRT and CUDA both to the CPU), say so instead of timing the CPU again."""
     from .overlay import draw_result
 
     runner = Runner(model, RunnerOptions(providers=provider))
+    if measured is not None:
+        running = short_name(runner.report.running)
+        if running in measured:
+            return BenchResult(model=str(model), precision=precision, requested=short_name(provider),
+                               provider=running, fell_back=runner.report.fell_back, frames=0, timed=False)
+        measured.add(running)
     for i in range(warmup):
         runner.infer([frames[i % len(frames)]])
     memory = resident_mb()
@@ -124,8 +133,11 @@ def bench(model: Path, providers: str | None, source: str | None, frames: int, w
         raise UserError("--frames must be 1 or more and --warmup 0 or more")
     chosen = parse_providers(providers, ort.get_available_providers())
     images, capture = load_frames(source, frames)
-    return [bench_one(path, precision, provider, images, capture, warmup)
-            for precision, path in precision_files(model) for provider in chosen]
+    results = []
+    for precision, path in precision_files(model):
+        measured: set[str] = set()
+        results += [bench_one(path, precision, provider, images, capture, warmup, measured) for provider in chosen]
+    return results
 
 
 def table(results: list[BenchResult]) -> str:
@@ -134,6 +146,9 @@ def table(results: list[BenchResult]) -> str:
     lines = [head, " " * 51 + "  ".join(f"{'median / p95 ms':>17}" for _ in STAGES)]
     for r in results:
         provider = r.provider + (f" (asked {r.requested})" if r.fell_back else "")
+        if not r.timed:
+            lines.append(f"{r.precision:<9} {r.requested:<22} runs on {r.provider}, measured above: not timed again")
+            continue
         cells = "  ".join(
             f"{r.stages[s]['median']:>8.2f} / {r.stages[s]['p95']:<6.2f}" if s in r.stages else f"{'-':>17}"
             for s in STAGES
@@ -147,7 +162,7 @@ def bench_from_args(args) -> int:
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
     else:
-        print(f"{args.model}: {results[0].frames} frames per run, {args.warmup} warm-up runs; "
+        print(f"{args.model}: {max(r.frames for r in results)} frames per run, {args.warmup} warm-up runs; "
               "FPS is preprocess + inference + decode + draw back to back")
         print(table(results))
     return 0

@@ -121,7 +121,8 @@ def test_info_shows_the_spec_io_opset_and_size(tiny_model, kind):
     info = json.loads(proc.stdout)
     assert info["spec"]["kind"] == kind and info["opsets"] == {"": 17}
     assert info["inputs"][0]["name"] == "image" and info["size_bytes"] > 0
-    assert "CPUExecutionProvider" in info["providers_available"]
+    assert "CPUExecutionProvider" in info["providers_compiled_in"]
+    assert info["providers_that_load"]["CPUExecutionProvider"] is True
 
 
 def test_missing_model_file_is_one_line(tmp_path, synthetic_video):

@@ -215,9 +215,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         "producer": header.producer,
         "inputs": [{"name": i.name, "shape": i.shape, "type": i.type} for i in session.get_inputs()],
         "outputs": [{"name": o.name, "shape": o.shape, "type": o.type} for o in session.get_outputs()],
-        "providers_available": ort.get_available_providers(),
+        "providers_compiled_in": ort.get_available_providers(),
+        "providers_that_load": {},  # provider -> true, or why it does not load for this model here
         "onnxruntime": ort.__version__,
     }
+    for provider in ort.get_available_providers():
+        report = Runner(args.model, RunnerOptions(providers=provider)).report
+        info["providers_that_load"][provider] = True if not report.fell_back else report.reason
     print(json.dumps(info, indent=2))
     return 0
 

@@ -34,3 +34,12 @@ def test_bench_wants_the_float32_file_and_clear_options(tiny_model):
         precision_files(model)
     proc = edgevision("bench", "--model", str(tiny_model("classify")), "--frames", "0")
     assert_one_line_error(proc, "--frames must be 1 or more")
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers()
+                    or __import__("pathlib").Path("/dev/nvidiactl").exists(),
+                    reason="needs an onnxruntime-gpu build on a machine without a GPU (the GPU providers fall back)")
+def test_bench_times_a_provider_that_really_runs_once(tiny_model):
+    results = bench(tiny_model("classify"), "trt,cuda,cpu", None, 4, 0)
+    rows = [(r.requested, r.provider, r.timed) for r in results]
+    assert rows == [("TensorRT", "CPU", True), ("CUDA", "CPU", False), ("CPU", "CPU", False)], rows
