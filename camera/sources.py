@@ -310,7 +310,7 @@ def open_source(text: str, realtime: bool = False, loop: bool = False) -> Source
     if loop and spec.kind != "video":
         raise SourceError(f"--loop applies to video files; {text} is a {spec.kind} source")
     if spec.kind == "images":
-        return ImageSource(list_images(Path(str(spec.target))), f"folder {spec.target}")
+        return ImageSource(list_images(Path(str(spec.target)), recursive=True), f"folder {spec.target}")
     if spec.kind == "image":
         return ImageSource([Path(str(spec.target))], str(spec.target))
     if spec.kind == "video":

@@ -13,9 +13,12 @@ from .errors import UserError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
-def list_images(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, in name order."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """The image files in ``folder`` (and its sub-folders when ``recursive``, as predict reads them), in
+    name order; hidden folders such as collect's .trash are left out."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def read_image(path: Path) -> np.ndarray | None:
@@ -35,7 +38,7 @@ def collect_images(paths: list[str]) -> list[Path]:
     for text in paths:
         path = Path(text).expanduser()
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            found.extend(list_images(path, recursive=True))
         elif path.is_file():
             found.append(path)
         else:

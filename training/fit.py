@@ -16,6 +16,15 @@ from .model import set_trainable_top
 from .options import TrainConfig
 
 
+def export_hint(run_name: str) -> str:
+    """A models/ file name for the export hint that no shipped or earlier model has."""
+    base, n = Path("models") / f"my_{run_name}.onnx", 1
+    while base.exists():
+        n += 1
+        base = Path("models") / f"my_{run_name}_{n}.onnx"
+    return str(base)
+
+
 def log_line(message: str) -> None:
     """A progress line on stderr, at once (also through a pipe)."""
     print(message, file=sys.stderr, flush=True)

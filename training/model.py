@@ -33,8 +33,10 @@ def build_backbone(input_size: int, alpha: float, weights: str, kind: str = "mob
             backbone = keras.applications.MobileNetV2(weights="imagenet", **kw)
         except Exception as exc:  # no network, proxy, or certificate trouble: all end here
             raise UserError(
-                f"could not download ImageNet weights ({type(exc).__name__}): pass --weights PATH to a local "
-                "mobilenet_v2_*_no_top .h5 file, or --weights none"
+                f"could not download ImageNet weights ({type(exc).__name__}; offline?): pass --weights PATH to a "
+                "local MobileNetV2 no-top .h5 file (this project's shared folder has "
+                "weights/mobilenet_v2_1.0_224_imagenet_notop.weights.h5; Keras caches it in ~/.keras/models/ on a "
+                "machine that is online), or train from scratch with --mode finetune --weights none"
             ) from exc
     else:
         backbone = keras.applications.MobileNetV2(weights=None, **kw)

@@ -187,3 +187,15 @@ def test_http_url_source_reads_a_stream_served_on_loopback(synthetic_video):
 def test_an_unreachable_stream_is_a_clear_error():
     with pytest.raises(S.SourceError, match="did not open: check the address"):
         S.open_source("rtsp://127.0.0.1:9/nothing")
+
+
+def test_a_folder_source_reads_sub_folders_as_predict_does_but_not_the_trash(tmp_path):
+    from edgevision.deploy.images import collect_images
+
+    for rel in ("a/1.png", "b/2.png", "3.png", ".trash/a/4.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / rel), np.zeros((8, 8, 3), np.uint8))
+    with S.open_source(str(tmp_path)) as source:
+        names = [frame.name for frame in source]
+    assert len(names) == 3 and not any("4.png" in n for n in names)
+    assert [p.name for p in collect_images([str(tmp_path)])] == ["3.png", "1.png", "2.png"]

@@ -23,7 +23,15 @@ import tensorflow as tf
 
 from ...deploy.spec import TaskSpec
 from ..data import ClassDataset, find_dataset, load_images, with_extra
-from ..fit import EpochLine, finetune_callbacks, finetune_schedule, log_line, new_run_dir, unfreeze_backbone
+from ..fit import (
+    EpochLine,
+    export_hint,
+    finetune_callbacks,
+    finetune_schedule,
+    log_line,
+    new_run_dir,
+    unfreeze_backbone,
+)
 from ..metrics import classification_metrics, save_confusion_png, save_curves_png
 from ..model import augmenter, build_classifier, feature_extractor
 from ..options import TrainConfig
@@ -185,7 +193,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
         f"{metrics['train_seconds']:.0f} s in all"
     )
     log(f"run saved to {run_dir}")
-    log(f"export it: edgevision export {run_dir} --out models/{config.run_name}.onnx")
+    log(f"export it: edgevision export {run_dir} --out {export_hint(config.run_name)}")
     return run_dir
 
 

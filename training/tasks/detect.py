@@ -28,7 +28,15 @@ from ...deploy.spec import TaskSpec
 from ...deploy.tasks import detect as detect_task
 from ...deploy.tasks.detect import detection_metrics
 from ..detection import augment_boxes, encode_targets, grid_centres, letterbox_sample, mosaic
-from ..fit import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
+from ..fit import (
+    AugmentedBatches,
+    EpochLine,
+    export_hint,
+    finetune_callbacks,
+    finetune_schedule,
+    new_run_dir,
+    unfreeze_backbone,
+)
 from ..metrics import save_curves_png
 from ..model import BACKBONE_NAME, build_backbone
 from ..options import TrainConfig
@@ -249,7 +257,7 @@ def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
         f"precision {metrics['precision']:.3f} at score "
         f"{spec.score_threshold}; {metrics['train_seconds']:.0f} s in all")
     log(f"run saved to {run_dir}")
-    log(f"export it: edgevision export {run_dir} --out models/{config.run_name}.onnx")
+    log(f"export it: edgevision export {run_dir} --out {export_hint(config.run_name)}")
     return run_dir
 
 

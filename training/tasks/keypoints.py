@@ -13,7 +13,15 @@ import numpy as np
 
 from ...deploy.spec import TaskSpec
 from ...deploy.tasks.keypoints import keypoint_metrics
-from ..fit import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
+from ..fit import (
+    AugmentedBatches,
+    EpochLine,
+    export_hint,
+    finetune_callbacks,
+    finetune_schedule,
+    new_run_dir,
+    unfreeze_backbone,
+)
 from ..keypoint_model import build_keypoint_model, normalised, with_flip_average
 from ..keypoints import augment_sample, find_point_dataset, flip_partner, load_resized
 from ..metrics import save_curves_png
@@ -117,7 +125,7 @@ def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
         f"{metrics['nme_share_below_0.1']:.1%} below 0.1 ({metrics['normalised_by']}); "
         f"{metrics['pixel_error_mean']:.2f} px mean error; {metrics['train_seconds']:.0f} s in all")
     log(f"run saved to {run_dir}")
-    log(f"export it: edgevision export {run_dir} --out models/{config.run_name}.onnx")
+    log(f"export it: edgevision export {run_dir} --out {export_hint(config.run_name)}")
     return run_dir
 
 

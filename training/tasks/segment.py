@@ -17,7 +17,15 @@ from ...deploy import ops as rt_ops
 from ...deploy.spec import TaskSpec
 from ...deploy.tasks import segment as segment_task
 from ...deploy.tasks.segment import iou_metrics
-from ..fit import AugmentedBatches, EpochLine, finetune_callbacks, finetune_schedule, new_run_dir, unfreeze_backbone
+from ..fit import (
+    AugmentedBatches,
+    EpochLine,
+    export_hint,
+    finetune_callbacks,
+    finetune_schedule,
+    new_run_dir,
+    unfreeze_backbone,
+)
 from ..metrics import save_curves_png
 from ..model import BACKBONE_NAME, build_backbone
 from ..options import TrainConfig
@@ -168,7 +176,7 @@ def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
     log(f"val mean IoU {metrics['miou']:.4f} ("
         + ", ".join(f"{n} {v:.4f}" for n, v in metrics["iou"].items()) + f"); {metrics['train_seconds']:.0f} s in all")
     log(f"run saved to {run_dir}")
-    log(f"export it: edgevision export {run_dir} --out models/{config.run_name}.onnx")
+    log(f"export it: edgevision export {run_dir} --out {export_hint(config.run_name)}")
     return run_dir
 
 
