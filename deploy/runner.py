@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,3 +151,26 @@ class Runner:
     def __call__(self, frame_bgr: np.ndarray) -> Result:
         """One frame -> its result."""
         return self.infer([frame_bgr])[0][0]
+
+
+def model_info(path: Path) -> dict:
+    """A model's spec, inputs, outputs, opsets and size, and which providers load it here (``info``)."""
+    runner = Runner(path, RunnerOptions(providers="cpu"))
+    session, header = runner.session, runner.header
+    info = {
+        "file": str(path),
+        "size_bytes": Path(path).stat().st_size,
+        "spec": json.loads(runner.spec.to_json()),
+        "ir_version": header.ir_version,
+        "opsets": header.opsets,
+        "producer": header.producer,
+        "inputs": [{"name": i.name, "shape": i.shape, "type": i.type} for i in session.get_inputs()],
+        "outputs": [{"name": o.name, "shape": o.shape, "type": o.type} for o in session.get_outputs()],
+        "providers_compiled_in": ort.get_available_providers(),
+        "providers_that_load": {},  # provider -> true, or why it does not load for this model here
+        "onnxruntime": ort.__version__,
+    }
+    for provider in ort.get_available_providers():
+        report = Runner(path, RunnerOptions(providers=provider)).report
+        info["providers_that_load"][provider] = True if not report.fell_back else report.reason
+    return info

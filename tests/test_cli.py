@@ -371,3 +371,12 @@ def test_train_prints_progress_on_stderr_and_nothing_on_stdout(tmp_path):
                       "--epochs", "1", "--input-size", "32", "--runs-dir", str(tmp_path / "runs"))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and "run saved to" in proc.stderr and "finetune epoch" in proc.stderr
+
+
+def test_every_command_says_what_it_does_and_every_argument_has_help():
+    from edgevision.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, command in sub.choices.items():
+        assert command.description, name
+        assert not [a.dest for a in command._actions if not a.help], name

@@ -201,28 +201,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import json
 
-    import onnxruntime as ort
-    from edgevision.deploy.runner import Runner, RunnerOptions
+    from edgevision.deploy.runner import model_info
 
-    runner = Runner(args.model, RunnerOptions(providers="cpu"))
-    session, header = runner.session, runner.header
-    info = {
-        "file": str(args.model),
-        "size_bytes": args.model.stat().st_size,
-        "spec": json.loads(runner.spec.to_json()),
-        "ir_version": header.ir_version,
-        "opsets": header.opsets,
-        "producer": header.producer,
-        "inputs": [{"name": i.name, "shape": i.shape, "type": i.type} for i in session.get_inputs()],
-        "outputs": [{"name": o.name, "shape": o.shape, "type": o.type} for o in session.get_outputs()],
-        "providers_compiled_in": ort.get_available_providers(),
-        "providers_that_load": {},  # provider -> true, or why it does not load for this model here
-        "onnxruntime": ort.__version__,
-    }
-    for provider in ort.get_available_providers():
-        report = Runner(args.model, RunnerOptions(providers=provider)).report
-        info["providers_that_load"][provider] = True if not report.fell_back else report.reason
-    print(json.dumps(info, indent=2))
+    print(json.dumps(model_info(args.model), indent=2))
     return 0
 
 
@@ -329,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("predict", help="one JSON line per image on stdout")
-    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--model", type=Path, required=True, help="an edgevision .onnx file or a pipeline .json")
     p.add_argument("paths", nargs="+", help="image files and folders (searched recursively)")
     p.add_argument("--batch", type=int, default=8, help="images per inference batch")
     p.add_argument("--masks", type=Path, metavar="DIR", help="segmentation: write a PNG mask per image here")
@@ -340,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="detection models: AP50, recall and precision on a labelled box folder "
                                    "(with --then: how often the chained answer matches the folder name)")
-    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--model", type=Path, required=True, help="a detection .onnx file or a pipeline .json")
     p.add_argument("data", type=Path, help="images with VOC .xml beside them, or images/ + labels/ (YOLO)")
     p.add_argument("--rename", action="append", default=[], metavar="PATTERN:CLASS",
                    help="map box names to the model's classes, e.g. '*-hand:hand' (repeatable)")
@@ -363,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("info", help="a model's spec, inputs, outputs, opset and size")
-    p.add_argument("model", type=Path)
+    p.add_argument("model", type=Path, help="an edgevision .onnx file")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("collect", help="collect a dataset from a camera: class labels by key, points by click")
@@ -393,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", type=Path, metavar="MODEL.onnx",
                    help="--boxes detector: its most confident box on each photo is cut (e.g. models/hands.onnx)")
     p.add_argument("--providers", help="--detector: execution providers (default: best available)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the jitter (default 0)")
     p.set_defaults(func=cmd_crops)
 
     from edgevision.training.options import add_train_args  # argparse only: no TensorFlow import
@@ -421,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-loss", type=float, default=0.01,
                    help="refuse a variant losing more than this (of accuracy, NME, mean IoU or AP50); default 0.01")
     p.set_defaults(func=cmd_export)
+    for command in sub.choices.values():  # each command's --help starts with what it does
+        command.description = command.description or next(a.help for a in sub._choices_actions
+                                                          if a.dest == command.prog.split()[-1])
     return parser
 
 
