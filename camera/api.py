@@ -28,6 +28,7 @@ from ..deploy.providers import ProviderConfig
 from ..deploy.results import AnyResult
 from ..deploy.runner import Runner, RunnerOptions
 from ..deploy.tasks.chain import DEFAULT_MARGIN
+from .capture import CaptureOptions
 from .sources import open_source
 
 PIPELINE_KEYS = {"model", "then", "crop_margin", "notes"}
@@ -98,11 +99,12 @@ class Model:
         return self.runner.infer(list(frames_bgr))[0]
 
     def stream(self, source: str | int, *, max_frames: int | None = None, loop: bool = False,
-               realtime: bool = False) -> Iterator[tuple[np.ndarray, AnyResult]]:
+               realtime: bool = False, **camera) -> Iterator[tuple[np.ndarray, AnyResult]]:
         """(frame, result) for every frame of ``source``: '0', '/dev/video1', 'csi://0', a video, an image,
         a folder, or an rtsp:// / http:// URL. Live sources give the newest frame; files every frame
-        (``realtime`` paces a video at its frame rate). The source is closed when the loop ends."""
-        with open_source(str(source), realtime=realtime, loop=loop) as frames:
+        (``realtime`` paces a video at its frame rate). ``camera``: width, height, fps, fourcc, flip (as
+        the CLI's camera controls). The source is closed when the loop ends."""
+        with open_source(str(source), realtime=realtime, loop=loop, options=CaptureOptions(**camera)) as frames:
             for n, frame in enumerate(frames, start=1):
                 yield frame.image, self(frame.image)
                 if max_frames is not None and n >= max_frames:

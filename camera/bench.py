@@ -66,7 +66,7 @@ def precision_files(model: Path) -> list[tuple[str, Path]]:
     return [(p, f) for p, f in found if f.is_file()]
 
 
-def load_frames(source: str | None, count: int) -> tuple[list[np.ndarray], list[float]]:
+def load_frames(source: str | None, count: int, options=None) -> tuple[list[np.ndarray], list[float]]:
     """Frames to run on and the time each took to capture (decode). Default: a synthetic 640x480 scene."""
     if source is None:
         rng = np.random.default_rng(0)
@@ -77,7 +77,7 @@ def load_frames(source: str | None, count: int) -> tuple[list[np.ndarray], list[
     from .sources import open_source
 
     frames, capture = [], []
-    with open_source(source) as src:
+    with open_source(source, options=options) as src:
         iterator = iter(src)
         while len(frames) < count:
             t0 = time.perf_counter()
@@ -126,13 +126,14 @@ def bench_one(model: Path, precision: str, provider: str, frames: list[np.ndarra
     )
 
 
-def bench(model: Path, providers: str | None, source: str | None, frames: int, warmup: int) -> list[BenchResult]:
+def bench(model: Path, providers: str | None, source: str | None, frames: int, warmup: int,
+          options=None) -> list[BenchResult]:
     import onnxruntime as ort
 
     if frames < 1 or warmup < 0:
         raise UserError("--frames must be 1 or more and --warmup 0 or more")
     chosen = parse_providers(providers, ort.get_available_providers())
-    images, capture = load_frames(source, frames)
+    images, capture = load_frames(source, frames, options)
     results = []
     for precision, path in precision_files(model):
         measured: set[str] = set()
@@ -158,7 +159,9 @@ def table(results: list[BenchResult]) -> str:
 
 
 def bench_from_args(args) -> int:
-    results = bench(args.model, args.providers, args.source, args.frames, args.warmup)
+    from .capture import capture_from_args
+
+    results = bench(args.model, args.providers, args.source, args.frames, args.warmup, capture_from_args(args))
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
     else:

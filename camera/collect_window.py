@@ -8,6 +8,7 @@ import time
 import cv2
 
 from ..deploy.errors import UserError
+from .capture import CaptureOptions
 from .collect import CollectOptions, Collector, display_scale, display_to_source
 from .review import Reviewer
 from .sinks import display_available
@@ -53,10 +54,10 @@ class _Window:
         cv2.waitKey(1)
 
 
-def collect(options: CollectOptions, source_text: str) -> Collector:
+def collect(options: CollectOptions, source_text: str, capture: CaptureOptions | None = None) -> Collector:
     """Run the live collection window until q/Esc, the window closes, or the stream ends."""
     collector = Collector(options)
-    with open_source(source_text, realtime=True) as source:  # a bad source fails before a window opens
+    with open_source(source_text, realtime=True, options=capture) as source:  # a bad source fails before a window opens
         window = _Window(TITLE)
         try:
             for frame in source:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..deploy.errors import UserError
 from ..deploy.images import IMAGE_SUFFIXES, list_images, read_image
+from .capture import CaptureOptions, FlippedSource, csi_pipeline, rtsp_hw_pipeline, set_v4l2_controls
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 SourceKind = Literal["webcam", "device", "csi", "gstreamer", "url", "video", "images", "image"]
@@ -72,6 +73,10 @@ def parse_source(text: str) -> SourceSpec:
         raise SourceError("--source is empty: give a camera index (0), a file, a folder or a URL")
     if text.isdigit():
         return SourceSpec("webcam", int(text))
+    if m := re.fullmatch(r"v4l2://(/dev/video\d+)", text):  # jetson-inference's URI forms
+        return SourceSpec("device", m.group(1))
+    if text.startswith("file://"):
+        text = text.removeprefix("file://")
     if m := re.fullmatch(r"csi://(\d+)", text):
         return SourceSpec("csi", int(m.group(1)))
     if re.match(r"(rtsp|rtsps|http|https|rtmp)://", text, re.IGNORECASE):
@@ -93,16 +98,6 @@ def parse_source(text: str) -> SourceSpec:
     raise SourceError(
         f"cannot tell what {text} is: use an image ({', '.join(sorted(IMAGE_SUFFIXES))}) "
         f"or video ({', '.join(sorted(VIDEO_SUFFIXES))}) file"
-    )
-
-
-def csi_pipeline(sensor_id: int, width: int = 1280, height: int = 720, fps: int = 30) -> str:
-    """A Jetson CSI camera (nvarguscamerasrc) as an OpenCV GStreamer pipeline that drops stale frames."""
-    return (
-        f"nvarguscamerasrc sensor-id={sensor_id} ! "
-        f"video/x-raw(memory:NVMM),width={width},height={height},framerate={fps}/1,format=NV12 ! "
-        "nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! "
-        "appsink drop=true max-buffers=1"
     )
 
 
@@ -270,7 +265,13 @@ def _quiet_capture(*args) -> cv2.VideoCapture:
         cv2.utils.logging.setLogLevel(previous)
 
 
-def _open_capture(spec: SourceSpec) -> tuple[cv2.VideoCapture, str]:
+def _jetson() -> bool:
+    model = Path("/proc/device-tree/model")
+    text = model.read_text(errors="replace").lower() if model.exists() else ""
+    return Path("/etc/nv_tegra_release").exists() or "jetson" in text
+
+
+def _open_capture(spec: SourceSpec, options: CaptureOptions) -> tuple[cv2.VideoCapture, str]:
     if spec.kind == "webcam":
         # V4L2 on Linux (where CAP_PROP_BUFFERSIZE works); elsewhere OpenCV's own choice.
         backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
@@ -282,12 +283,15 @@ def _open_capture(spec: SourceSpec) -> tuple[cv2.VideoCapture, str]:
     elif spec.kind in ("csi", "gstreamer"):
         if not opencv_has_gstreamer():
             raise SourceError(f"{spec.kind} source needs GStreamer: {GSTREAMER_FIX}")
-        pipeline = csi_pipeline(int(spec.target)) if spec.kind == "csi" else str(spec.target)
+        pipeline = csi_pipeline(int(spec.target), options) if spec.kind == "csi" else str(spec.target)
         cap = _quiet_capture(pipeline, cv2.CAP_GSTREAMER)
         what = f"CSI camera {spec.target}" if spec.kind == "csi" else "GStreamer pipeline"
+    elif str(spec.target).lower().startswith("rtsp") and opencv_has_gstreamer() and _jetson():
+        cap = _quiet_capture(rtsp_hw_pipeline(str(spec.target)), cv2.CAP_GSTREAMER)
+        what = f"stream {spec.target} (H.264, decoded by the Jetson's nvv4l2decoder)"
     else:
         cap = _quiet_capture(str(spec.target), cv2.CAP_FFMPEG)
-        what = f"stream {spec.target}"
+        what = f"stream {spec.target} (decoded on the CPU by FFmpeg)"
     if not cap.isOpened():
         cap.release()
         hint = {
@@ -300,20 +304,32 @@ def _open_capture(spec: SourceSpec) -> tuple[cv2.VideoCapture, str]:
         raise SourceError(f"{what} did not open: {hint}")
     if spec.kind in ("webcam", "device"):
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        what += f": {set_v4l2_controls(cap, options)}"
     return cap, what
 
 
-def open_source(text: str, realtime: bool = False, loop: bool = False) -> Source:
+def open_source(text: str, realtime: bool = False, loop: bool = False,
+                options: CaptureOptions | None = None) -> Source:
     """Open a ``--source`` string as an iterable, closable source of frames. ``realtime`` and
-    ``loop`` apply to video files only; asking to loop anything else is an error."""
+    ``loop`` apply to video files only; asking to loop anything else is an error. ``options``: camera
+    controls (size, rate and pixel format for V4L2 and CSI cameras, a flip for any source)."""
+    options = options or CaptureOptions()
     spec = parse_source(text)
     if loop and spec.kind != "video":
         raise SourceError(f"--loop applies to video files; {text} is a {spec.kind} source")
+    if options.controls and spec.kind not in ("webcam", "device", "csi"):
+        raise SourceError(f"--width/--height/--fps/--fourcc are camera controls; {text} is a {spec.kind} source")
+    if options.fourcc and spec.kind == "csi":
+        raise SourceError("--fourcc is for V4L2 (USB) cameras; a CSI camera's format is set by its pipeline")
     if spec.kind == "images":
-        return ImageSource(list_images(Path(str(spec.target)), recursive=True), f"folder {spec.target}")
-    if spec.kind == "image":
-        return ImageSource([Path(str(spec.target))], str(spec.target))
-    if spec.kind == "video":
-        return VideoFileSource(str(spec.target), realtime=realtime, loop=loop)
-    cap, what = _open_capture(spec)
-    return LiveSource(cap, what)
+        source = ImageSource(list_images(Path(str(spec.target)), recursive=True), f"folder {spec.target}")
+    elif spec.kind == "image":
+        source = ImageSource([Path(str(spec.target))], str(spec.target))
+    elif spec.kind == "video":
+        source = VideoFileSource(str(spec.target), realtime=realtime, loop=loop)
+    else:
+        cap, what = _open_capture(spec, options)
+        source = LiveSource(cap, what)
+        if spec.kind == "csi":
+            return source  # flipped by nvvidconv
+    return FlippedSource(source, options.flip) if options.flip != "none" else source

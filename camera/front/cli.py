@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+from edgevision.camera.capture import add_camera_args, capture_from_args
 from edgevision.deploy.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +59,7 @@ def _open_runner(args: argparse.Namespace, model: Path):
 
 
 def _add_loop_args(p: argparse.ArgumentParser) -> None:
+    add_camera_args(p)
     shown = p.add_mutually_exclusive_group()
     shown.add_argument("--display", dest="display", action="store_true", default=None,
                        help="show a window (default when a display exists)")
@@ -97,7 +99,8 @@ def _run_loop(
     try:
         # In a window, video files play at their own frame rate; headless, as fast as they decode.
         realtime = display if realtime is None else realtime
-        with open_source(source_text, realtime=realtime, loop=args.loop if loop is None else loop) as source:
+        with open_source(source_text, realtime=realtime, loop=args.loop if loop is None else loop,
+                         options=capture_from_args(args)) as source:
             say(f"source: {source.description}")
             # The window first: a missing display must fail before any output file exists.
             sinks.append(WindowSink() if display else ConsoleSink())
@@ -225,7 +228,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         reviewer = review(options)
         say(reviewer.collector.train_hint())
         return 0
-    collector = collect(options, args.source)
+    collector = collect(options, args.source, capture_from_args(args))
     say(f"saved {collector.saved_this_session} this session")
     say(collector.train_hint())
     return 0
@@ -336,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=100, help="frames per measurement")
     p.add_argument("--warmup", type=int, default=10, help="runs before timing (TensorRT builds its engine here)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_camera_args(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("doctor", help="what this machine can run (OpenCV, onnxruntime providers, GPU libraries, "
@@ -356,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the validation share")
     p.add_argument("--rate", type=float, default=2.0, help="auto-capture (Space) saves per second")
     p.add_argument("--review", action="store_true", help="step through saved images: delete or relabel")
+    add_camera_args(p)
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("crops", help="a box dataset (VOC/YOLO) -> square crops of its boxes in class folders, "

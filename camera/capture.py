@@ -1,0 +1,146 @@
+"""Camera controls: capture size, frame rate, pixel format and flip, for V4L2 webcams, Jetson CSI
+cameras (carried into the GStreamer pipeline) and every other source (flip only).
+
+Asking for a size or rate a camera does not give is said in one line, never silently changed;
+asking for a control a source cannot take (a frame rate for a video file) is an error. OpenCV is
+imported where it is used, so that the CLI's parser (which adds these flags) starts without it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from ..deploy.errors import UserError
+
+FlipMode = Literal["none", "horizontal", "vertical", "rotate-180"]
+FLIPS: tuple[str, ...] = ("none", "horizontal", "vertical", "rotate-180")
+CV_FLIP = {"horizontal": 1, "vertical": 0, "rotate-180": -1}
+NVVIDCONV_FLIP = {"none": 0, "rotate-180": 2, "horizontal": 4, "vertical": 6}  # nvvidconv flip-method
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """What to ask of a camera. None: the camera's own default."""
+
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    fourcc: str | None = None  # V4L2 pixel format, e.g. MJPG (USB webcams give 30 FPS at 720p only in MJPG)
+    flip: FlipMode = "none"
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and not 16 <= value <= 8192:
+                raise UserError(f"--{name} must be within 16..8192 pixels, got {value}")
+        if (self.width is None) != (self.height is None):
+            raise UserError("give --width and --height together")
+        if self.fps is not None and not 0 < self.fps <= 1000:
+            raise UserError(f"--fps must be within 0..1000, got {self.fps}")
+        if self.fourcc is not None:
+            code = self.fourcc.strip().upper()
+            if len(code) != 4 or not code.isascii() or not code.isprintable():
+                raise UserError(f"--fourcc takes four characters such as MJPG or YUYV, got {self.fourcc!r}")
+            object.__setattr__(self, "fourcc", code)
+        if self.flip not in FLIPS:
+            raise UserError(f"--flip must be one of {', '.join(FLIPS)}, got {self.flip!r}")
+
+    @property
+    def controls(self) -> bool:
+        """True when a size, rate or pixel format is asked for (not only a flip)."""
+        return self.width is not None or self.fps is not None or self.fourcc is not None
+
+
+def add_camera_args(p) -> None:
+    """--width, --height, --fps, --fourcc, --flip on an argparse parser."""
+    g = p.add_argument_group("camera controls")
+    g.add_argument("--width", type=int, help="capture width in pixels (V4L2 and CSI cameras; with --height)")
+    g.add_argument("--height", type=int, help="capture height in pixels")
+    g.add_argument("--fps", type=float, help="capture frame rate (V4L2 and CSI cameras)")
+    g.add_argument("--fourcc", metavar="MJPG", help="V4L2 pixel format, e.g. MJPG (30 FPS at 720p on most webcams)")
+    g.add_argument("--flip", choices=FLIPS, default="none",
+                   help="flip every frame (a camera mounted upside down: rotate-180); CSI cameras flip in nvvidconv")
+
+
+def capture_from_args(args) -> CaptureOptions:
+    return CaptureOptions(width=args.width, height=args.height, fps=args.fps, fourcc=args.fourcc, flip=args.flip)
+
+
+def set_v4l2_controls(cap, options: CaptureOptions) -> str:
+    """Ask a V4L2 capture for the pixel format, then the size and rate (in that order: a format change
+    resets them); returns one line on what the camera gave, saying where it differs."""
+    import cv2
+
+    if options.fourcc:
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*options.fourcc))
+    if options.width is not None:
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, options.width)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, options.height)
+    if options.fps is not None:
+        cap.set(cv2.CAP_PROP_FPS, options.fps)
+    got_w, got_h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    got_fps = cap.get(cv2.CAP_PROP_FPS)
+    code = int(cap.get(cv2.CAP_PROP_FOURCC))
+    got_fourcc = "".join(chr((code >> 8 * i) & 0xFF) for i in range(4)).strip("\x00") or "?"
+    line = f"{got_w}x{got_h} at {got_fps:.0f} FPS, {got_fourcc}"
+    asked = []
+    if options.width is not None and (got_w, got_h) != (options.width, options.height):
+        asked.append(f"{options.width}x{options.height}")
+    if options.fps is not None and abs(got_fps - options.fps) > 0.5:
+        asked.append(f"{options.fps:g} FPS")
+    if options.fourcc and got_fourcc != options.fourcc:
+        asked.append(options.fourcc)
+    return line + (f" (asked for {', '.join(asked)}: the camera does not offer it)" if asked else "")
+
+
+def csi_pipeline(sensor_id: int, options: CaptureOptions | None = None) -> str:
+    """A Jetson CSI camera (nvarguscamerasrc) as an OpenCV GStreamer pipeline that drops stale frames;
+    the size, rate and flip are done by the camera and nvvidconv."""
+    o = options or CaptureOptions()
+    width, height = (o.width, o.height) if o.width is not None else (1280, 720)
+    fps = round(o.fps) if o.fps is not None else 30
+    return (
+        f"nvarguscamerasrc sensor-id={sensor_id} ! "
+        f"video/x-raw(memory:NVMM),width={width},height={height},framerate={fps}/1,format=NV12 ! "
+        f"nvvidconv flip-method={NVVIDCONV_FLIP[o.flip]} ! video/x-raw,format=BGRx ! videoconvert ! "
+        "video/x-raw,format=BGR ! appsink drop=true max-buffers=1"
+    )
+
+
+def rtsp_hw_pipeline(url: str) -> str:
+    """An RTSP H.264 stream decoded by a Jetson's hardware decoder (nvv4l2decoder)."""
+    return (
+        f"rtspsrc location={url} latency=200 ! rtph264depay ! h264parse ! nvv4l2decoder ! nvvidconv ! "
+        "video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"
+    )
+
+
+class FlippedSource:
+    """Any source, its frames flipped (a camera mounted upside down or mirrored)."""
+
+    def __init__(self, source, flip: FlipMode) -> None:
+        self.source, self.code = source, CV_FLIP[flip]
+        self.description = f"{source.description}, flipped {flip}"
+
+    @property
+    def skipped(self):
+        return self.source.skipped
+
+    def __getattr__(self, name: str):  # fps, live, dropped... of the wrapped source
+        return getattr(self.source, name)
+
+    def __iter__(self) -> Iterator:
+        import cv2
+
+        for frame in self.source:
+            yield replace(frame, image=cv2.flip(frame.image, self.code))
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self) -> FlippedSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
