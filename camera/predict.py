@@ -57,13 +57,39 @@ def predict(
     """Write one JSON line per readable image; count unreadable ones; score by folder name where it is a label."""
     if batch_size < 1:
         raise UserError(f"--batch must be 1 or more, got {batch_size}")
-    if masks_dir is not None:
-        if runner.spec.kind != "segment":
-            raise UserError(f"--masks needs a segmentation model; {runner.path} is a {runner.spec.kind} model")
-        masks_dir.mkdir(parents=True, exist_ok=True)
-    if draw_dir is not None:
-        draw_dir.mkdir(parents=True, exist_ok=True)
+    if masks_dir is not None and runner.spec.kind != "segment":
+        raise UserError(f"--masks needs a segmentation model; {runner.path} is a {runner.spec.kind} model")
+    for flag, folder in (("--masks", masks_dir), ("--draw", draw_dir)):
+        if folder is not None:
+            if folder.exists() and not folder.is_dir():
+                raise UserError(f"{flag} {folder} is a file: give a folder")
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot create {flag} folder {folder}: {exc.strerror}") from exc
     report = PredictReport()
+    written: set[Path] = set()
+
+    def new_file(folder: Path, path: Path, flag: str) -> Path:
+        """folder/<stem>.png; a second image of the same name (another class folder) gets its folder's
+        name in front; a file that was there before is never replaced."""
+        target = folder / f"{path.stem}.png"
+        if target in written:
+            target = folder / f"{path.parent.name}_{path.stem}.png"
+        if target.exists():
+            raise UserError(f"{target} exists: choose another {flag} folder ({report.images} images done)")
+        written.add(target)
+        return target
+
+    def save(target: Path, image) -> None:
+        ok = False
+        try:
+            ok = cv2.imwrite(str(target), image)
+        except cv2.error:
+            pass
+        if not ok:
+            raise UserError(f"could not write {target} (disk full, or the folder not writable); results for "
+                            f"{report.images} images were printed, their files written")
     labels = set(runner.spec.labels)
     chain_labels = set(runner.then.spec.labels) if isinstance(runner, ChainRunner) else set()
     for batch in _batches(paths, batch_size, report):
@@ -71,18 +97,14 @@ def predict(
         for (path, image), result in zip(batch, results):
             record = {"file": str(path), **result.to_dict()}
             if masks_dir is not None and isinstance(result, Segmentation):
-                mask_path = masks_dir / f"{path.stem}.png"
-                if mask_path.exists():
-                    raise UserError(f"{mask_path} exists: choose another --masks folder")
-                cv2.imwrite(str(mask_path), result.class_map)
+                mask_path = new_file(masks_dir, path, "--masks")
+                save(mask_path, result.class_map)
                 record["mask"] = str(mask_path)
             if draw_dir is not None:
-                drawn_path = draw_dir / f"{path.stem}.png"
-                if drawn_path.exists():
-                    raise UserError(f"{drawn_path} exists: choose another --draw folder")
+                drawn_path = new_file(draw_dir, path, "--draw")
                 drawn = image.copy()
                 draw_result(drawn, result)
-                cv2.imwrite(str(drawn_path), drawn)
+                save(drawn_path, drawn)
                 record["drawn"] = str(drawn_path)
             out.write(json.dumps(record) + "\n")
             report.images += 1

@@ -12,7 +12,7 @@ from typing import Protocol, TextIO
 import cv2
 import numpy as np
 
-from ..deploy.errors import UserError
+from ..deploy.errors import UserError, printable
 from ..deploy.images import check_new_output
 from ..deploy.tasks import summary_text
 
@@ -115,19 +115,30 @@ class JsonlSink:
         if (path is None) == (stream is None):
             raise ValueError("JsonlSink needs exactly one of path and stream")
         self.path = check_new_output(path, overwrite) if path is not None else None
-        self._file = open(self.path, "w", encoding="utf-8") if self.path else stream
+        try:
+            self._file = open(self.path, "w", encoding="utf-8") if self.path else stream
+        except OSError as exc:
+            raise UserError(f"cannot write {self.path}: {exc.strerror}") from exc
         self.lines = 0
 
     def write(self, image: np.ndarray, record: dict) -> bool:
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        try:
+            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._file.flush()  # a full disk shows at this frame, not at the end
+        except OSError as exc:
+            raise UserError(f"writing {self.path or 'JSON lines'} failed ({exc.strerror}) after {self.lines} "
+                            "complete lines, which are kept") from exc
         self.lines += 1
         return True
 
     def close(self) -> None:
-        if self.path is not None:
-            self._file.close()
-        else:
-            self._file.flush()
+        try:
+            if self.path is not None:
+                self._file.close()
+            else:
+                self._file.flush()
+        except OSError:
+            pass  # the write that failed has already said so
 
 
 class ConsoleSink:
@@ -146,7 +157,7 @@ class ConsoleSink:
             self._last_label = label
             stats = record["stats"]
             self.stream.write(
-                f"frame {record['frame']:>5}  {summary_text(record['result'])}  "
+                f"frame {record['frame']:>5}  {printable(summary_text(record['result']))}  "
                 f"{stats['fps']:.1f} FPS  {stats['latency_ms']:.1f} ms\n"
             )
             self.stream.flush()

@@ -20,7 +20,7 @@ from typing import Literal, Protocol
 import cv2
 import numpy as np
 
-from ..deploy.errors import UserError
+from ..deploy.errors import UserError, mask_credentials
 from ..deploy.images import IMAGE_SUFFIXES, list_images, read_image
 from .capture import CaptureOptions, FlippedSource, csi_pipeline, rtsp_hw_pipeline, set_v4l2_controls
 
@@ -72,6 +72,8 @@ def parse_source(text: str) -> SourceSpec:
     if not text:
         raise SourceError("--source is empty: give a camera index (0), a file, a folder or a URL")
     if text.isdigit():
+        if int(text) > 255:
+            raise SourceError(f"camera index {text[:20]} is out of range: cameras are 0, 1, 2... (ls /dev/video*)")
         return SourceSpec("webcam", int(text))
     if m := re.fullmatch(r"v4l2://(/dev/video\d+)", text):  # jetson-inference's URI forms
         return SourceSpec("device", m.group(1))
@@ -288,10 +290,10 @@ def _open_capture(spec: SourceSpec, options: CaptureOptions) -> tuple[cv2.VideoC
         what = f"CSI camera {spec.target}" if spec.kind == "csi" else "GStreamer pipeline"
     elif str(spec.target).lower().startswith("rtsp") and opencv_has_gstreamer() and _jetson():
         cap = _quiet_capture(rtsp_hw_pipeline(str(spec.target)), cv2.CAP_GSTREAMER)
-        what = f"stream {spec.target} (H.264, decoded by the Jetson's nvv4l2decoder)"
+        what = f"stream {mask_credentials(spec.target)} (H.264, decoded by the Jetson's nvv4l2decoder)"
     else:
         cap = _quiet_capture(str(spec.target), cv2.CAP_FFMPEG)
-        what = f"stream {spec.target} (decoded on the CPU by FFmpeg)"
+        what = f"stream {mask_credentials(spec.target)} (decoded on the CPU by FFmpeg)"
     if not cap.isOpened():
         cap.release()
         hint = {

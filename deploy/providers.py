@@ -94,8 +94,9 @@ class ProviderConfig:
         if self.cudnn_conv_algo_search not in CUDNN_ALGO_SEARCH:
             raise UserError(f"--cudnn-algo must be one of {', '.join(CUDNN_ALGO_SEARCH)}, "
                             f"got {self.cudnn_conv_algo_search!r}")
-        if self.threads < 0:
-            raise UserError(f"--threads must be 0 (automatic) or more, got {self.threads}")
+        cores = os.cpu_count() or 1
+        if not 0 <= self.threads <= 4 * cores:
+            raise UserError(f"--threads must be 0 (automatic) to {4 * cores} (4 per core here), got {self.threads}")
 
 
 def tensorrt_version() -> str:

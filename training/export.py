@@ -179,6 +179,8 @@ def export(
     (int8, fp16), each kept only when it loses at most ``max_loss`` (of accuracy, NME, mean IoU or AP50)."""
     log = log or log_line
     run_dir = Path(run_dir)
+    if not 13 <= opset <= 21:
+        raise UserError(f"--opset must be within 13..21 (17 is the default; 15 for TensorRT 8.5), got {opset}")
     if out.suffix != ".onnx":
         raise UserError(f"--out must end in .onnx, got {out}")
     for path in (out, out.with_suffix(".md"), *(variant_path(out, v).with_suffix(s) for v in variants
@@ -299,8 +301,8 @@ def export_from_args(args) -> dict:
         batch = int(args.batch)
     else:
         raise UserError(f"--batch must be 'dynamic' or a positive integer, got {args.batch!r}")
-    if args.opset < 13:
-        raise UserError(f"--opset must be 13 or newer, got {args.opset}")
+    if not 13 <= args.opset <= 21:
+        raise UserError(f"--opset must be within 13..21 (17 is the default; 15 for TensorRT 8.5), got {args.opset}")
     if args.max_loss < 0:
         raise UserError(f"--max-loss must be 0 or more, got {args.max_loss}")
     variants = tuple(v for v in VARIANTS if getattr(args, v))

@@ -21,6 +21,7 @@ where each key now belongs.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -177,6 +178,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.data:
             raise UserError("no data folder: give DATA or a --config that names one")
+        if self.name and (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", self.name) or ".." in self.name):
+            raise UserError(f"name must be a plain folder name (letters, digits, _ . -), got {self.name!r}: the run "
+                            "folder stays inside runs_dir")
         for key, cls in SECTIONS.items():
             if isinstance(getattr(self, key), dict):  # TrainConfig(augment={...}) reads like the TOML table
                 object.__setattr__(self, key, _build(cls, getattr(self, key), key + "."))

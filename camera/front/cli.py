@@ -18,8 +18,11 @@ DEMO_MODEL = MODELS_DIR / "thumbs.onnx"
 
 
 def say(message: str) -> None:
-    """One status line for the user, on stderr (stdout is for results)."""
-    print(f"edgevision: {message}", file=sys.stderr, flush=True)
+    """One status line for the user, on stderr (stdout is for results); control characters (ANSI
+    escapes, newlines from a label or a file name) are shown escaped, never sent to the terminal."""
+    from edgevision.deploy.errors import printable
+
+    print(f"edgevision: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def _add_runner_args(p: argparse.ArgumentParser) -> None:
@@ -95,6 +98,10 @@ def _run_loop(
         if runner.spec.kind != "segment":
             raise UserError(f"--background needs a segmentation model; {model.name} is a {runner.spec.kind} model")
         background = parse_background(args.background)
+    source_path = Path(source_text).expanduser()
+    for flag, out in (("--record", args.record), ("--jsonl", args.jsonl)):
+        if out is not None and source_path.exists() and out.expanduser().resolve() == source_path.resolve():
+            raise UserError(f"{flag} {out} is the source itself: choose another file name (even with --overwrite)")
     sinks = []
     try:
         # In a window, video files play at their own frame rate; headless, as fast as they decode.
@@ -432,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. 'edgevision predict ... | head'
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a full disk, a read-only folder, a name too long: one line, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        say(f"error: {exc.strerror or exc}{where}")
+        return 2
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ...deploy.errors import UserError
 from ...deploy.spec import TaskSpec
 from ..data import ClassDataset, find_dataset, load_images, with_extra
 from ..fit import (
@@ -141,6 +142,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
     x_val, y_val, skipped_val = load_images(dataset.val, size)
     skipped = skipped_train + skipped_val
     counts = np.bincount(y_train, minlength=len(classes))
+    for name, n_train, n_val in zip(classes, counts, np.bincount(y_val, minlength=len(classes))):
+        if n_train == 0:
+            raise UserError(f"class {name!r} has no readable training image: add photos or remove the class folder")
+        if n_val == 0 and (dataset.val.labels == classes.index(name)).any():
+            raise UserError(f"class {name!r} has no readable validation image: its accuracy could not be measured")
     log(
         f"{len(x_train)} train / {len(x_val)} val images, classes "
         + ", ".join(f"{c} ({n})" for c, n in zip(classes, counts))
