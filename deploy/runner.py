@@ -78,6 +78,7 @@ class Runner:
         if self.options.require_gpu and not self.report.on_gpu:
             raise UserError(f"--require-gpu: no GPU provider could be used ({self.report.line()})")
         self._check_io()
+        self._dry_run()
 
     def _create_session(self, requested: list[str]) -> tuple[ort.InferenceSession, ProviderReport]:
         so = ort.SessionOptions()
@@ -121,6 +122,19 @@ class Runner:
         self.output_names = tasks.output_names(self.spec.kind, [o.name for o in self.session.get_outputs()])
         if inputs[0].type != "tensor(float)":
             raise UserError(f"{self.path} input must be float32 pixels, got {inputs[0].type}")
+
+    def _dry_run(self) -> None:
+        """One run on a blank frame: a model whose outputs disagree with its spec fails here, at load,
+        not at the first frame of a live run."""
+        blank = np.zeros((*self.spec.input_hw, 3), np.uint8)
+        try:
+            self.infer([blank])
+        except ValueError as exc:
+            raise UserError(f"{self.path}'s outputs do not match its spec: {exc}") from exc
+        except Exception as exc:  # onnxruntime's own errors (a shape the graph cannot take, say)
+            raise UserError(f"{self.path} fails on a blank {self.spec.input_hw[1]}x{self.spec.input_hw[0]} frame: "
+                            f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}"
+                            ) from exc
 
     @property
     def provider_line(self) -> str:

@@ -151,3 +151,13 @@ def test_python_api_masks_credentials_too():
     assert mask_credentials("rtsp://cam:pa:ss@10.0.0.2/s") == "rtsp://cam:***@10.0.0.2/s"
     assert mask_credentials("file.mp4") == "file.mp4"
     assert sys.version_info >= (3, 10)
+
+
+def test_a_model_whose_spec_disagrees_with_its_outputs_fails_at_load(tmp_path):
+    import tinymodels
+    from edgevision.deploy.errors import UserError
+    from edgevision.deploy.runner import Runner, RunnerOptions
+
+    model = tinymodels.save("classify", tmp_path / "liar.onnx", spec={"labels": ["a", "b"]})  # the graph gives 3
+    with pytest.raises(UserError, match="outputs do not match its spec"):
+        Runner(model, RunnerOptions(providers="cpu"))
