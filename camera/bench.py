@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..deploy.errors import UserError
+from ..deploy.onnxmeta import SOURCE_KEY, file_sha256, read_header
 from ..deploy.providers import parse_providers, short_name
 from ..deploy.runner import Runner, RunnerOptions
 
@@ -62,8 +64,20 @@ def precision_files(model: Path) -> list[tuple[str, Path]]:
         if base.name.endswith(f".{p}"):
             raise UserError(f"give the float32 model ({base.name.removesuffix('.' + p)}.onnx); its variants are found")
     found = [("fp32", model)]
-    found += [(p, base.with_name(f"{base.name}.{p}.onnx")) for p in PRECISIONS[1:]]
-    return [(p, f) for p, f in found if f.is_file()]
+    digest = None
+    for p in PRECISIONS[1:]:
+        variant = base.with_name(f"{base.name}.{p}.onnx")
+        if not variant.is_file():
+            continue
+        made_from = read_header(variant).metadata.get(SOURCE_KEY)
+        digest = digest or file_sha256(model)
+        if made_from != digest:  # a variant of an older export, or of another model: its numbers would lie
+            print(f"edgevision: {variant.name} was not made from this {model.name} "
+                  f"({'no record of its source' if made_from is None else 'another model'}): not measured",
+                  file=sys.stderr)
+            continue
+        found.append((p, variant))
+    return found
 
 
 def load_frames(source: str | None, count: int, options=None) -> tuple[list[np.ndarray], list[float]]:

@@ -12,6 +12,15 @@ from pathlib import Path
 
 from .errors import UserError
 
+SOURCE_KEY = "edgevision.made_from_sha256"  # in a precision variant: the float32 file it was made from
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 _IR_VERSION, _PRODUCER, _PRODUCER_VERSION, _GRAPH, _OPSET_IMPORT, _METADATA = 1, 2, 3, 7, 8, 14
 
 

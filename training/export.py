@@ -221,6 +221,10 @@ def export(
         f"{evaluation['cpu_latency_ms_median']:.1f} ms per image on this CPU (median)"
     )
     metrics, config = load_run_files(run_dir)
+    for stale in (variant_path(out, v) for v in VARIANTS if v not in variants):
+        if stale.is_file():
+            log(f"note: {stale} was made from the {out.name} this export replaced; bench now skips it: export "
+                f"again with --{stale.suffixes[0][1:]} to remake it, or delete it")
     refused = []
     if variants:
         calib = calibration_frames(calib_dir, Path(config["data"]), {p for p, _ in pairs}, calib_images)

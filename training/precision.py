@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from ..deploy.errors import UserError
+from ..deploy.onnxmeta import SOURCE_KEY, file_sha256
 from ..deploy.ops import preprocess
 from ..deploy.spec import SPEC_KEY, TaskSpec
 from .card import headline
@@ -30,11 +31,13 @@ def variant_path(out: Path, variant: str) -> Path:
     return out.with_name(f"{out.stem}.{variant}{out.suffix}")
 
 
-def _copy_spec(src: onnx.ModelProto, dst_path: Path) -> None:
+def _copy_spec(src: onnx.ModelProto, dst_path: Path, src_path: Path) -> None:
+    """The variant carries the float32 model's spec and the SHA-256 of the file it was made from, so
+    that bench (and people) can tell a variant that belongs to another model."""
     spec = {p.key: p.value for p in src.metadata_props}[SPEC_KEY]
     model = onnx.load(dst_path)
     del model.metadata_props[:]
-    onnx.helper.set_model_props(model, {SPEC_KEY: spec})
+    onnx.helper.set_model_props(model, {SPEC_KEY: spec, SOURCE_KEY: file_sha256(src_path)})
     onnx.save(model, dst_path)
 
 
@@ -94,7 +97,7 @@ def quantize_int8(fp32: Path, out: Path, calib_frames: list[np.ndarray], spec: T
             calibrate_method={"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax,
                               "entropy": CalibrationMethod.Entropy}[method],
         )
-    _copy_spec(onnx.load(fp32), out)
+    _copy_spec(onnx.load(fp32), out, fp32)
     return len(frames)  # the calibration images used
 
 
@@ -104,7 +107,7 @@ def convert_fp16(fp32: Path, out: Path) -> None:
     source = onnx.load(fp32)
     model = convert_float_to_float16(source, keep_io_types=True)
     onnx.save(model, out)
-    _copy_spec(source, out)
+    _copy_spec(source, out, fp32)
 
 
 def metric_loss(kind: str, fp32: dict, variant: dict) -> float:

@@ -7,9 +7,28 @@ from edgevision.deploy.errors import UserError
 from test_cli import assert_one_line_error, edgevision
 
 
+def _variant_of(model, path, made_from=None):
+    import onnx
+    from edgevision.deploy.onnxmeta import SOURCE_KEY, file_sha256
+
+    proto = onnx.load(model)
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
+                                        SOURCE_KEY: file_sha256(made_from or model)})
+    onnx.save(proto, path)
+
+
+def test_a_variant_made_from_another_model_is_not_measured(tiny_model, capfd):
+    model = tiny_model("classify", name="m.onnx")
+    _variant_of(model, model.with_name("m.int8.onnx"), made_from=tiny_model("detect"))
+    shutil.copy(model, model.with_name("m.fp16.onnx"))  # no record of where it came from
+    assert precision_files(model) == [("fp32", model)]
+    err = capfd.readouterr().err
+    assert "m.int8.onnx was not made from this m.onnx (another model)" in err and "no record" in err
+
+
 def test_bench_json_has_every_stage_for_each_precision_and_provider(tiny_model, synthetic_video):
     model = tiny_model("classify", name="m.onnx")
-    shutil.copy(model, model.with_name("m.int8.onnx"))  # stands in for a variant beside it
+    _variant_of(model, model.with_name("m.int8.onnx"))  # stands in for a variant made from it
     proc = edgevision("bench", "--model", str(model), "--source", str(synthetic_video(20)), "--frames", "12",
                       "--warmup", "2", "--providers", "cpu", "--json")
     assert proc.returncode == 0, proc.stderr
