@@ -16,6 +16,14 @@ from ..deploy.images import IMAGE_SUFFIXES
 from .collect import KEY_ESC, KEY_SPACE, KEYS_DELETE, KEYS_LEFT, KEYS_QUIT, KEYS_RIGHT, TRASH, Collector, _move_to_trash
 
 
+def _inside(root: Path, path: Path) -> bool:
+    """A regular file whose real path is under ``root``, reached through no symlink."""
+    try:
+        return path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(root)
+    except OSError:
+        return False
+
+
 @dataclass
 class Reviewer:
     """Step through saved images of a dataset; delete (to the trash) or relabel with a key."""
@@ -38,6 +46,10 @@ class Reviewer:
                  for p in c.folder(s, n).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
                 key=lambda p: (p.parent.name, p.name),
             )
+        root = c.root.resolve()
+        # Only real files inside the dataset: a symlinked class folder or image (or a CSV row naming
+        # '../x') never brings a file from elsewhere into the trash or another class.
+        self.items = [p for p in self.items if _inside(root, p)]
         self.index = min(self.index, max(0, len(self.items) - 1))
 
     def current(self) -> Path | None:
@@ -56,7 +68,7 @@ class Reviewer:
 
     def delete(self) -> None:
         path = self.current()
-        if path is None:
+        if path is None or not _inside(self.collector.root.resolve(), path):
             return
         c = self.collector
         split = self._split_of(path)

@@ -1,5 +1,6 @@
 import csv
 
+import cv2
 import numpy as np
 import pytest
 from conftest import solid_frame
@@ -226,3 +227,18 @@ def test_render_shows_names_counts_and_a_flash_after_a_save(tmp_path):
     assert (flashed[0, :] != before[0, :]).any()  # the border cue
     assert (col.render(frame(), 1.0)[0, :] == before[0, :]).all()
     assert "edgevision train" in col.train_hint()
+
+
+def test_review_never_moves_files_from_outside_the_dataset(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    cv2.imwrite(str(outside / "precious.jpg"), np.zeros((8, 8, 3), np.uint8))
+    root = tmp_path / "data"
+    (root / "down").mkdir(parents=True)
+    (root / "up").symlink_to(outside, target_is_directory=True)  # a class folder that points out
+    cv2.imwrite(str(root / "down" / "mine.jpg"), np.zeros((8, 8, 3), np.uint8))
+    (root / "down" / "link.jpg").symlink_to(outside / "precious.jpg")
+    reviewer = Reviewer(classes_collector(root))
+    assert [p.name for p in reviewer.items] == ["mine.jpg"]
+    reviewer.delete()
+    assert (outside / "precious.jpg").is_file() and not (root / "down" / "mine.jpg").exists()
