@@ -1,4 +1,5 @@
-"""Camera controls: capture size, frame rate, pixel format and flip, for V4L2 webcams, Jetson CSI
+"""Camera controls (and the live loop's command-line options, parsed before any heavy import): capture
+size, frame rate, pixel format and flip, for V4L2 webcams, Jetson CSI
 cameras (carried into the GStreamer pipeline) and every other source (flip only).
 
 Asking for a size or rate a camera does not give is said in one line, never silently changed;
@@ -7,8 +8,10 @@ imported where it is used, so that the CLI's parser (which adds these flags) sta
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from ..deploy.errors import UserError
@@ -144,3 +147,26 @@ class FlippedSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def add_loop_args(p) -> None:
+    """The options of 'run' and 'demo': outputs, camera controls and what to do when a source is lost."""
+    add_camera_args(p)
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--display", dest="display", action="store_true", default=None,
+                       help="show a window (default when a display exists)")
+    shown.add_argument("--no-display", dest="display", action="store_false", help="run without a window")
+    p.add_argument("--record", type=Path, metavar="OUT.mp4", help="write the frames with the overlay to a video")
+    p.add_argument("--jsonl", type=Path, metavar="OUT.jsonl", help="write one JSON object per frame")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--loop", action="store_true", help="video files: start again at the end")
+    p.add_argument("--background", metavar="blur|R,G,B|IMAGE",
+                   help="segmentation models: blur or replace the background instead of tinting the mask")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --record/--jsonl files")
+    g = p.add_argument_group("lost cameras and streams")
+    g.add_argument("--reconnect", action=argparse.BooleanOptionalAction, default=None,
+                   help="reopen a camera or stream that ends or stalls (default: on for cameras and streams)")
+    g.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
+                   help="a live source that sends no frame for this long is lost (default 5 s)")
+    g.add_argument("--reconnect-timeout", type=float, default=30.0, metavar="S",
+                   help="give up reconnecting after this long, exit code 3 (default 30 s)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..deploy.chain import ChainRunner
 from ..deploy.providers import short_name
@@ -42,8 +43,8 @@ def run_loop(source: Source, runner: Runner | ChainRunner, sinks: list[Sink], ma
     start = time.perf_counter()
     try:
         _loop(source, runner, sinks, max_frames, draw, stats, background)
-    except KeyboardInterrupt:  # Ctrl-C (and SIGTERM, which the CLI turns into it) ends the run cleanly
-        stats.stopped_by = "Ctrl-C"
+    except KeyboardInterrupt as exc:  # Ctrl-C (and SIGTERM, which the CLI turns into one) ends the run cleanly
+        stats.stopped_by = "SIGTERM" if type(exc).__name__ == "Terminated" else "Ctrl-C"
     stats.seconds = time.perf_counter() - start
     return stats
 
@@ -89,3 +90,66 @@ def _loop(source: Source, runner: Runner | ChainRunner, sinks: list[Sink], max_f
         if max_frames is not None and stats.frames >= max_frames:
             stats.stopped_by = "--max-frames"
             break
+
+
+EXIT_CODES = {"Ctrl-C": 130, "SIGTERM": 143}  # a lost live source is 3 (SourceLost), bad input 2
+
+
+def run_command(args, open_runner, source_text: str, say, loop: bool | None = None,
+                realtime: bool | None = None) -> int:
+    """'edgevision run': the runner, the source, the sinks, the loop, the summary; the exit code."""
+    from ..deploy.errors import UserError
+    from .capture import capture_from_args
+    from .sinks import ConsoleSink, JsonlSink, VideoSink, WindowSink, display_available
+    from .sources import open_source
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError(f"--max-frames must be 1 or more, got {args.max_frames}")
+    display = args.display
+    if display is None:
+        display = display_available()
+        if not display:
+            say("no display found: running without a window (--record or --jsonl keep the output)")
+    runner = open_runner()
+    background = None
+    if args.background is not None:
+        from ..deploy.tasks.segment import parse_background
+
+        if runner.spec.kind != "segment":
+            raise UserError(f"--background needs a segmentation model; this is a {runner.spec.kind} model")
+        background = parse_background(args.background)
+    source_path = Path(source_text).expanduser()
+    for flag, out in (("--record", args.record), ("--jsonl", args.jsonl)):
+        if out is not None and source_path.exists() and out.expanduser().resolve() == source_path.resolve():
+            raise UserError(f"{flag} {out} is the source itself: choose another file name (even with --overwrite)")
+    sinks = []
+    try:
+        # In a window, video files play at their own frame rate; headless, as fast as they decode.
+        realtime = display if realtime is None else realtime
+        with open_source(source_text, realtime=realtime, loop=args.loop if loop is None else loop,
+                         options=capture_from_args(args), reconnect=args.reconnect,
+                         stall_timeout_s=args.stall_timeout, reconnect_for_s=args.reconnect_timeout,
+                         notice=say) as source:
+            say(f"source: {source.description}")
+            # The window first: a missing display must fail before any output file exists.
+            sinks.append(WindowSink() if display else ConsoleSink())
+            if args.jsonl:
+                sinks.append(JsonlSink(args.jsonl, overwrite=args.overwrite))
+            if args.record:
+                sinks.append(VideoSink(args.record, fps=getattr(source, "fps", 0.0) or 30.0, overwrite=args.overwrite))
+            stats = run_loop(source, runner, sinks, max_frames=args.max_frames,
+                             draw=display or args.record is not None, background=background)
+            skipped = len(source.skipped)
+    finally:
+        for sink in sinks:  # outputs are finished however the loop ended (a lost source included)
+            sink.close()
+    means = stats.mean_ms()
+    say(
+        f"{stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} FPS; inference {means['infer_ms']:.1f} ms, "
+        f"preprocess {means['preprocess_ms']:.1f} ms per frame); stopped by {stats.stopped_by}"
+        + (f"; {skipped} unreadable images skipped" if skipped else "")
+    )
+    for sink in sinks:
+        if getattr(sink, "path", None):
+            say(f"wrote {sink.path}")
+    return EXIT_CODES.get(stats.stopped_by, 0)

@@ -188,23 +188,36 @@ class VideoFileSource:
         self.close()
 
 
-class LiveSource:
-    """A camera or stream read by a background thread that keeps only the newest frame."""
+class SourceLost(SourceError):
+    """A live source stopped sending frames and did not come back: exit code 3 (see the README)."""
 
-    def __init__(self, cap: cv2.VideoCapture, description: str, open_timeout_s: float = 10.0) -> None:
-        self.cap = cap
+    exit_code = 3
+
+
+class LiveSource:
+    """A camera or stream read by a background thread that keeps only the newest frame.
+
+    A source that ends or sends nothing for ``stall_timeout_s`` is lost; with ``reopen`` (a function
+    that opens the capture again) it is reopened with backoff for up to ``reconnect_for_s`` seconds,
+    saying so through ``notice``; after that, or without ``reopen``, iteration raises SourceLost."""
+
+    def __init__(self, cap: cv2.VideoCapture, description: str, open_timeout_s: float = 10.0,
+                 reopen=None, stall_timeout_s: float = 5.0, reconnect_for_s: float = 30.0, notice=None) -> None:
         self.description = description
         self.live = True
         self.skipped: list[Path] = []
         self.grabbed = 0  # frames read from the device, delivered or not
         self.delivered = 0  # frames handed to the loop
+        self.reconnects = 0
+        self.reopen, self.stall_timeout_s, self.reconnect_for_s = reopen, stall_timeout_s, reconnect_for_s
+        self.notice = notice or (lambda message: None)
         self._cond = threading.Condition()
         self._latest: tuple[int, float, np.ndarray] | None = None
         self._delivered = -1
+        self._generation = 0
         self._ended = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read_loop, name="edgevision-capture", daemon=True)
-        self._thread.start()
+        self._start(cap)
         with self._cond:
             if not self._cond.wait_for(lambda: self._latest is not None or self._ended, open_timeout_s):
                 self.close()
@@ -213,29 +226,82 @@ class LiveSource:
             self.close()
             raise SourceError(f"{description} opened but sent no frame")
 
-    def _read_loop(self) -> None:
-        while not self._stop.is_set():
-            ok, image = self.cap.read()
-            with self._cond:
-                if not ok:
-                    self._ended = True
+    def _start(self, cap) -> None:
+        with self._cond:
+            self._generation += 1
+            self._ended = False
+        self._thread = threading.Thread(target=self._read_loop, args=(cap, self._generation),
+                                        name="edgevision-capture", daemon=True)
+        self._thread.start()
+
+    def _read_loop(self, cap, generation: int) -> None:
+        """Read until the source ends, this reader is replaced (a stall), or the source closes. The
+        capture is released here, by the thread that reads it, never under a blocked read."""
+        try:
+            while not self._stop.is_set():
+                ok, image = cap.read()
+                with self._cond:
+                    if generation != self._generation:
+                        return  # replaced after a stall: drop what this reader still had
+                    if not ok:
+                        self._ended = True
+                        self._cond.notify_all()
+                        return
+                    self._latest = (self.grabbed, time.time(), image)
+                    self.grabbed += 1
                     self._cond.notify_all()
-                    return
-                self._latest = (self.grabbed, time.time(), image)
-                self.grabbed += 1
-                self._cond.notify_all()
+        finally:
+            cap.release()
+
+    def _next(self) -> tuple[int, float, np.ndarray] | str:
+        """The next new frame, or why there is none: 'ended' or 'stalled'."""
+        with self._cond:
+            fresh = self._cond.wait_for(
+                lambda: self._ended or (self._latest is not None and self._latest[0] > self._delivered),
+                self.stall_timeout_s)
+            if self._latest is not None and self._latest[0] > self._delivered:
+                self._delivered = self._latest[0]
+                return self._latest
+            return "ended" if fresh else "stalled"
+
+    def _reconnect(self, why: str) -> None:
+        problem = (f"{self.description} sent no frame for {self.stall_timeout_s:g} s" if why == "stalled"
+                   else f"{self.description} ended")
+        if self.reopen is None or self.reconnect_for_s <= 0:
+            raise SourceLost(f"{problem} (lost; --reconnect retries a live source)")
+        with self._cond:
+            self._generation += 1  # a stalled reader, still blocked, is left to end on its own
+        deadline, wait, attempt = time.monotonic() + self.reconnect_for_s, 0.5, 0
+        while time.monotonic() < deadline and not self._stop.is_set():
+            attempt += 1
+            self.notice(f"{problem}; reconnecting (attempt {attempt})")
+            try:
+                cap = self.reopen()
+            except SourceError:
+                cap = None
+            if cap is not None:
+                self._start(cap)
+                with self._cond:
+                    started = self._cond.wait_for(
+                        lambda: self._ended or (self._latest is not None and self._latest[0] > self._delivered),
+                        min(self.stall_timeout_s, max(0.1, deadline - time.monotonic())))
+                    if started and not self._ended:
+                        self.reconnects += 1
+                        self.notice(f"{self.description} is back (reconnect {self.reconnects})")
+                        return
+                    self._generation += 1
+            time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            wait = min(wait * 2, 5.0)
+        raise SourceLost(f"{problem}; gave up after {attempt} reconnect attempts in {self.reconnect_for_s:g} s")
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
-        while True:
-            with self._cond:
-                self._cond.wait_for(
-                    lambda: self._ended or (self._latest is not None and self._latest[0] > self._delivered)
-                )
-                if self._latest is None or self._latest[0] <= self._delivered:
-                    return  # ended with nothing new
-                grab_index, stamp, image = self._latest
-                self._delivered = grab_index
+        while not self._stop.is_set():
+            got = self._next()
+            if isinstance(got, str):
+                self._reconnect(got)
+                continue
+            _, stamp, image = got
             self.delivered += 1
             yield Frame(index, stamp, image)
             index += 1
@@ -247,8 +313,9 @@ class LiveSource:
 
     def close(self) -> None:
         self._stop.set()
+        with self._cond:
+            self._generation += 1
         self._thread.join(timeout=2.0)
-        self.cap.release()
 
     def __enter__(self) -> LiveSource:
         return self
@@ -273,7 +340,8 @@ def _jetson() -> bool:
     return Path("/etc/nv_tegra_release").exists() or "jetson" in text
 
 
-def _open_capture(spec: SourceSpec, options: CaptureOptions) -> tuple[cv2.VideoCapture, str]:
+def _open_capture(spec: SourceSpec, options: CaptureOptions, stall_timeout_s: float = 5.0
+                  ) -> tuple[cv2.VideoCapture, str]:
     if spec.kind == "webcam":
         # V4L2 on Linux (where CAP_PROP_BUFFERSIZE works); elsewhere OpenCV's own choice.
         backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
@@ -292,7 +360,9 @@ def _open_capture(spec: SourceSpec, options: CaptureOptions) -> tuple[cv2.VideoC
         cap = _quiet_capture(rtsp_hw_pipeline(str(spec.target)), cv2.CAP_GSTREAMER)
         what = f"stream {mask_credentials(spec.target)} (H.264, decoded by the Jetson's nvv4l2decoder)"
     else:
-        cap = _quiet_capture(str(spec.target), cv2.CAP_FFMPEG)
+        ms = int(stall_timeout_s * 1000)  # FFmpeg gives up on a silent stream then, instead of after 30 s
+        cap = _quiet_capture(str(spec.target), cv2.CAP_FFMPEG,
+                             [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(ms, 5000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
         what = f"stream {mask_credentials(spec.target)} (decoded on the CPU by FFmpeg)"
     if not cap.isOpened():
         cap.release()
@@ -310,17 +380,22 @@ def _open_capture(spec: SourceSpec, options: CaptureOptions) -> tuple[cv2.VideoC
     return cap, what
 
 
-def open_source(text: str, realtime: bool = False, loop: bool = False,
-                options: CaptureOptions | None = None) -> Source:
+def open_source(text: str, realtime: bool = False, loop: bool = False, options: CaptureOptions | None = None,
+                reconnect: bool | None = None, stall_timeout_s: float = 5.0, reconnect_for_s: float = 30.0,
+                notice=None) -> Source:
     """Open a ``--source`` string as an iterable, closable source of frames. ``realtime`` and
     ``loop`` apply to video files only; asking to loop anything else is an error. ``options``: camera
-    controls (size, rate and pixel format for V4L2 and CSI cameras, a flip for any source)."""
+    controls (size, rate and pixel format for V4L2 and CSI cameras, a flip for any source).
+    ``reconnect`` (default: on for cameras and streams) reopens a live source that ends or stalls
+    for ``stall_timeout_s``, for up to ``reconnect_for_s``; then iteration raises SourceLost."""
     options = options or CaptureOptions()
     spec = parse_source(text)
     if loop and spec.kind != "video":
         raise SourceError(f"--loop applies to video files; {text} is a {spec.kind} source")
     if options.controls and spec.kind not in ("webcam", "device", "csi"):
         raise SourceError(f"--width/--height/--fps/--fourcc are camera controls; {text} is a {spec.kind} source")
+    if reconnect and not spec.live:
+        raise SourceError(f"--reconnect applies to cameras and streams; {text} is a {spec.kind} source")
     if options.fourcc and spec.kind == "csi":
         raise SourceError("--fourcc is for V4L2 (USB) cameras; a CSI camera's format is set by its pipeline")
     if spec.kind == "images":
@@ -330,8 +405,12 @@ def open_source(text: str, realtime: bool = False, loop: bool = False,
     elif spec.kind == "video":
         source = VideoFileSource(str(spec.target), realtime=realtime, loop=loop)
     else:
-        cap, what = _open_capture(spec, options)
-        source = LiveSource(cap, what)
+        if stall_timeout_s <= 0 or reconnect_for_s < 0:
+            raise SourceError("--stall-timeout must be above 0 s and --reconnect-timeout 0 s or more")
+        cap, what = _open_capture(spec, options, stall_timeout_s)
+        source = LiveSource(cap, what, reopen=(lambda: _open_capture(spec, options, stall_timeout_s)[0])
+                            if reconnect in (None, True) else None, stall_timeout_s=stall_timeout_s,
+                            reconnect_for_s=reconnect_for_s, notice=notice)
         if spec.kind == "csi":
             return source  # flipped by nvvidconv
     return FlippedSource(source, options.flip) if options.flip != "none" else source

@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from edgevision.camera.capture import add_camera_args, capture_from_args
+from edgevision.camera.capture import add_camera_args, add_loop_args, capture_from_args
 from edgevision.deploy.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -61,76 +61,11 @@ def _open_runner(args: argparse.Namespace, model: Path):
     return runner
 
 
-def _add_loop_args(p: argparse.ArgumentParser) -> None:
-    add_camera_args(p)
-    shown = p.add_mutually_exclusive_group()
-    shown.add_argument("--display", dest="display", action="store_true", default=None,
-                       help="show a window (default when a display exists)")
-    shown.add_argument("--no-display", dest="display", action="store_false", help="run without a window")
-    p.add_argument("--record", type=Path, metavar="OUT.mp4", help="write the frames with the overlay to a video")
-    p.add_argument("--jsonl", type=Path, metavar="OUT.jsonl", help="write one JSON object per frame")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames")
-    p.add_argument("--loop", action="store_true", help="video files: start again at the end")
-    p.add_argument("--background", metavar="blur|R,G,B|IMAGE",
-                   help="segmentation models: blur or replace the background instead of tinting the mask")
-    p.add_argument("--overwrite", action="store_true", help="replace existing --record/--jsonl files")
+def _run_loop(args: argparse.Namespace, model: Path, source_text: str, loop: bool | None = None,
+              realtime: bool | None = None) -> int:
+    from edgevision.camera.live import run_command
 
-
-def _run_loop(
-    args: argparse.Namespace, model: Path, source_text: str, loop: bool | None = None, realtime: bool | None = None
-) -> int:
-    from edgevision.camera.live import run_loop
-    from edgevision.camera.sinks import ConsoleSink, JsonlSink, VideoSink, WindowSink, display_available
-    from edgevision.camera.sources import open_source
-
-    if args.max_frames is not None and args.max_frames < 1:
-        raise UserError(f"--max-frames must be 1 or more, got {args.max_frames}")
-    display = args.display
-    if display is None:
-        display = display_available()
-        if not display:
-            say("no display found: running without a window (--record or --jsonl keep the output)")
-    runner = _open_runner(args, model)
-    background = None
-    if args.background is not None:
-        from edgevision.deploy.tasks.segment import parse_background
-
-        if runner.spec.kind != "segment":
-            raise UserError(f"--background needs a segmentation model; {model.name} is a {runner.spec.kind} model")
-        background = parse_background(args.background)
-    source_path = Path(source_text).expanduser()
-    for flag, out in (("--record", args.record), ("--jsonl", args.jsonl)):
-        if out is not None and source_path.exists() and out.expanduser().resolve() == source_path.resolve():
-            raise UserError(f"{flag} {out} is the source itself: choose another file name (even with --overwrite)")
-    sinks = []
-    try:
-        # In a window, video files play at their own frame rate; headless, as fast as they decode.
-        realtime = display if realtime is None else realtime
-        with open_source(source_text, realtime=realtime, loop=args.loop if loop is None else loop,
-                         options=capture_from_args(args)) as source:
-            say(f"source: {source.description}")
-            # The window first: a missing display must fail before any output file exists.
-            sinks.append(WindowSink() if display else ConsoleSink())
-            if args.jsonl:
-                sinks.append(JsonlSink(args.jsonl, overwrite=args.overwrite))
-            if args.record:
-                sinks.append(VideoSink(args.record, fps=getattr(source, "fps", 0.0) or 30.0, overwrite=args.overwrite))
-            stats = run_loop(source, runner, sinks, max_frames=args.max_frames,
-                             draw=display or args.record is not None, background=background)
-            skipped = len(source.skipped)
-    finally:
-        for sink in sinks:
-            sink.close()
-    means = stats.mean_ms()
-    say(
-        f"{stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} FPS; inference {means['infer_ms']:.1f} ms, "
-        f"preprocess {means['preprocess_ms']:.1f} ms per frame); stopped by {stats.stopped_by}"
-        + (f"; {skipped} unreadable images skipped" if skipped else "")
-    )
-    for sink in sinks:
-        if getattr(sink, "path", None):
-            say(f"wrote {sink.path}")
-    return 0
+    return run_command(args, lambda: _open_runner(args, model), source_text, say, loop, realtime)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -307,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an edgevision .onnx file, or a pipeline .json (a detector and its --then model)")
     p.add_argument("--source", required=True,
                    help="0, /dev/video1, csi://0, a GStreamer pipeline, video, image, folder, rtsp:// or http:// URL")
-    _add_loop_args(p)
+    add_loop_args(p)
     _add_chain_args(p)
     _add_runner_args(p)
     p.set_defaults(func=cmd_run)
@@ -315,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the live app: webcam 0, or the sample clip when there is no camera")
     p.add_argument("--model", type=Path, help=f"default: {DEMO_MODEL.relative_to(REPO_ROOT)}")
     p.add_argument("--source", help="default: webcam 0, else the shipped sample clip")
-    _add_loop_args(p)
+    add_loop_args(p)
     _add_runner_args(p)
     p.set_defaults(func=cmd_demo)
 
@@ -420,8 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM ('kill', systemd stopping a service): finish outputs as on Ctrl-C, exit 143."""
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -432,10 +371,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as exc:
         say(f"error: {exc}")
-        return 2
-    except KeyboardInterrupt:
-        say("stopped (Ctrl-C)")
-        return 130
+        return getattr(exc, "exit_code", 2)  # 3: a live source was lost (see the README's exit codes)
+    except KeyboardInterrupt as exc:
+        say("stopped (SIGTERM)" if isinstance(exc, Terminated) else "stopped (Ctrl-C)")
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:  # e.g. 'edgevision predict ... | head'
         sys.stderr.close()
         return 0

@@ -27,8 +27,14 @@ def display():
             break
     server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1280x800x24"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
+    deadline = time.monotonic() + 15  # a busy machine can take seconds to bring Xvfb up
+    while not os.path.exists(f"/tmp/.X11-unix/X{number}") and time.monotonic() < deadline:
+        time.sleep(0.1)
     env = dict(os.environ, DISPLAY=f":{number}")
+    while subprocess.run(["xdotool", "getmouselocation"], env=env, capture_output=True).returncode:
+        if time.monotonic() > deadline:
+            pytest.fail(f"Xvfb :{number} did not accept connections within 15 s")
+        time.sleep(0.1)
     yield env
     server.terminate()
     server.wait(timeout=10)

@@ -107,9 +107,9 @@ class FakeCamera:
 
 def test_live_source_hands_over_the_newest_frame_and_drops_stale_ones():
     camera = FakeCamera(frames=60)
-    with S.LiveSource(camera, "fake camera") as source:
-        seen = []
-        for frame in source:
+    seen = []
+    with S.LiveSource(camera, "fake camera") as source, pytest.raises(S.SourceLost, match="fake camera ended"):
+        for frame in source:  # a camera that stops sending is lost (exit code 3), not a finished file
             seen.append(int(frame.image[0, 0, 0]))
             time.sleep(0.03)  # a slow model: six camera frames per processed frame
     assert camera.released.is_set()
