@@ -219,9 +219,12 @@ def check_text(out: Path, data_dir: Path, config: dict) -> str:
 
 def card_section(metrics: dict, report: dict) -> str:
     rows = "\n".join(f"| {n} | {v:.4f} |" for n, v in report["onnx_iou"].items())
+    per_image = ("" if "onnx_per_image_miou" not in report else
+                 f" Averaged per image instead (each photo's own mean IoU, so that a few large photos cannot "
+                 f"hide many small failures): **{report['onnx_per_image_miou']:.4f}**.")
     return f"""Validation mean IoU (onnxruntime, val/): **{report["onnx_miou"]:.4f}** on {report["onnx_images"]} images,
 masks at source resolution (intersections and unions summed over the set); foreground is
-{metrics["foreground_share"]:.0%} of the training pixels.
+{metrics["foreground_share"]:.0%} of the training pixels.{per_image}
 
 | class | IoU |
 |---|---|
