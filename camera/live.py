@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,12 +53,21 @@ def run_loop(source: Source, runner: Runner | ChainRunner, sinks: list[Sink], ma
 
 def _loop(source: Source, runner: Runner | ChainRunner, sinks: list[Sink], max_frames: int | None, draw: bool,
           stats: LoopStats, background=None) -> None:
+    frames = _prepared_frames(source, runner)
+    try:
+        _consume(frames, runner, sinks, max_frames, draw, stats, background)
+    finally:
+        frames.close()  # stops and joins the preparing thread, however the loop ended
+
+
+def _consume(frames, runner, sinks: list[Sink], max_frames: int | None, draw: bool, stats: LoopStats,
+             background) -> None:
+    """Run, draw, write: one prepared frame at a time, in the order they come."""
     provider = short_name(runner.report.running)
     fps = 0.0
     last = time.perf_counter()
-    for frame in source:
-        got = time.perf_counter()
-        results, timings = runner.infer([frame.image])
+    for frame, prepared, capture_ms in frames:
+        results, timings = runner.run(prepared)
         result = results[0]
         t_draw = time.perf_counter()
         latency_ms = (time.time() - frame.timestamp) * 1e3  # capture to result: stale frames show here
@@ -66,7 +77,7 @@ def _loop(source: Source, runner: Runner | ChainRunner, sinks: list[Sink], max_f
             else:
                 draw_result(frame.image, result)
             draw_hud(frame.image, fps, latency_ms, provider)
-        timings = {"capture_ms": (got - last) * 1e3, **timings, "draw_ms": (time.perf_counter() - t_draw) * 1e3}
+        timings = {"capture_ms": capture_ms, **timings, "draw_ms": (time.perf_counter() - t_draw) * 1e3}
         record = {
             "frame": frame.index,
             "timestamp": round(frame.timestamp, 6),
@@ -90,6 +101,58 @@ def _loop(source: Source, runner: Runner | ChainRunner, sinks: list[Sink], max_f
         if max_frames is not None and stats.frames >= max_frames:
             stats.stopped_by = "--max-frames"
             break
+
+
+_END = object()
+
+
+def _prepared_frames(source: Source, runner):
+    """(frame, prepared input, capture ms) in order, made by a second thread: while the model runs on
+    one frame, the next is decoded and resized (OpenCV and onnxruntime release the GIL, so two cores
+    both work). Files keep every frame in order (a queue of two); a live source's queue holds only
+    the newest prepared frame. Errors of the source (a lost camera) reach the loop unchanged."""
+    live = getattr(source, "live", False)
+    ready: queue.Queue = queue.Queue(maxsize=1 if live else 2)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if live:  # a newer frame replaces the one the loop has not taken yet
+                    try:
+                        ready.get_nowait()
+                    except queue.Empty:
+                        pass
+        return False
+
+    def produce() -> None:
+        try:
+            last = time.perf_counter()
+            for frame in source:
+                got = time.perf_counter()
+                if not put((frame, runner.prepare([frame.image]), (got - last) * 1e3)):
+                    return
+                last = time.perf_counter()
+            put(_END)
+        except BaseException as exc:
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="edgevision-prepare", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5.0)
 
 
 EXIT_CODES = {"Ctrl-C": 130, "SIGTERM": 143}  # a lost live source is 3 (SourceLost), bad input 2

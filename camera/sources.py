@@ -257,8 +257,8 @@ class LiveSource:
         """The next new frame, or why there is none: 'ended' or 'stalled'."""
         with self._cond:
             fresh = self._cond.wait_for(
-                lambda: self._ended or (self._latest is not None and self._latest[0] > self._delivered),
-                self.stall_timeout_s)
+                lambda: self._ended or self._stop.is_set()
+                or (self._latest is not None and self._latest[0] > self._delivered), self.stall_timeout_s)
             if self._latest is not None and self._latest[0] > self._delivered:
                 self._delivered = self._latest[0]
                 return self._latest
@@ -298,6 +298,8 @@ class LiveSource:
         index = 0
         while not self._stop.is_set():
             got = self._next()
+            if self._stop.is_set():
+                return
             if isinstance(got, str):
                 self._reconnect(got)
                 continue
@@ -315,6 +317,7 @@ class LiveSource:
         self._stop.set()
         with self._cond:
             self._generation += 1
+            self._cond.notify_all()  # a loop waiting for the next frame stops waiting
         self._thread.join(timeout=2.0)
 
     def __enter__(self) -> LiveSource:

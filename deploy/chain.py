@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from .errors import UserError
-from .runner import Runner
+from .runner import Prepared, Runner
 from .tasks.chain import DEFAULT_MARGIN, Chained, crop, square_crop_box
 from .tasks.detect import Detections
 
@@ -35,8 +35,15 @@ class ChainRunner:
     def provider_line(self) -> str:
         return self.first.provider_line
 
+    def prepare(self, frames_bgr: list[np.ndarray]) -> Prepared:
+        return self.first.prepare(frames_bgr)
+
     def infer(self, frames_bgr: list[np.ndarray]) -> tuple[list[Chained], dict[str, float]]:
-        detections, timings = self.first.infer(frames_bgr)
+        return self.run(self.prepare(frames_bgr))
+
+    def run(self, prepared: Prepared) -> tuple[list[Chained], dict[str, float]]:
+        frames_bgr = prepared.frames
+        detections, timings = self.first.run(prepared)
         t0 = time.perf_counter()
         squares = [square_crop_box(det.xyxy[: self.max_boxes], self.margin) for det in detections]
         crops = [crop(frame, box) for frame, boxes in zip(frames_bgr, squares) for box in boxes]

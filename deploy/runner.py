@@ -64,6 +64,16 @@ def read_spec(header: OnnxHeader, path: Path) -> TaskSpec:
         raise UserError(f"{path} has a bad edgevision spec: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """Frames made ready for a model: the originals, the input batch, where each frame went."""
+
+    frames: list[np.ndarray]
+    batch: np.ndarray  # (n, h, w, 3) float32
+    placements: list[ops.Placement]
+    preprocess_ms: float
+
+
 class Runner:
     """An onnxruntime session plus the spec that says how to feed it and read it."""
 
@@ -140,10 +150,16 @@ class Runner:
     def provider_line(self) -> str:
         return self.report.line()
 
-    def infer(self, frames_bgr: list[np.ndarray]) -> tuple[list[Result], dict[str, float]]:
-        """BGR frames of any size -> (one result per frame, stage timings in ms)."""
+    def prepare(self, frames_bgr: list[np.ndarray]) -> Prepared:
+        """The CPU half before inference (colour, resize, scale): a pipelined loop runs it for the next
+        frame while the model works on this one."""
         t0 = time.perf_counter()
         batch, placements = ops.preprocess(frames_bgr, self.spec)
+        return Prepared(frames_bgr, batch, placements, (time.perf_counter() - t0) * 1e3)
+
+    def run(self, prepared: Prepared) -> tuple[list[Result], dict[str, float]]:
+        """Inference and decoding of prepared frames -> (one result per frame, stage timings in ms)."""
+        batch = prepared.batch
         t1 = time.perf_counter()
         if self.fixed_batch is not None and len(batch) != self.fixed_batch:
             chunks = [self.session.run(self.output_names, {self.input_name: batch[i : i + self.fixed_batch]})
@@ -152,15 +168,19 @@ class Runner:
         else:
             outputs = self.session.run(self.output_names, {self.input_name: batch})
         t2 = time.perf_counter()
-        results = tasks.decode(outputs, self.spec, placements, score_threshold=self.options.score_threshold,
+        results = tasks.decode(outputs, self.spec, prepared.placements, score_threshold=self.options.score_threshold,
                                iou_threshold=self.options.iou_threshold)
         t3 = time.perf_counter()
         timings = {
-            "preprocess_ms": (t1 - t0) * 1e3,
+            "preprocess_ms": prepared.preprocess_ms,
             "infer_ms": (t2 - t1) * 1e3,
             "decode_ms": (t3 - t2) * 1e3,
         }
         return results, timings
+
+    def infer(self, frames_bgr: list[np.ndarray]) -> tuple[list[Result], dict[str, float]]:
+        """BGR frames of any size -> (one result per frame, stage timings in ms)."""
+        return self.run(self.prepare(frames_bgr))
 
     def __call__(self, frame_bgr: np.ndarray) -> Result:
         """One frame -> its result."""

@@ -77,3 +77,27 @@ def test_no_display_is_detected_from_the_environment(monkeypatch):
 )
 def test_summary_text_covers_every_task_kind(result, expected):
     assert sinks.summary_text(result) == expected
+
+
+def test_the_pipelined_loop_keeps_every_frame_of_a_file_in_order(tiny_model, synthetic_video):
+    from edgevision.camera.live import run_loop
+    from edgevision.camera.sources import open_source
+    from edgevision.deploy.runner import Runner, RunnerOptions
+
+    class Collect:
+        def __init__(self):
+            self.records = []
+
+        def write(self, image, record):
+            self.records.append(record)
+            return True
+
+        def close(self):
+            pass
+
+    sink = Collect()
+    with open_source(str(synthetic_video(45))) as source:
+        stats = run_loop(source, Runner(tiny_model("classify"), RunnerOptions(providers="cpu")), [sink], draw=False)
+    assert [r["frame"] for r in sink.records] == list(range(45)) and stats.frames == 45
+    assert [r["result"]["label"] for r in sink.records[::10]] == ["red", "green", "blue", "red", "green"]
+    assert all(r["timings_ms"]["preprocess_ms"] >= 0 and "capture_ms" in r["timings_ms"] for r in sink.records)
