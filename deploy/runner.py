@@ -87,7 +87,10 @@ class Runner:
         self.session, self.report = self._create_session(requested)
         if self.options.require_gpu and not self.report.on_gpu:
             raise UserError(f"--require-gpu: no GPU provider could be used ({self.report.line()})")
-        self._check_io()
+        try:
+            self._check_io()
+        except UnicodeDecodeError as exc:  # names in the graph that are not UTF-8: a damaged file
+            raise UserError(f"{self.path} has input or output names that are not text: the file is damaged") from exc
         self._dry_run()
 
     def _create_session(self, requested: list[str]) -> tuple[ort.InferenceSession, ProviderReport]:

@@ -119,7 +119,9 @@ class TaskSpec:
             raise SpecError(f"the spec lacks required keys: {', '.join(missing)}")
         try:
             return cls(**data)
-        except TypeError as exc:  # e.g. a non-iterable where a tuple belongs
+        except SpecError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:  # e.g. a number where a tuple belongs, 'a' as a mean
             raise SpecError(f"malformed spec: {exc}") from exc
 
     @classmethod
