@@ -212,8 +212,9 @@ def run_checks() -> list[Check]:
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             what = f"{package} does not import" if package else f"the {area} check failed"
+            missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
             checks.append(Check(area, "fail", f"{what}: {type(exc).__name__}: {first}",
-                                import_fix(package or area, exc)))
+                                import_fix(package or missing or area, exc)))
     return checks
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..deploy.errors import UserError, mask_credentials
 from ..deploy.images import IMAGE_SUFFIXES, list_images, read_image
+from ..deploy.providers import captured_fds
 from .capture import CaptureOptions, FlippedSource, csi_pipeline, rtsp_hw_pipeline, set_v4l2_controls
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
@@ -363,9 +364,12 @@ def _open_capture(spec: SourceSpec, options: CaptureOptions, stall_timeout_s: fl
         cap = _quiet_capture(rtsp_hw_pipeline(str(spec.target)), cv2.CAP_GSTREAMER)
         what = f"stream {mask_credentials(spec.target)} (H.264, decoded by the Jetson's nvv4l2decoder)"
     else:
-        ms = int(stall_timeout_s * 1000)  # FFmpeg gives up on a silent stream then, instead of after 30 s
-        cap = _quiet_capture(str(spec.target), cv2.CAP_FFMPEG,
-                             [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(ms, 5000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        # FFmpeg gives up on a silent stream after twice the stall timeout (not its own 30 s): the loop
+        # notices the stall first and says so; FFmpeg's timeout only frees the blocked reader.
+        ms = int(stall_timeout_s * 2000)
+        with captured_fds():  # FFmpeg's own lines ('Connection refused') stay out of the terminal
+            cap = _quiet_capture(str(spec.target), cv2.CAP_FFMPEG,
+                                 [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(ms, 5000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
         what = f"stream {mask_credentials(spec.target)} (decoded on the CPU by FFmpeg)"
     if not cap.isOpened():
         cap.release()

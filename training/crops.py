@@ -176,7 +176,7 @@ def crops_from_args(args, say) -> dict:
     if args.detector is not None:
         from ..deploy.runner import Runner, RunnerOptions
 
-        detector = Runner(args.detector, RunnerOptions(providers=args.providers))
+        detector = Runner(args.detector, RunnerOptions(providers=args.providers, score_threshold=args.score_threshold))
         say(f"{args.detector.name}: {detector.spec.kind}, {detector.provider_line}")
         if detector.spec.kind != "detect":
             raise UserError(f"--detector needs a detection model; {args.detector.name} is a {detector.spec.kind} "
@@ -185,3 +185,51 @@ def crops_from_args(args, say) -> dict:
     command = "edgevision " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     return write_crops(args.data, args.out, label_regex, args.margin, args.jitter, seed=args.seed, log=say,
                        boxes=args.boxes, detector=detector, command=command)
+
+
+def write_pseudo_boxes(data: Path, out: Path, detector, confirm=None, box_name: str = "hand",
+                       min_confirm: float = 0.8, log=print) -> dict:
+    """Pseudo-labels for a detector: on class-folder photos (DATA/<class>/ or DATA/{train,val}/<class>/)
+    the detector's most confident box is written as a VOC file beside a copy of the photo, named
+    ``box_name``, but only where ``confirm`` (a classifier run on the box's crop, as a chain would)
+    gives the photo's folder label with at least ``min_confirm``: a lamp found instead of a hand is
+    left out. Returns counts (kept, no box, not confirmed) per split."""
+    import shutil
+    from xml.sax.saxutils import escape
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not empty: choose a new folder (nothing is overwritten)")
+    if not SAFE_LABEL.fullmatch(box_name):
+        raise UserError(f"--box-name must be a plain name, got {box_name!r}")
+    splits = _class_splits(Path(data), 0.2, 0)
+    counts: dict[str, dict[str, int]] = {}
+    for split, samples in splits.items():
+        c = counts.setdefault(split, {"kept": 0, "no box": 0, "not confirmed": 0})
+        for path, _, (label,) in samples:
+            image = read_image(path)
+            if image is None:
+                continue
+            found = detector(image)
+            if not len(found):
+                c["no box"] += 1
+                continue
+            box = found.xyxy[0]
+            if confirm is not None:
+                answer = confirm(crop(image, square_crop_box(box, DEFAULT_MARGIN)[0]))
+                if answer.label != label or answer.score < min_confirm:
+                    c["not confirmed"] += 1
+                    continue
+            folder = out / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, folder / path.name)
+            h, w = image.shape[:2]
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            (folder / f"{path.stem}.xml").write_text(
+                f"<annotation><filename>{escape(path.name)}</filename><size><width>{w}</width><height>{h}</height>"
+                f"<depth>3</depth></size><object><name>{box_name}</name><difficult>0</difficult><bndbox>"
+                f"<xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+                "</annotation>\n")
+            c["kept"] += 1
+    for split, c in counts.items():
+        log(f"{split}: {c['kept']} photos boxed, {c['no box']} without a box, {c['not confirmed']} not confirmed")
+    return counts

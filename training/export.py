@@ -179,6 +179,8 @@ def export(
     (int8, fp16), each kept only when it loses at most ``max_loss`` (of accuracy, NME, mean IoU or AP50)."""
     log = log or log_line
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder not found: {run_dir} (training prints its run folder at the end)")
     if not 13 <= opset <= 21:
         raise UserError(f"--opset must be within 13..21 (17 is the default; 15 for TensorRT 8.5), got {opset}")
     if out.suffix != ".onnx":

@@ -385,7 +385,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
             g.add_argument("--" + flag, dest=dest, default=None, metavar="A,B", help=text)
         else:
             kind = {"int": int, "float": float}.get(f.type, str)
-            g.add_argument("--" + flag, dest=dest, type=kind, default=None, choices=choices, help=text)
+            g.add_argument("--" + flag, dest=dest, type=kind, default=None, choices=choices, help=text,
+                           metavar=None if choices else flag.replace("-", "_").upper())
 
 
 def config_from_args(args: argparse.Namespace, notice=None) -> TrainConfig:

@@ -20,6 +20,7 @@ import onnx
 from ..deploy.errors import UserError
 from ..deploy.onnxmeta import SOURCE_KEY, file_sha256
 from ..deploy.ops import preprocess
+from ..deploy.providers import captured_fds
 from ..deploy.spec import SPEC_KEY, TaskSpec
 from .card import headline
 
@@ -89,14 +90,15 @@ def quantize_int8(fp32: Path, out: Path, calib_frames: list[np.ndarray], spec: T
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared), str(out), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibStridedMinMax": chunk},
-            calibrate_method={"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax,
-                              "entropy": CalibrationMethod.Entropy}[method],
-        )
+        with captured_fds():  # the quantizer prints its histogram settings: not the user's business
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+            quantize_static(
+                str(prepared), str(out), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibStridedMinMax": chunk},
+                calibrate_method={"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax,
+                                  "entropy": CalibrationMethod.Entropy}[method],
+            )
     _copy_spec(onnx.load(fp32), out, fp32)
     return len(frames)  # the calibration images used
 

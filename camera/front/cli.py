@@ -185,6 +185,24 @@ def cmd_crops(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pseudo_boxes(args: argparse.Namespace) -> int:
+    import shlex
+
+    from edgevision.deploy.runner import Runner, RunnerOptions
+    from edgevision.training.crops import _write_source, write_pseudo_boxes
+
+    options = RunnerOptions(providers=args.providers, score_threshold=args.score_threshold)
+    detector = Runner(args.detector, options)
+    confirm = Runner(args.confirm, RunnerOptions(providers=args.providers)) if args.confirm else None
+    if detector.spec.kind != "detect" or (confirm is not None and confirm.spec.kind != "classify"):
+        raise UserError("--detector takes a detection model and --confirm a classification model")
+    write_pseudo_boxes(args.data, args.out, detector, confirm, args.box_name, args.min_confirm, log=say)
+    _write_source(args.data, args.out, "edgevision " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                  "pseudo-labelled boxes: the detector's top box, kept where the classifier confirms the folder")
+    say(f"wrote {args.out}: add it to a detector's training with --extra-data {args.out}")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from edgevision.camera.doctor import doctor_from_args
 
@@ -321,8 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", type=Path, metavar="MODEL.onnx",
                    help="--boxes detector: its most confident box on each photo is cut (e.g. models/hands.onnx)")
     p.add_argument("--providers", help="--detector: execution providers (default: best available)")
+    p.add_argument("--score-threshold", type=float, help="--detector: its minimum score (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the jitter (default 0)")
     p.set_defaults(func=cmd_crops)
+
+    p = sub.add_parser("pseudo-boxes", help="box class-folder photos with a detector (VOC files), keeping only "
+                                           "boxes a classifier confirms: more training boxes for the detector")
+    p.add_argument("data", type=Path, help="class folders of photos: DATA/<class>/ or DATA/{train,val}/<class>/")
+    p.add_argument("out", type=Path, help="a new folder: copies of the kept photos with a VOC .xml each")
+    p.add_argument("--detector", type=Path, required=True, help="a detection .onnx, e.g. models/hands.onnx")
+    p.add_argument("--confirm", type=Path, help="a crop classifier whose labels are the folder names")
+    p.add_argument("--min-confirm", type=float, default=0.8, help="the classifier's smallest score to keep a box")
+    p.add_argument("--box-name", default="hand", help="the name written for each box (default hand)")
+    p.add_argument("--score-threshold", type=float, help="the detector's minimum score (default: the model's)")
+    p.add_argument("--providers", help="execution providers (default: best available)")
+    p.set_defaults(func=cmd_pseudo_boxes)
 
     from edgevision.training.options import add_train_args  # argparse only: no TensorFlow import
 
