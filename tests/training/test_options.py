@@ -141,10 +141,10 @@ def test_help_says_what_each_option_means_and_lists_choices():
 
 def test_every_shipped_config_is_valid_with_weights_overridden():
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
-    assert names == ["emotions", "fingers", "hands", "nose", "person_seg", "raccoon", "thumbs"]
+    assert names == ["emotions", "fingers", "hands", "nose", "person_seg", "raccoon", "thumbs", "thumbs_hand"]
     for name in names:
         config = parse("--config", name, "--weights", "none")
         assert config.name == name and config.mode == "finetune"
-        assert "shared" in config.data and not config.data.startswith("..")  # resolved against the file
+        assert not config.data.startswith("..")  # resolved against the file
     assert parse("--config", "nose", "--weights", "none").task == "keypoints"
     assert parse("--config", "hands", "--weights", "none").detect.rename[0] == "*-hand:hand"
