@@ -10,7 +10,8 @@ over any source that ``edgevision run`` takes. The CLI is a thin layer over this
     chain = edgevision.load("models/hands.onnx", then="models/fingers.onnx")
 
 A pipeline file (``*.json``: ``{"model": "hands.onnx", "then": "fingers.onnx", "crop_margin":
-0.15}``, paths relative to the file) loads a chain from one argument, here and in ``--model``.
+0.15, "score_threshold": 0.25}``, paths relative to the file) loads a chain from one argument, here
+and in ``--model``; flags and keyword arguments override its numbers.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ..deploy.tasks.chain import DEFAULT_MARGIN
 from .capture import CaptureOptions
 from .sources import open_source
 
-PIPELINE_KEYS = {"model", "then", "crop_margin", "notes"}
+PIPELINE_KEYS = {"model", "then", "crop_margin", "score_threshold", "notes"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Pipeline:
     model: Path
     then: Path | None = None
     crop_margin: float | None = None
+    score_threshold: float | None = None  # the detector's operating threshold in this chain
 
 
 def read_pipeline(path: str | Path) -> Pipeline:
@@ -59,11 +61,13 @@ def read_pipeline(path: str | Path) -> Pipeline:
     then = data.get("then")
     if then is not None and not isinstance(then, str):
         raise UserError(f"{path}: \"then\" must be a model path")
-    margin = data.get("crop_margin")
-    if margin is not None and not isinstance(margin, (int, float)):
-        raise UserError(f"{path}: \"crop_margin\" must be a number")
-    return Pipeline(path.parent / data["model"], path.parent / then if then else None,
-                    None if margin is None else float(margin))
+    numbers = {}
+    for key in ("crop_margin", "score_threshold"):
+        value = data.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise UserError(f"{path}: \"{key}\" must be a number")
+        numbers[key] = None if value is None else float(value)
+    return Pipeline(path.parent / data["model"], path.parent / then if then else None, **numbers)
 
 
 class Model:
@@ -130,6 +134,7 @@ def load(path: str | Path, then: str | Path | None = None, *, providers: str | N
             raise UserError(f"{path} is a pipeline file that names its own models: drop --then")
         then = pipeline.then
         crop_margin = pipeline.crop_margin if crop_margin is None else crop_margin
+        score_threshold = pipeline.score_threshold if score_threshold is None else score_threshold
         path = pipeline.model
     options = RunnerOptions(
         providers=providers, require_gpu=require_gpu, score_threshold=score_threshold, iou_threshold=iou_threshold,

@@ -126,6 +126,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UserError(f"{args.model} is a pipeline file that names its own models: drop --then")
         args.model, args.then = pipeline.model, pipeline.then
         args.crop_margin = pipeline.crop_margin if args.crop_margin is None else args.crop_margin
+        args.score_threshold = pipeline.score_threshold if args.score_threshold is None else args.score_threshold
     operating, then = args.score_threshold, args.then
     chain = _open_runner(args, args.model) if then is not None else None  # as 'run' would use it
     args.score_threshold, args.then = 0.01, None  # the whole precision-recall curve for AP

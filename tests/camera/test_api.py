@@ -88,3 +88,13 @@ def test_the_readme_python_example_runs_as_written():
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("classify ('thumbs_down', 'thumbs_up')")
     assert json.loads(lines[2].replace("'", '"'))["task"] == "classify" and lines[-1] == "chain"
+
+
+def test_a_pipeline_file_sets_the_detectors_operating_threshold(tiny_model, tmp_path):
+    det, cls = tiny_model("detect"), tiny_model("classify")
+    frame = np.zeros((100, 100, 3), np.uint8)
+    frame[10:50, 10:50] = (0, 255, 0)
+    path = tmp_path / "strict.json"
+    path.write_text(json.dumps({"model": str(det), "then": str(cls), "score_threshold": 0.95}))
+    assert edgevision.load(path, providers="cpu")(frame).top_label() is None  # the 0.9 box is below 0.95
+    assert edgevision.load(path, providers="cpu", score_threshold=0.5)(frame).top_label() == "green"
