@@ -86,7 +86,7 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
 
 {section}
 
-Export parity (Keras vs onnxruntime on {parity["images"]} validation images): max |difference|
+{peer_section(config)}Export parity (Keras vs onnxruntime on {parity["images"]} validation images): max |difference|
 {parity["max_abs_diff"]:.1e} (allowed {parity["atol"]:.0e}), {parity.get("agreement_kind", "top-1 agreement")} \
 {parity.get("agreement", parity.get("top1_agreement", 0)):.0%}.
 
@@ -103,6 +103,12 @@ Export parity (Keras vs onnxruntime on {parity["images"]} validation images): ma
         if entry["written"]:
             write_variant_card(variant, entry, out, spec, config, export_report)
     return card
+
+
+def peer_section(config: dict) -> str:
+    """The card's side-by-side with a peer model (MediaPipe...) measured on the same photos, if given."""
+    peer = (config.get("peer") or "").strip()
+    return f"### Beside a peer model, on the same validation photos\n\n{peer}\n\n" if peer else ""
 
 
 def headline(kind: str) -> tuple[str, str, bool]:

@@ -300,7 +300,23 @@ def make_variant(variant: str, out: Path, spec: TaskSpec, calib: list[np.ndarray
         tmp.unlink(missing_ok=True)
 
 
+def rewrite_card(run_dir: Path, out: Path) -> Path:
+    """The card of an exported model again, from the run folder and that export's report (export.json),
+    e.g. after its notes were corrected; the model file is not touched."""
+    report_path = Path(run_dir) / "export.json"
+    if not report_path.is_file() or not out.is_file():
+        raise UserError(f"--card-only needs {out} and the run's export.json from exporting it")
+    report = json.loads(report_path.read_text())
+    if Path(report["file"]).resolve() != out.resolve():
+        raise UserError(f"{run_dir} was last exported to {report['file']}, not {out}")
+    metrics, config = load_run_files(run_dir)
+    return write_card(Path(run_dir), out, read_spec(run_dir), metrics, config, report)
+
+
 def export_from_args(args) -> dict:
+    if getattr(args, "card_only", False):
+        log_line(f"wrote {rewrite_card(args.run, args.out)}")
+        return {}
     if args.batch == "dynamic":
         batch = None
     elif str(args.batch).isdigit() and int(args.batch) > 0:

@@ -169,6 +169,7 @@ class TrainConfig:
     class_weight: str = opt("balanced", "balanced (each class the same total weight) or none",
                             choices=("balanced", "none"))
     notes: str = opt("", "free text for the model card (data caveats)")
+    peer: str = opt("", "the model card's comparison with a peer model on the same validation photos (Markdown)")
     config_file: str = opt("", "the TOML file these came from, if any")
     augment: Augment = field(default_factory=Augment)
     keypoints: KeypointOptions = field(default_factory=KeypointOptions)
