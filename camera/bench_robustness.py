@@ -50,20 +50,30 @@ CHANGES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "bright": lambda im: np.clip(im * 1.5 + 20, 0, 255).astype(np.uint8),
     "blur": lambda im: cv2.GaussianBlur(im, (9, 9), 3),
     "tint": lambda im: np.clip(im.astype(np.int16) + np.array([30, -10, -30]), 0, 255).astype(np.uint8),
+    # a FER2013-like face: grey, 48 x 48 pixels, scaled back up by the runtime's own resize
+    "grey 48 px": lambda im: _grey(cv2.resize(im, (48, 48), interpolation=cv2.INTER_AREA)),
+    "small 32 px": lambda im: cv2.resize(im, (32, 32), interpolation=cv2.INTER_AREA),
 }
 
 
-def robustness(runner: Runner, paths: list) -> dict[str, float]:
+def robustness(runner: Runner, paths: list, per_class: dict | None = None) -> dict[str, float]:
+    """Accuracy under each change; ``per_class`` (when given) is filled with each change's recall per label."""
     labels = set(runner.spec.labels)
     hits: dict[str, list[bool]] = {name: [] for name in CHANGES}
+    truth: list[str] = []
     for path in paths:
         image = read_image(path)
         if image is None or path.parent.name not in labels:
             continue
+        truth.append(path.parent.name)
         changed = [np.ascontiguousarray(change(image)) for change in CHANGES.values()]
         results, _ = runner.infer(changed)
         for name, result in zip(CHANGES, results):
             hits[name].append(result.label == path.parent.name)
+    if per_class is not None:
+        for name, v in hits.items():
+            per_class[name] = {label: float(np.mean([h for h, t in zip(v, truth) if t == label]))
+                               for label in sorted(set(truth))}
     return {name: float(np.mean(v)) for name, v in hits.items() if v}
 
 
@@ -143,11 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     if runner.spec.kind != "classify":
         parser.error("give a classify or detect model")
     paths = collect_images(args.paths)
-    scores = robustness(runner, paths)
+    recall: dict = {}
+    scores = robustness(runner, paths, recall)
     if not scores:
         parser.error("no image lies in a folder named like one of the model's labels")
     for name, value in scores.items():
-        print(f"{name:<22} {value:6.1%}")
+        print(f"{name:<22} {value:6.1%}   recall " + ", ".join(f"{k} {v:.1%}" for k, v in recall[name].items()))
     overall = float(np.mean(list(scores.values())))
     print(f"{'all changes':<22} {overall:6.1%}  ({len(paths)} photos, {len(scores)} versions each)")
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..deploy.spec import TaskSpec
 from ..deploy.tasks import headline as runtime_headline
+from .runfolder import shown_path
 from .tasks import task
 
 
@@ -44,7 +45,7 @@ def retrain_command(config: dict, out: Path, variants: tuple[str, ...] = ()) -> 
 def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: dict, export_report: dict) -> Path:
     """Write ``out`` with .md instead of .onnx; returns its path."""
     card = out.with_suffix(".md")
-    data_dir = Path(config["data"])
+    data_dir = Path(shown_path(config["data"]))
     face = task(spec.kind)  # the task's own texts and card section
     weights = config["weights"]
     weights_text = "ImageNet" if weights != "none" else "none (from scratch)"
@@ -193,7 +194,8 @@ def _extra_data_text(config: dict) -> str:
     extra = config.get("extra_data") or []
     if not extra:
         return ""
-    return "\n\n" + "\n".join(f"Also trained and validated on `{d}`: {data_source(Path(d))}." for d in extra)
+    return "\n\n" + "\n".join(f"Also trained and validated on `{shown_path(d)}`: {data_source(Path(d))}."
+                               for d in extra)
 
 
 def _extra_data_commands(config: dict) -> str:

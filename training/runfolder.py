@@ -53,3 +53,10 @@ def load_run_files(run_dir: Path) -> tuple[dict, dict]:
     with open(Path(run_dir) / "config.toml", "rb") as f:
         config = tomllib_module().load(f)
     return metrics, flat_config(config)
+
+
+def shown_path(path: str) -> str:
+    """A data folder as a card shows it: relative to where the command runs when it is absolute."""
+    import os
+
+    return os.path.relpath(path) if os.path.isabs(path) else path

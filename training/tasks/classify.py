@@ -36,7 +36,7 @@ from ..fit import (
 from ..metrics import classification_metrics, save_confusion_png, save_curves_png
 from ..model import augmenter, build_classifier, feature_extractor
 from ..options import TrainConfig
-from ..runfolder import write_run_files
+from ..runfolder import shown_path, write_run_files
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -236,7 +236,7 @@ def _by_source_table(metrics: dict) -> str:
     by = metrics.get("val_by_source")
     if not by:
         return ""
-    rows = "\n".join(f"| `{name}` | {v['accuracy']:.4f} | {v['images']} |" for name, v in by.items())
+    rows = "\n".join(f"| `{shown_path(name)}` | {v['accuracy']:.4f} | {v['images']} |" for name, v in by.items())
     return f"""Validation accuracy per data source (Keras):
 
 | source | accuracy | images |

@@ -40,7 +40,7 @@ from ..fit import (
 from ..metrics import save_curves_png
 from ..model import BACKBONE_NAME, build_backbone
 from ..options import TrainConfig
-from ..runfolder import write_run_files
+from ..runfolder import shown_path, write_run_files
 
 FEATURES = {16: ("block_13_expand_relu", "out_relu"),  # strides 16 and 32
             8: ("block_6_expand_relu", "block_13_expand_relu", "out_relu")}  # 8, 16 and 32
@@ -304,7 +304,8 @@ def card_section(metrics: dict, report: dict) -> str:
     rows = "\n".join(f"| {n} | {v['ap50']:.4f} | {v['true_boxes']} |"
                      for n, v in report["onnx_per_class"].items())
     by = metrics.get("val_by_source") or {}
-    lines = [f"| `{name}` | {v['map50']:.4f} | {v['recall']:.3f} | {v['images']} |" for name, v in by.items()]
+    lines = [f"| `{shown_path(name)}` | {v['map50']:.4f} | {v['recall']:.3f} | {v['images']} |"
+             for name, v in by.items()]
     by_source = ("\n\nValidation AP50 per data source (Keras, the same decoding):\n\n"
                  "| source | AP50 | recall | images |\n|---|---|---|---|\n" + "\n".join(lines)) if by else ""
     return f"""Validation AP50 (onnxruntime, val/): **{report["onnx_map50"]:.4f}** on {report["onnx_images"]} \
