@@ -14,7 +14,7 @@ from edgevision.deploy.errors import UserError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO_ROOT / "models"
 SAMPLE_CLIP = REPO_ROOT / "camera" / "samples" / "thumbs_demo.mp4"
-DEMO_MODEL = MODELS_DIR / "thumbs.onnx"
+DEMO_MODEL = MODELS_DIR / "thumbs_chain.json"  # the hand detector, then thumbs up/down on each hand
 
 
 def say(message: str) -> None:
