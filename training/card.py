@@ -201,7 +201,7 @@ def _extra_data_text(config: dict) -> str:
 def _extra_data_commands(config: dict) -> str:
     """The commands that made the extra data folders (from their SOURCE.md), to run first."""
     lines = []
-    for folder in config.get("extra_data") or []:
+    for folder in [config["data"], *(config.get("extra_data") or [])]:  # made data folders say how
         source = Path(folder) / "SOURCE.md"
         text = source.read_text(errors="replace") if source.is_file() else ""
         if m := re.search(r"Command:\s*(.+)", text):

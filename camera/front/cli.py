@@ -129,7 +129,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.score_threshold = pipeline.score_threshold if args.score_threshold is None else args.score_threshold
     operating, then = args.score_threshold, args.then
     chain = _open_runner(args, args.model) if then is not None else None  # as 'run' would use it
-    args.score_threshold, args.then = 0.01, None  # the whole precision-recall curve for AP
+    args.score_threshold, args.then, args.crop_margin = 0.01, None, None  # the whole PR curve for AP
     runner = _open_runner(args, args.model)
     operating = runner.spec.score_threshold if operating is None else operating
     report = evaluate_boxes(runner, args.data, tuple(args.rename), operating, chain)
