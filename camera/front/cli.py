@@ -45,7 +45,7 @@ def _add_chain_args(p: argparse.ArgumentParser) -> None:
                    help="--then: margin around each box, a share of its longer side (default 0.15)")
 
 
-def _open_runner(args: argparse.Namespace, model: Path):
+def _open_runner(args: argparse.Namespace, model: Path, quiet: bool = False):
     """The runner behind --model (and --then): edgevision.load with the provider flags."""
     from edgevision.camera.api import load
 
@@ -55,6 +55,8 @@ def _open_runner(args: argparse.Namespace, model: Path):
                   iou_threshold=args.iou_threshold, crop_margin=getattr(args, "crop_margin", None), notice=say)
     runner = loaded.runner
     first = getattr(runner, "first", runner)
+    if quiet:
+        return runner
     say(f"{first.path.name}: {first.spec.kind}, {first.provider_line}")
     if first is not runner:
         say(f"then {runner.then.path.name}: {runner.then.spec.kind}, {runner.then.provider_line}")
@@ -130,7 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     operating, then = args.score_threshold, args.then
     chain = _open_runner(args, args.model) if then is not None else None  # as 'run' would use it
     args.score_threshold, args.then, args.crop_margin = 0.01, None, None  # the whole PR curve for AP
-    runner = _open_runner(args, args.model)
+    runner = _open_runner(args, args.model, quiet=chain is not None)  # said once, for the chain
     operating = runner.spec.score_threshold if operating is None else operating
     report = evaluate_boxes(runner, args.data, tuple(args.rename), operating, chain)
     print(json.dumps(report, indent=2))
