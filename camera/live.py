@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..deploy.chain import ChainRunner
+from ..deploy.errors import Terminated
 from ..deploy.providers import short_name
 from ..deploy.runner import Runner
 from ..deploy.tasks.segment import replace_background
@@ -46,7 +47,7 @@ def run_loop(source: Source, runner: Runner | ChainRunner, sinks: list[Sink], ma
     try:
         _loop(source, runner, sinks, max_frames, draw, stats, background)
     except KeyboardInterrupt as exc:  # Ctrl-C (and SIGTERM, which the CLI turns into one) ends the run cleanly
-        stats.stopped_by = "SIGTERM" if type(exc).__name__ == "Terminated" else "Ctrl-C"
+        stats.stopped_by = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
     stats.seconds = time.perf_counter() - start
     return stats
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM ('kill', systemd stopping a service): outputs are finished as on Ctrl-C; exit code 143."""
+
+
 class UserError(Exception):
     """A problem with the user's input or machine, with a message that says what to do."""
 

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from edgevision.camera.capture import add_camera_args, add_loop_args, capture_from_args
-from edgevision.deploy.errors import UserError
+from edgevision.deploy.errors import Terminated, UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO_ROOT / "models"
@@ -389,10 +389,6 @@ def build_parser() -> argparse.ArgumentParser:
         command.description = command.description or next(a.help for a in sub._choices_actions
                                                           if a.dest == command.prog.split()[-1])
     return parser
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM ('kill', systemd stopping a service): finish outputs as on Ctrl-C, exit 143."""
 
 
 def _interrupt(signum: int, frame: object) -> None:
