@@ -14,6 +14,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..deploy.providers import jetson_model
+
 # A 69-byte ONNX model (y = Relu(x), x: float[1, 4], IR 7, opset 13), so provider loading can be
 # tried without the onnx package, which a Jetson runtime need not have.
 TINY_MODEL = base64.b64decode(
@@ -35,23 +37,12 @@ class Check:
     fix: str = ""
 
 
-def _jetson_model() -> str:
-    for path in ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model"):
-        try:
-            text = Path(path).read_text(errors="replace").strip("\x00\n ")
-        except OSError:
-            continue
-        if "jetson" in text.lower() or "nvidia" in text.lower():
-            return text
-    return ""
-
-
 def check_python() -> list[Check]:
     version = platform.python_version()
     checks = [Check("python", "ok" if sys.version_info >= (3, 10) else "fail",
                     f"Python {version} on {platform.machine()}",
                     "" if sys.version_info >= (3, 10) else "edgevision needs Python 3.10+ (JetPack 6)")]
-    jetson = _jetson_model()
+    jetson = jetson_model()
     release = Path("/etc/nv_tegra_release")
     if jetson or release.exists():
         l4t = release.read_text(errors="replace").split(",")[0].strip() if release.exists() else "L4T unknown"
@@ -81,7 +72,7 @@ def check_numpy() -> list[Check]:
 
     major = int(numpy.__version__.split(".")[0])
     checks = [Check("numpy", "ok", f"numpy {numpy.__version__}")]
-    if major >= 2 and _jetson_model():
+    if major >= 2 and jetson_model():
         checks.append(Check("numpy", "warn", "numpy 2 on a Jetson: JetPack's OpenCV and NVIDIA's onnxruntime wheels "
                             "are built against numpy 1.x", "pip install 'numpy<2'"))
     return checks
@@ -180,7 +171,7 @@ def check_cameras() -> list[Check]:
     devices = sorted(glob.glob("/dev/video*"))
     checks = [Check("camera", "ok" if devices else "warn", f"video devices: {', '.join(devices) or 'none'}",
                     "" if devices else "plug in a USB camera (then ls /dev/video*), or use a video file as --source")]
-    if _jetson_model():
+    if jetson_model():
         argus = any(Path(p).exists() for p in ("/usr/sbin/nvargus-daemon", "/usr/bin/nvargus-daemon"))
         checks.append(Check("camera", "ok" if argus else "warn",
                             f"nvargus-daemon (CSI cameras): {'present' if argus else 'not found'}",

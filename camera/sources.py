@@ -22,7 +22,7 @@ import numpy as np
 
 from ..deploy.errors import UserError, mask_credentials
 from ..deploy.images import IMAGE_SUFFIXES, list_images, read_image
-from ..deploy.providers import captured_fds
+from ..deploy.providers import captured_fds, jetson_model
 from .capture import CaptureOptions, FlippedSource, csi_pipeline, rtsp_hw_pipeline, set_v4l2_controls
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
@@ -338,12 +338,6 @@ def _quiet_capture(*args) -> cv2.VideoCapture:
         cv2.utils.logging.setLogLevel(previous)
 
 
-def _jetson() -> bool:
-    model = Path("/proc/device-tree/model")
-    text = model.read_text(errors="replace").lower() if model.exists() else ""
-    return Path("/etc/nv_tegra_release").exists() or "jetson" in text
-
-
 def _open_capture(spec: SourceSpec, options: CaptureOptions, stall_timeout_s: float = 5.0
                   ) -> tuple[cv2.VideoCapture, str]:
     if spec.kind == "webcam":
@@ -360,7 +354,8 @@ def _open_capture(spec: SourceSpec, options: CaptureOptions, stall_timeout_s: fl
         pipeline = csi_pipeline(int(spec.target), options) if spec.kind == "csi" else str(spec.target)
         cap = _quiet_capture(pipeline, cv2.CAP_GSTREAMER)
         what = f"CSI camera {spec.target}" if spec.kind == "csi" else "GStreamer pipeline"
-    elif str(spec.target).lower().startswith("rtsp") and opencv_has_gstreamer() and _jetson():
+    elif str(spec.target).lower().startswith("rtsp") and opencv_has_gstreamer() and (
+            jetson_model() or Path("/etc/nv_tegra_release").exists()):
         cap = _quiet_capture(rtsp_hw_pipeline(str(spec.target)), cv2.CAP_GSTREAMER)
         what = f"stream {mask_credentials(spec.target)} (H.264, decoded by the Jetson's nvv4l2decoder)"
     else:

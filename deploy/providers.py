@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .onnxmeta import file_sha256
 
 TRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -111,6 +112,18 @@ def tensorrt_version() -> str:
     return "none"
 
 
+def jetson_model() -> str:
+    """The Jetson board's name from the device tree ('NVIDIA Jetson Orin Nano ...'), or '' elsewhere."""
+    for path in ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model"):
+        try:
+            text = Path(path).read_text(errors="replace").strip("\x00\n ")
+        except OSError:
+            continue
+        if "jetson" in text.lower() or "nvidia" in text.lower():
+            return text
+    return ""
+
+
 def gpu_name() -> str:
     """The GPU's model name (a Jetson's board name), or 'none'; read from files, no subprocess."""
     for path in ("/proc/device-tree/model", *sorted(glob.glob("/proc/driver/nvidia/gpus/*/information"))):
@@ -144,7 +157,7 @@ def engine_cache_dir(model_path: Path, root: Path | None = None, precision: str 
     import onnxruntime as ort
 
     root = root or Path(os.environ.get("EDGEVISION_CACHE", Path.home() / ".cache" / "edgevision"))
-    digest = hashlib.sha256(model_path.read_bytes()).hexdigest() + precision
+    digest = file_sha256(model_path) + precision
     return root / "trt" / f"{model_path.stem}-{cache_key(digest, ort.__version__, tensorrt_version(), gpu_name())}"
 
 

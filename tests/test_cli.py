@@ -380,3 +380,24 @@ def test_every_command_says_what_it_does_and_every_argument_has_help():
     for name, command in sub.choices.items():
         assert command.description, name
         assert not [a.dest for a in command._actions if not a.help], name
+
+
+def test_pseudo_boxes_keeps_only_boxes_the_classifier_confirms(tiny_model, tmp_path):
+    import numpy as np
+
+    for label in ("green", "blue"):
+        for split in ("train", "val"):
+            folder = tmp_path / "photos" / split / label
+            folder.mkdir(parents=True)
+            frame = np.zeros((100, 100, 3), np.uint8)
+            frame[10:50, 10:50] = (0, 255, 0)  # the tiny detector's top box holds green
+            cv2.imwrite(str(folder / "a.png"), frame)
+    proc = edgevision("pseudo-boxes", str(tmp_path / "photos"), str(tmp_path / "out"), "--detector",
+                      str(tiny_model("detect")), "--confirm", str(tiny_model("classify")), "--providers", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "train: 1 photos boxed, 0 without a box, 1 not confirmed" in proc.stderr
+    xml = (tmp_path / "out" / "train" / "green" / "a.xml").read_text()
+    assert "<name>hand</name>" in xml and "<xmin>11</xmin>" in xml and not (tmp_path / "out" / "train" / "blue").exists()
+    assert "Command: edgevision pseudo-boxes" in (tmp_path / "out" / "SOURCE.md").read_text()
+    assert_one_line_error(edgevision("pseudo-boxes", str(tmp_path / "photos"), str(tmp_path / "o2"), "--detector",
+                                     str(tiny_model("classify"))), "--detector needs a detect model")

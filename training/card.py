@@ -97,13 +97,20 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
 {_extra_data_commands(config)}{retrain_command(config, out, tuple(export_report.get("variants", ())))}
 ```
 
-{face.check_text(out, data_dir, config)}
+{check_text(face, out, data_dir, config)}
 """
     card.write_text(text)
     for variant, entry in export_report.get("variants", {}).items():
         if entry["written"]:
             write_variant_card(variant, entry, out, spec, config, export_report)
     return card
+
+
+def check_text(face, out: Path, data_dir: Path, config: dict) -> str:
+    """How to check the model on its own val photos: the task's own line, or predict's."""
+    if hasattr(face, "check_text"):
+        return face.check_text(out, data_dir, config)
+    return f"Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line per image."
 
 
 def peer_section(config: dict) -> str:

@@ -45,11 +45,10 @@ def _write_source(root: Path, out: Path, command: str, what: str) -> None:
     """OUT/SOURCE.md: where the crops came from, the command, and the source's repository and
     licence lines (model cards read them from here)."""
     lines = [f"# Crops of {root}", "", f"- Made by: edgevision crops ({what})", f"- Command: {command}"]
-    for name in ("SOURCE.md",):
-        source = root / name
-        if source.is_file():
-            lines += [ln for ln in source.read_text(errors="replace").splitlines()
-                      if re.match(r"\s*-?\s*(Source repo|License|licence|repo):", ln, re.I)]
+    source = root / "SOURCE.md"
+    if source.is_file():
+        lines += [ln for ln in source.read_text(errors="replace").splitlines()
+                  if re.match(r"\s*-?\s*(Source repo|License|licence|repo):", ln, re.I)]
     (out / "SOURCE.md").write_text("\n".join(lines) + "\n")
 
 
@@ -161,30 +160,48 @@ def write_crops(data: Path, out: Path, label_regex: str | None, margin: float = 
     return counts
 
 
-def crops_from_args(args, say) -> dict:
-    """``edgevision crops``: check the flags, open the detector if one is named, write the crops."""
+def _command_line() -> str:
+    """The command as typed, for SOURCE.md (and so for the model cards' retrain lines)."""
     import shlex
     import sys
 
+    return "edgevision " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _open_model(path: Path, kind: str, flag: str, providers: str | None, say, score_threshold=None):
+    """A Runner for --detector / --confirm, refused unless it is a ``kind`` model."""
+    from ..deploy.runner import Runner, RunnerOptions
+
+    runner = Runner(path, RunnerOptions(providers=providers, score_threshold=score_threshold))
+    say(f"{path.name}: {runner.spec.kind}, {runner.provider_line}")
+    if runner.spec.kind != kind:
+        raise UserError(f"{flag} needs a {kind} model; {path.name} is a {runner.spec.kind} model")
+    return runner
+
+
+def crops_from_args(args, say) -> dict:
+    """``edgevision crops``: check the flags, open the detector if one is named, write the crops."""
     if args.jitter < 0:
         raise UserError(f"--jitter must be 0 or more, got {args.jitter}")
     if not 0 <= args.margin <= 1:
         raise UserError(f"--margin must be within 0..1, got {args.margin}")
     if (args.boxes == "detector") != (args.detector is not None):
         raise UserError("--boxes detector and --detector MODEL.onnx (e.g. models/hands.onnx) go together")
-    detector = None
-    if args.detector is not None:
-        from ..deploy.runner import Runner, RunnerOptions
-
-        detector = Runner(args.detector, RunnerOptions(providers=args.providers, score_threshold=args.score_threshold))
-        say(f"{args.detector.name}: {detector.spec.kind}, {detector.provider_line}")
-        if detector.spec.kind != "detect":
-            raise UserError(f"--detector needs a detection model; {args.detector.name} is a {detector.spec.kind} "
-                            "model")
+    detector = None if args.detector is None else _open_model(args.detector, "detect", "--detector", args.providers,
+                                                               say, args.score_threshold)
     label_regex = None if args.label_from == "folder" else args.label_regex
-    command = "edgevision " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     return write_crops(args.data, args.out, label_regex, args.margin, args.jitter, seed=args.seed, log=say,
-                       boxes=args.boxes, detector=detector, command=command)
+                       boxes=args.boxes, detector=detector, command=_command_line())
+
+
+def pseudo_boxes_from_args(args, say) -> dict:
+    """``edgevision pseudo-boxes``: open the detector (and the confirming classifier), write the boxes."""
+    detector = _open_model(args.detector, "detect", "--detector", args.providers, say, args.score_threshold)
+    confirm = None if args.confirm is None else _open_model(args.confirm, "classify", "--confirm", args.providers, say)
+    counts = write_pseudo_boxes(args.data, args.out, detector, confirm, args.box_name, args.min_confirm, log=say)
+    _write_source(Path(args.data), args.out, _command_line(),
+                  "pseudo-labelled boxes: the detector's top box, kept where the classifier confirms the folder")
+    return counts
 
 
 def write_pseudo_boxes(data: Path, out: Path, detector, confirm=None, box_name: str = "hand",

@@ -189,19 +189,9 @@ def cmd_crops(args: argparse.Namespace) -> int:
 
 
 def cmd_pseudo_boxes(args: argparse.Namespace) -> int:
-    import shlex
+    from edgevision.training.crops import pseudo_boxes_from_args
 
-    from edgevision.deploy.runner import Runner, RunnerOptions
-    from edgevision.training.crops import _write_source, write_pseudo_boxes
-
-    options = RunnerOptions(providers=args.providers, score_threshold=args.score_threshold)
-    detector = Runner(args.detector, options)
-    confirm = Runner(args.confirm, RunnerOptions(providers=args.providers)) if args.confirm else None
-    if detector.spec.kind != "detect" or (confirm is not None and confirm.spec.kind != "classify"):
-        raise UserError("--detector takes a detection model and --confirm a classification model")
-    write_pseudo_boxes(args.data, args.out, detector, confirm, args.box_name, args.min_confirm, log=say)
-    _write_source(args.data, args.out, "edgevision " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                  "pseudo-labelled boxes: the detector's top box, kept where the classifier confirms the folder")
+    pseudo_boxes_from_args(args, say)
     say(f"wrote {args.out}: add it to a detector's training with --extra-data {args.out}")
     return 0
 

@@ -10,7 +10,8 @@ Every module provides::
     OUTPUTS: tuple[str, ...]                    # the ONNX output names, in the runtime's order
     agreement(expected, got, spec) -> (share, what)   # export parity beyond max |difference|
     quality(results, known, spec) -> dict       # onnx_* metrics on the run's validation rows
-    model_text(config), output_text(spec), card_section(metrics, report), check_text(out, data, config)
+    model_text(config), output_text(spec), card_section(metrics, report)
+    check_text(out, data, config)               # optional: the card's check line (default: predict on val/)
 
 Modules are imported when asked for: each pulls in TensorFlow.
 """

@@ -166,10 +166,6 @@ def output_text(spec: TaskSpec) -> str:
             "the runner returns source-image pixels")
 
 
-def check_text(out: Path, data_dir: Path, config: dict) -> str:
-    return f"Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line per image."
-
-
 def card_section(metrics: dict, report: dict) -> str:
     by = metrics["normalised_by"]
     norm_text = ("the distance between the outer eye corners (iBUG 68-point layout, points 36 and 45)"

@@ -213,10 +213,6 @@ def output_text(spec: TaskSpec) -> str:
             "probabilities; the runner upsamples them once to a class map at source size")
 
 
-def check_text(out: Path, data_dir: Path, config: dict) -> str:
-    return f"Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line per image."
-
-
 def card_section(metrics: dict, report: dict) -> str:
     rows = "\n".join(f"| {n} | {v:.4f} |" for n, v in report["onnx_iou"].items())
     per_image = ("" if "onnx_per_image_miou" not in report else
