@@ -149,9 +149,30 @@ class FlippedSource:
         self.close()
 
 
+def add_serve_args(p, what: str = "the annotated frames and results") -> None:
+    """--serve [HOST:]PORT and its options: a web page for headless devices (camera/serve.py)."""
+    g = p.add_argument_group("web page (headless devices)")
+    g.add_argument("--serve", metavar="[HOST:]PORT",
+                   help=f"serve {what} as a web page on this port (127.0.0.1 unless HOST is given, "
+                        "e.g. 0.0.0.0:8080 for every interface)")
+    g.add_argument("--serve-token", metavar="SECRET",
+                   help="--serve: the page and its streams need ?token=SECRET (or an X-Edgevision-Token header)")
+    g.add_argument("--serve-fps", type=float, default=15.0, help="--serve: most frames a second sent (default 15)")
+    g.add_argument("--serve-quality", type=int, default=70, help="--serve: JPEG quality 1..100 (default 70)")
+
+
+def check_serve_args(args) -> None:
+    """Serve options without --serve do nothing: an error, as for every flag that needs another."""
+    if getattr(args, "serve", None) is None:
+        for flag in ("serve_token", "serve_fps", "serve_quality"):
+            if getattr(args, flag) not in (None, 15.0, 70):
+                raise UserError(f"--{flag.replace('_', '-')} needs --serve [HOST:]PORT")
+
+
 def add_loop_args(p) -> None:
     """The options of 'run' and 'demo': outputs, camera controls and what to do when a source is lost."""
     add_camera_args(p)
+    add_serve_args(p)
     shown = p.add_mutually_exclusive_group()
     shown.add_argument("--display", dest="display", action="store_true", default=None,
                        help="show a window (default when a display exists)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import time
 
 import cv2
@@ -15,6 +16,9 @@ from .sinks import display_available
 from .sources import open_source
 
 TITLE = "edgevision collect"
+# The page's key names -> the key codes the collector and reviewer know (X11 codes for the arrows).
+WEB_KEYS = {"Enter": 13, "Backspace": 8, "Escape": 27, "Tab": 9, "ArrowLeft": 65361, "ArrowRight": 65363,
+            "Delete": 65535, " ": 32}
 
 
 class _Window:
@@ -54,17 +58,81 @@ class _Window:
         cv2.waitKey(1)
 
 
-def collect(options: CollectOptions, source_text: str, capture: CaptureOptions | None = None) -> Collector:
-    """Run the live collection window until q/Esc, the window closes, or the stream ends."""
+class WebWindow:
+    """The same events as :class:`_Window` (keys, clicks in source pixels), from the page of ``--serve``:
+    the view goes to the page as MJPEG, the collector's state (counts, active class...) as events."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.clicks: list[tuple[float, float]] = []
+        self.finished = False
+
+    def show(self, view, state: dict | None = None) -> int:
+        self.server.publish(view, state=state)
+        try:
+            event = self.server.inbox.get(timeout=0.015)
+        except queue.Empty:
+            return -1
+        if event[0] == "click":
+            self.clicks.append((event[1], event[2]))
+            return -1
+        name = event[1]
+        code = WEB_KEYS.get(name, ord(name) if len(name) == 1 else -1)
+        if code in (ord("q"), ord("Q")):
+            self.finished = True
+        return code
+
+    def take_clicks(self) -> list[tuple[float, float]]:
+        clicks, self.clicks = self.clicks, []
+        return clicks
+
+    def closed(self) -> bool:
+        return self.finished
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def collector_state(c: Collector, reviewer: Reviewer | None = None) -> dict:
+    """What the page shows beside the frame: names, counts, the active class, the pending points."""
+    state = {
+        "mode": "review" if reviewer else "collect", "points_mode": c.points_mode, "names": list(c.names),
+        "counts": {n: c.count(n) for n in (("",) if c.points_mode else c.names)}, "active": c.active,
+        "auto": c.auto, "message": c.message, "frozen": c.frozen is not None, "pending": c.pending,
+        "next_point": c.names[len(c.pending)] if c.points_mode and len(c.pending) < len(c.names) else None,
+        "saved_this_session": c.saved_this_session,
+    }
+    if reviewer is not None:
+        path = reviewer.current()
+        state["review"] = {"index": reviewer.index, "total": len(reviewer.items),
+                           "file": path.name if path else None, "label": path.parent.name if path else None}
+    return state
+
+
+def _web_window(serve: dict, mode: str, source: str, say) -> WebWindow:
+    from ..deploy.errors import mask_credentials
+    from .serve import WebServer
+
+    info = {"mode": mode, "source": mask_credentials(source)}
+    return WebWindow(WebServer(serve["address"], info, fps=serve["fps"], quality=serve["quality"],
+                               token=serve["token"], inputs=True, say=say))
+
+
+def collect(options: CollectOptions, source_text: str, capture: CaptureOptions | None = None,
+            serve: dict | None = None, say=None) -> Collector:
+    """Run the live collection window (or its web page, with ``serve``) until q/Esc, the window closes,
+    or the stream ends."""
     collector = Collector(options)
     with open_source(source_text, realtime=True, options=capture) as source:  # a bad source fails before a window opens
-        window = _Window(TITLE)
+        window = _web_window(serve, "collect", source.description, say) if serve else _Window(TITLE)
+        web = serve is not None
         try:
             for frame in source:
                 keep_going = True
                 while True:  # while a frame is frozen for points, events go on without new frames
                     now = time.time()
-                    key = window.show(collector.render(frame.image, now))
+                    view = collector.render(frame.image, now)
+                    key = window.show(view, collector_state(collector)) if web else window.show(view)
                     for x, y in window.take_clicks():
                         collector.click(x, y, frame.image)
                     keep_going = collector.on_key(key, frame.image, now) and not window.closed()
@@ -80,18 +148,19 @@ def collect(options: CollectOptions, source_text: str, capture: CaptureOptions |
     return collector
 
 
-def review(options: CollectOptions) -> Reviewer:
+def review(options: CollectOptions, serve: dict | None = None, say=None) -> Reviewer:
     """Step through the saved images; d deletes (to the trash), 1..9 relabels, q quits."""
     reviewer = Reviewer(Collector(options))
     if not reviewer.items:
         raise UserError(f"nothing to review in {options.root}")
-    window = _Window(f"{TITLE}: review")
+    window = _web_window(serve, "review", str(options.root), say) if serve else _Window(f"{TITLE}: review")
     try:
         while True:
             view = reviewer.render()
             if view is None:
                 break
-            key = window.show(view)
+            key = (window.show(view, collector_state(reviewer.collector, reviewer)) if serve
+                   else window.show(view))
             if not reviewer.on_key(key) or window.closed():
                 break
     except KeyboardInterrupt:

@@ -156,6 +156,18 @@ def _prepared_frames(source: Source, runner):
         thread.join(timeout=5.0)
 
 
+def _serve_sink(args, runner, source, say):
+    from ..deploy.errors import mask_credentials
+    from .serve import ServeSink, WebServer
+
+    first = getattr(runner, "first", runner)
+    model = first.path.name + (f" -> {runner.then.path.name}" if first is not runner else "")
+    info = {"mode": "run", "model": model, "provider": short_name(runner.report.running),
+            "source": mask_credentials(source.description), "labels": list(first.spec.labels)}
+    return ServeSink(WebServer(args.serve, info, fps=args.serve_fps, quality=args.serve_quality,
+                               token=args.serve_token, say=say))
+
+
 EXIT_CODES = {"Ctrl-C": 130, "SIGTERM": 143}  # a lost live source is 3 (SourceLost), bad input 2
 
 
@@ -163,12 +175,13 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
                 realtime: bool | None = None) -> int:
     """'edgevision run': the runner, the source, the sinks, the loop, the summary; the exit code."""
     from ..deploy.errors import UserError
-    from .capture import capture_from_args
+    from .capture import capture_from_args, check_serve_args
     from .sinks import ConsoleSink, JsonlSink, VideoSink, WindowSink, display_available
     from .sources import open_source
 
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames must be 1 or more, got {args.max_frames}")
+    check_serve_args(args)
     display = args.display
     if display is None:
         display = display_available()
@@ -188,8 +201,8 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
             raise UserError(f"{flag} {out} is the source itself: choose another file name (even with --overwrite)")
     sinks = []
     try:
-        # In a window, video files play at their own frame rate; headless, as fast as they decode.
-        realtime = display if realtime is None else realtime
+        # In a window or a web page, video files play at their own frame rate; headless, as fast as they decode.
+        realtime = (display or args.serve is not None) if realtime is None else realtime
         with open_source(source_text, realtime=realtime, loop=args.loop if loop is None else loop,
                          options=capture_from_args(args), reconnect=args.reconnect,
                          stall_timeout_s=args.stall_timeout, reconnect_for_s=args.reconnect_timeout,
@@ -201,8 +214,10 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
                 sinks.append(JsonlSink(args.jsonl, overwrite=args.overwrite))
             if args.record:
                 sinks.append(VideoSink(args.record, fps=getattr(source, "fps", 0.0) or 30.0, overwrite=args.overwrite))
+            if args.serve:
+                sinks.append(_serve_sink(args, runner, source, say))
             stats = run_loop(source, runner, sinks, max_frames=args.max_frames,
-                             draw=display or args.record is not None, background=background)
+                             draw=display or args.record is not None or args.serve is not None, background=background)
             skipped = len(source.skipped)
     finally:
         for sink in sinks:  # outputs are finished however the loop ended (a lost source included)

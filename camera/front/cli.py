@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from edgevision.camera.capture import add_camera_args, add_loop_args, capture_from_args
+from edgevision.camera.capture import add_camera_args, add_loop_args, add_serve_args, capture_from_args
 from edgevision.deploy.errors import Terminated, UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -156,9 +156,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
+    from edgevision.camera.capture import check_serve_args
     from edgevision.camera.collect import CollectOptions, parse_names, parse_split
     from edgevision.camera.collect_window import collect, review
 
+    check_serve_args(args)
+    serve = args.serve and {"address": args.serve, "token": args.serve_token, "fps": args.serve_fps,
+                            "quality": args.serve_quality}
     if (args.classes is None) == (args.points is None):
         raise UserError("give either --classes a,b,... or --points name,... (one of them)")
     options = CollectOptions(
@@ -170,10 +174,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
         auto_rate=args.rate,
     )
     if args.review:
-        reviewer = review(options)
+        reviewer = review(options, serve, say)
         say(reviewer.collector.train_hint())
         return 0
-    collector = collect(options, args.source, capture_from_args(args))
+    collector = collect(options, args.source, capture_from_args(args), serve, say)
     say(f"saved {collector.saved_this_session} this session")
     say(collector.train_hint())
     return 0
@@ -314,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=2.0, help="auto-capture (Space) saves per second")
     p.add_argument("--review", action="store_true", help="step through saved images: delete or relabel")
     add_camera_args(p)
+    add_serve_args(p, "the live frame and the labelling buttons (no display needed)")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("crops", help="a box dataset (VOC/YOLO) -> square crops of its boxes in class folders, "
