@@ -16,7 +16,8 @@ from pathlib import Path
 from ..deploy.runner import Runner, RunnerOptions
 from .bench import resident_mb
 from .live import run_loop
-from .sinks import JsonlSink, VideoSink
+from .record import VideoSink
+from .sinks import JsonlSink
 from .sources import open_source
 
 

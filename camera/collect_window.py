@@ -118,11 +118,27 @@ def _web_window(serve: dict, mode: str, source: str, say) -> WebWindow:
                                token=serve["token"], inputs=True, say=say))
 
 
+def _check_writable(root) -> None:
+    """The dataset folder (or the folder it will be made in) takes files, before the first save (a
+    read-only disk, no rights); nothing is left behind."""
+    import tempfile
+
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot save into {root}: {exc.strerror or exc}") from exc
+
+
 def collect(options: CollectOptions, source_text: str, capture: CaptureOptions | None = None,
             serve: dict | None = None, say=None) -> Collector:
     """Run the live collection window (or its web page, with ``serve``) until q/Esc, the window closes,
     or the stream ends."""
     collector = Collector(options)
+    _check_writable(options.root)
     with open_source(source_text, realtime=True, options=capture) as source:  # a bad source fails before a window opens
         window = _web_window(serve, "collect", source.description, say) if serve else _Window(TITLE)
         web = serve is not None

@@ -176,7 +176,8 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
     """'edgevision run': the runner, the source, the sinks, the loop, the summary; the exit code."""
     from ..deploy.errors import UserError
     from .capture import capture_from_args, check_serve_args
-    from .sinks import ConsoleSink, JsonlSink, VideoSink, WindowSink, display_available
+    from .record import VideoSink
+    from .sinks import ConsoleSink, JsonlSink, WindowSink, display_available
     from .sources import open_source
 
     if args.max_frames is not None and args.max_frames < 1:
@@ -213,7 +214,8 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
             if args.jsonl:
                 sinks.append(JsonlSink(args.jsonl, overwrite=args.overwrite))
             if args.record:
-                sinks.append(VideoSink(args.record, fps=getattr(source, "fps", 0.0) or 30.0, overwrite=args.overwrite))
+                sinks.append(VideoSink(args.record, fps=getattr(source, "fps", 0.0) or 30.0, overwrite=args.overwrite,
+                                       say=say))
             if args.serve:
                 sinks.append(_serve_sink(args, runner, source, say))
             stats = run_loop(source, runner, sinks, max_frames=args.max_frames,

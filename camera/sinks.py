@@ -1,4 +1,5 @@
-"""Where frames and results go: a window, a video file, a JSON-lines file, the terminal."""
+"""Where frames and results go: a window, a JSON-lines file, the terminal (a video: record.py; a web page:
+serve.py)."""
 
 from __future__ import annotations
 
@@ -73,39 +74,6 @@ class WindowSink:
     def close(self) -> None:
         cv2.destroyWindow(self.title)
         cv2.waitKey(1)
-
-
-class VideoSink:
-    """Frames with their overlay into a video file (mp4v for .mp4, MJPG for .avi)."""
-
-    FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
-
-    def __init__(self, path: Path, fps: float = 30.0, overwrite: bool = False) -> None:
-        fourcc = self.FOURCC.get(Path(path).suffix.lower())
-        if fourcc is None:
-            raise UserError(f"--record {path}: use one of {', '.join(sorted(self.FOURCC))}")
-        self.path = check_new_output(path, overwrite)
-        self.fourcc = fourcc
-        self.fps = fps if fps and fps > 0 else 30.0
-        self.writer: cv2.VideoWriter | None = None
-        self.frames = 0
-
-    def write(self, image: np.ndarray, record: dict) -> bool:
-        if self.writer is None:
-            h, w = image.shape[:2]
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
-            if not self.writer.isOpened():
-                raise UserError(f"cannot write video {self.path}: OpenCV has no {self.fourcc} encoder here")
-            self.size = (w, h)
-        if (image.shape[1], image.shape[0]) != self.size:  # sources of mixed sizes (image folders)
-            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        self.writer.write(image)
-        self.frames += 1
-        return True
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
 
 
 class JsonlSink:

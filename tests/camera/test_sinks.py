@@ -4,7 +4,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from edgevision.camera import sinks
+from edgevision.camera import record, sinks
 from edgevision.deploy.errors import UserError
 
 RECORD = {"frame": 0, "timestamp": 1.0, "result": {"task": "classify", "label": "a", "score": 0.9, "scores": {}},
@@ -32,7 +32,7 @@ def test_outputs_are_never_overwritten_unless_asked(tmp_path):
 
 def test_video_sink_writes_a_video_opencv_can_read_back(tmp_path):
     path = tmp_path / "out.mp4"
-    sink = sinks.VideoSink(path, fps=15)
+    sink = record.VideoSink(path, fps=15)
     for i in range(12):
         sink.write(np.full((48, 64, 3), i * 20, np.uint8), RECORD)
     sink.write(np.zeros((10, 10, 3), np.uint8), RECORD)  # a frame of another size is resized, not fatal
@@ -45,7 +45,7 @@ def test_video_sink_writes_a_video_opencv_can_read_back(tmp_path):
 
 def test_video_sink_refuses_an_unknown_container(tmp_path):
     with pytest.raises(UserError, match="--record .*out.gif: use one of"):
-        sinks.VideoSink(tmp_path / "out.gif")
+        record.VideoSink(tmp_path / "out.gif")
 
 
 def test_console_sink_prints_a_short_line_every_interval_and_when_the_label_changes():
@@ -101,3 +101,37 @@ def test_the_pipelined_loop_keeps_every_frame_of_a_file_in_order(tiny_model, syn
     assert [r["frame"] for r in sink.records] == list(range(45)) and stats.frames == 45
     assert [r["result"]["label"] for r in sink.records[::10]] == ["red", "green", "blue", "red", "green"]
     assert all(r["timings_ms"]["preprocess_ms"] >= 0 and "capture_ms" in r["timings_ms"] for r in sink.records)
+
+
+def _frames_in(path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def test_webm_is_vp8_and_the_codec_is_said(tmp_path):
+    told = []
+    sink = record.VideoSink(tmp_path / "out.webm", fps=10, say=told.append)
+    for i in range(8):
+        sink.write(np.full((48, 64, 3), i * 30, np.uint8), RECORD)
+    sink.close()
+    assert told == [f"recording {tmp_path / 'out.webm'} as VP8 (VP80)"] and _frames_in(tmp_path / "out.webm") == 8
+
+
+def test_a_disk_about_to_fill_finishes_the_recording_playable_and_stops(tmp_path, monkeypatch):
+    path = tmp_path / "out.mp4"
+    sink = record.VideoSink(path, fps=10)
+    frame = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    for _ in range(5):
+        sink.write(frame, RECORD)
+    usage = record.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(record.shutil, "disk_usage", lambda p: usage._replace(free=record.RESERVE_BYTES // 2))
+    with pytest.raises(UserError, match=r"disk is almost full .* finished at 5 frames .* and plays"):
+        sink.write(frame, RECORD)
+    with pytest.raises(UserError, match="recording stopped"):  # and it stays stopped
+        sink.write(frame, RECORD)
+    sink.close()
+    assert _frames_in(path) == 5

@@ -1,0 +1,103 @@
+"""Serve benchmark (not a test): the live loop's FPS with 0, 1 and 20 viewers of ``--serve``, 20 stalled
+viewers, and after hundreds of viewers that connect and vanish; the loop process's threads and RSS
+before and after. Viewers run in a separate process (as browsers on other machines would), so the
+numbers are the loop's own cost.
+
+    python -m edgevision.camera.bench_serve --model models/emotions.onnx \\
+        --video camera/samples/thumbs_demo.mp4 --frames 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import socket
+import threading
+import time
+import urllib.request
+
+from ..deploy.runner import Runner, RunnerOptions
+from .bench import resident_mb
+from .live import run_loop
+from .serve import ServeSink, WebServer
+from .sources import open_source
+
+
+def _viewers(port: int, count: int, mode: str, stop, ready) -> None:
+    """In a child process: ``count`` viewers that read the MJPEG stream ('read'), connect and never
+    read ('stall'), or take one frame and leave, again and again ('vanish')."""
+    url = f"http://127.0.0.1:{port}/stream.mjpg"
+
+    def read() -> None:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            while not stop.is_set():
+                if not r.read(65536):
+                    return
+
+    def stall() -> None:
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        stop.wait()
+        s.close()
+
+    def vanish() -> None:
+        while not stop.is_set():
+            with urllib.request.urlopen(url, timeout=30) as r:
+                r.read(4096)
+
+    target = {"read": read, "stall": stall, "vanish": vanish}[mode]
+    threads = [threading.Thread(target=target, daemon=True) for _ in range(count)]
+    for t in threads:
+        t.start()
+    ready.set()
+    stop.wait()
+    for t in threads:
+        t.join(timeout=5)
+
+
+def measure(runner, video: str, server: WebServer, frames: int, viewers: int, mode: str) -> tuple[float, int]:
+    stop, ready = mp.Event(), mp.Event()
+    child = None
+    if viewers:
+        child = mp.Process(target=_viewers, args=(server.port, viewers, mode, stop, ready), daemon=True)
+        child.start()
+        ready.wait(30)
+        time.sleep(0.5)
+    with open_source(video, realtime=False, loop=True) as source:
+        stats = run_loop(source, runner, [_KeepServing(server)], max_frames=frames)
+    stop.set()
+    if child is not None:
+        child.join(timeout=10)
+    time.sleep(1.0)  # the server's viewer threads end when their sockets close
+    return stats.fps, server.hub.encoded
+
+
+class _KeepServing(ServeSink):
+    def close(self) -> None:  # the server outlives one measurement
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="an edgevision .onnx file")
+    parser.add_argument("--video", required=True, help="a video file, played in a loop, as fast as it decodes")
+    parser.add_argument("--frames", type=int, default=600, help="frames per measurement")
+    parser.add_argument("--providers", default="cpu", help="execution providers (default cpu)")
+    args = parser.parse_args(argv)
+    runner = Runner(args.model, RunnerOptions(providers=args.providers))
+    server = WebServer("127.0.0.1:0", {"mode": "run"}, fps=15, quality=70)
+    base_threads, base_rss = threading.active_count(), resident_mb()
+    print(f"{'viewers':<24} {'loop FPS':>9} {'JPEGs':>6} {'threads after':>14} {'RSS after MB':>13}")
+    for viewers, mode in ((0, "read"), (1, "read"), (20, "read"), (20, "stall"), (20, "vanish"), (0, "read")):
+        before = server.hub.encoded
+        fps, encoded = measure(runner, args.video, server, args.frames, viewers, mode)
+        label = f"{viewers} {mode if viewers else '(none)'}"
+        print(f"{label:<24} {fps:>9.1f} {encoded - before:>6} {threading.active_count():>14} {resident_mb():>13.1f}",
+              flush=True)
+    print(f"before: {base_threads} threads, {base_rss:.1f} MB")
+    server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
