@@ -30,7 +30,7 @@ RESERVE_BYTES = 4 << 20  # kept free for the file's index and the frames in the 
 STUCK_FRAMES = 2000  # frames written without the file growing: its writes fail
 
 
-def _gstreamer_h264(path: Path, fps: float, size: tuple[int, int]) -> list[str]:
+def _gstreamer_h264(path: Path) -> list[str]:
     """GStreamer pipelines (for OpenCV's GStreamer writer) that make an H.264 MP4, best first."""
     if '"' in str(path):
         return []
@@ -75,7 +75,7 @@ class VideoSink:
         suffix = self.path.suffix.lower()
         tried = []
         if suffix in (".mp4", ".m4v", ".mov") and _has_gstreamer():
-            for pipeline in _gstreamer_h264(self.path, self.fps, size):
+            for pipeline in _gstreamer_h264(self.path):
                 writer = cv2.VideoWriter(pipeline, cv2.CAP_GSTREAMER, 0, self.fps, size)
                 if writer.isOpened():
                     encoder = "nvv4l2h264enc" if "nvv4l2h264enc" in pipeline else "x264enc"
@@ -83,7 +83,7 @@ class VideoSink:
                     return
                 tried.append("GStreamer H.264")
         for fourcc in self.CODECS[suffix]:
-            writer = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
+            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
             if writer.isOpened():
                 self.writer, self.codec = writer, f"{self.NAMES[fourcc]} ({fourcc})"
                 if fourcc == "mp4v" and self.say is not None:
