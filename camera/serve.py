@@ -277,6 +277,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         return True
 
+    def _peer_gone(self) -> bool:
+        """True when the viewer closed its connection (readable with nothing to read)."""
+        import select
+
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _stream_end(self) -> None:
         hub = self.server.hub
         with hub.cond:
@@ -290,6 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
             while not hub.closed:
                 jpeg, new_seq = hub.wait_jpeg(seq, 1.0)
                 if jpeg is None or new_seq == seq:
+                    if self._peer_gone():  # no new frame to write, so a viewer that left is found this way
+                        return
                     continue
                 seq = new_seq
                 self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
@@ -306,9 +318,11 @@ class _Handler(BaseHTTPRequestHandler):
         hub, seq, interval = self.server.hub, -1, self.server.hub.interval
         try:
             while not hub.closed:
-                event, new_seq = hub.wait_event(seq, 15.0)
+                event, new_seq = hub.wait_event(seq, 1.0)
+                if new_seq == seq and self._peer_gone():
+                    return
                 if new_seq == seq:
-                    self.wfile.write(b": keep-alive\n\n")  # finds a vanished viewer even when nothing happens
+                    self.wfile.write(b": keep-alive\n\n")  # a comment line: keeps proxies from closing an idle stream
                 else:
                     seq = new_seq
                     self.wfile.write(b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n")

@@ -11,7 +11,7 @@ import pytest
 from test_serve import served  # noqa: F401  the fixture
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the 'dev' extra has it)")
-from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.actions.action_builder import ActionBuilder  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -85,15 +85,21 @@ def test_the_collect_page_saves_by_button_and_places_points_by_click(served, bro
     browser.get(s.url)
     image = browser.find_element(By.ID, "frame")
     wait(lambda: browser.execute_script("return arguments[0].naturalWidth", image) == 128, what="the image")
-    width = browser.execute_script("return arguments[0].getBoundingClientRect().width", image)
-    # 20 px right of and 10 px above the centre, in page pixels -> source pixels (64, 48) + offset * scale
-    ActionChains(browser).move_to_element_with_offset(image, 20, -10).click().perform()
+    rect = "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.width, r.height]"
+    boxes = [browser.execute_script(rect, image)]
+    wait(lambda: boxes.append(browser.execute_script(rect, image)) or boxes[-1] == boxes[-2],
+         what="the page layout to settle")
+    left, top, width, height = boxes[-1]
+    x, y = int(left + 0.7 * width), int(top + 0.4 * height)  # a click in the window's pixels
+    actions = ActionBuilder(browser)
+    actions.pointer_action.move_to_location(x, y).click()
+    actions.perform()
     wait(lambda: "save" in browser.find_element(By.ID, "actions").text and
          "All points placed" in browser.find_element(By.ID, "help").text, what="the point to be placed")
     next(b for b in browser.find_elements(By.CSS_SELECTOR, "#actions button") if "save" in b.text).click()
     wait(lambda: (points / "labels.csv").exists(), what="labels.csv")
     row = list(csv.DictReader((points / "labels.csv").open()))[0]
-    scale = 128 / width
-    assert abs(float(row["nose_x"]) - (64 + 20 * scale)) <= 2 * scale
-    assert abs(float(row["nose_y"]) - (48 - 10 * scale)) <= 2 * scale
+    scale = 128 / width  # page pixels -> the frame's pixels
+    assert abs(float(row["nose_x"]) - (x - left) * scale) <= 1.5 * scale
+    assert abs(float(row["nose_y"]) - (y - top) * scale) <= 1.5 * scale
     assert (points / "images" / row["file"]).is_file()
