@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM ('kill', systemd stopping a service): outputs are finished as on Ctrl-C; exit code 143."""
@@ -25,3 +27,31 @@ def mask_credentials(text: str) -> str:
     import re
 
     return re.sub(r"(?<=://)([^/@:\s]*):[^/@\s]*@", r"\1:***@", str(text))
+
+
+@contextmanager
+def interrupts_deferred(say, step: str):
+    """Ctrl-C or SIGTERM inside TensorFlow's C++ code (tracing a graph for tf2onnx, say) can surface as
+    a SystemError with a long traceback; within this block the signal is noted, said, and raised as
+    KeyboardInterrupt / Terminated when the block's step returns, so cleanup runs as usual."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        if not got:
+            say(f"stopping when {step} is done (a few seconds)")
+        got.append(signum)
+
+    old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if got:
+        raise Terminated if got[0] == signal.SIGTERM else KeyboardInterrupt

@@ -23,7 +23,7 @@ import onnx
 import tensorflow as tf
 import tf2onnx
 
-from ..deploy.errors import UserError
+from ..deploy.errors import UserError, interrupts_deferred
 from ..deploy.images import check_new_output, read_image
 from ..deploy.ops import preprocess
 from ..deploy.runner import Runner, RunnerOptions
@@ -193,14 +193,17 @@ def export(
     pairs = read_val_list(run_dir)
     frames = load_parity_images(pairs, parity_images)
     t0 = time.perf_counter()
-    proto = convert(model, spec, opset=opset, batch=batch)
+    log(f"converting {run_dir.name} with tf2onnx (opset {opset})")
+    with interrupts_deferred(log, "the conversion"):
+        proto = convert(model, spec, opset=opset, batch=batch)
     log(f"converted with tf2onnx {tf2onnx.__version__}, opset {opset}, in {time.perf_counter() - t0:.1f} s")
     fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".onnx.part", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         onnx.save(proto, tmp)
-        report = parity_check(model, tmp, frames, atol, min_agreement)
+        with interrupts_deferred(log, "the parity check"):
+            report = parity_check(model, tmp, frames, atol, min_agreement)
         log(report.text())
         if not report.passed:
             raise UserError(f"export refused, {out} not written: {report.text()}")

@@ -45,3 +45,22 @@ def test_spec_from_json_fails_clearly_on_missing_keys_and_bad_json():
         TaskSpec.from_json('{"kind": "classify", "labels": ["a", "b"]}')
     with pytest.raises(SpecError, match="not valid JSON"):
         TaskSpec.from_json("{kind")
+
+
+def test_a_signal_inside_a_deferred_step_is_raised_when_the_step_returns():
+    import os
+    import signal
+
+    import pytest
+    from edgevision.deploy.errors import Terminated, interrupts_deferred
+
+    said, finished = [], []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred(said.append, "the step"):
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append(True)  # the step runs to its end
+    assert finished and said == ["stopping when the step is done (a few seconds)"]
+    with pytest.raises(Terminated):
+        with interrupts_deferred(said.append, "the step"):
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored

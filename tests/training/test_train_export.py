@@ -148,3 +148,24 @@ def test_a_variant_that_loses_too_much_is_refused_and_not_written(trained_run, m
     assert any(line.startswith("REFUSED") for line in log)
     assert "(refused, not written)" in out.with_suffix(".md").read_text()
     assert not out.with_name("colours.int8.md").exists()
+
+
+def test_ctrl_c_during_export_stops_cleanly_and_writes_nothing(trained_run, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    run_dir, _, _ = trained_run
+    out = tmp_path / "m.onnx"
+    proc = subprocess.Popen([sys.executable, "-m", "edgevision.cli", "export", str(run_dir), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:  # Ctrl-C while tf2onnx traces the graph (inside TensorFlow's C++ code)
+        seen.append(line)
+        if line.startswith("converting"):
+            proc.send_signal(signal.SIGINT)
+            break
+    err = "".join(seen) + proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, err
+    assert "stopping when the conversion is done" in err and "stopped (Ctrl-C)" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".export-*")) and not out.with_suffix(".md").exists()
