@@ -229,14 +229,27 @@ def _needs_training_extra() -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from edgevision.training.options import NUMPY_HEADS, config_from_args
+
+    config = config_from_args(args, notice=say)
+    if config.task == "classify" and config.classify.head in NUMPY_HEADS:  # numpy + onnxruntime: no TensorFlow
+        from edgevision.training.fasthead import train_from_args as train_head
+
+        train_head(args, config)
+        return 0
     _needs_training_extra()
     from edgevision.training.train import train_from_args
 
-    train_from_args(args)
+    train_from_args(args, config)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from edgevision.training.fasthead import export_from_args, is_head_run
+
+    if is_head_run(args.run):  # a numpy head's run: its model.onnx is made already, no TensorFlow
+        export_from_args(args)
+        return 0
     _needs_training_extra()
     from edgevision.training.export import export_from_args
 
