@@ -9,7 +9,7 @@ import cv2
 
 from ..deploy.errors import UserError
 from .capture import CaptureOptions
-from .collect import CollectOptions, Collector, display_scale, display_to_source
+from .collect import KEYS_ENTER, CollectOptions, Collector, display_scale, display_to_source
 from .review import Reviewer
 from .sinks import display_available
 from .sources import open_source
@@ -54,9 +54,13 @@ class _Window:
         cv2.waitKey(1)
 
 
-def collect(options: CollectOptions, source_text: str, capture: CaptureOptions | None = None) -> Collector:
-    """Run the live collection window until q/Esc, the window closes, or the stream ends."""
+def collect(options: CollectOptions, source_text: str, capture: CaptureOptions | None = None,
+            live_head=None) -> Collector:
+    """Run the live collection window until q/Esc, the window closes, or the stream ends. With a
+    ``live_head`` (camera/live_head.py) Enter exports it instead of saving (``s`` saves)."""
     collector = Collector(options)
+    if live_head is not None:
+        live_head.add_folder_photos(options.root, collector.splits)
     with open_source(source_text, realtime=True, options=capture) as source:  # a bad source fails before a window opens
         window = _Window(TITLE)
         try:
@@ -64,11 +68,20 @@ def collect(options: CollectOptions, source_text: str, capture: CaptureOptions |
                 keep_going = True
                 while True:  # while a frame is frozen for points, events go on without new frames
                     now = time.time()
-                    key = window.show(collector.render(frame.image, now))
+                    view = collector.render(frame.image, now)
+                    if live_head is not None:
+                        live_head.offer(frame.image)
+                        live_head.draw(view)
+                    key = window.show(view)
                     for x, y in window.take_clicks():
                         collector.click(x, y, frame.image)
+                    if live_head is not None and key in KEYS_ENTER:
+                        live_head.request_export()
+                        key = -1
                     keep_going = collector.on_key(key, frame.image, now) and not window.closed()
                     collector.tick(frame.image, now)
+                    if live_head is not None:
+                        live_head.sync({s.path: s.label for s in collector.undo_stack})
                     if not keep_going or collector.frozen is None:
                         break
                 if not keep_going:
@@ -77,6 +90,8 @@ def collect(options: CollectOptions, source_text: str, capture: CaptureOptions |
             pass
         finally:
             window.close()
+            if live_head is not None:
+                live_head.close()
     return collector
 
 
