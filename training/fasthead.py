@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,8 @@ from ..deploy.spec import TaskSpec
 from .classify_text import card_section, check_text, output_text  # noqa: F401  (the card's texts)
 from .data import ClassDataset, find_dataset, with_extra
 from .metrics import classification_metrics
-from .options import TrainConfig
-from .runfolder import export_hint, load_run_files, log_line, new_run_dir, read_spec, read_val_list, write_run_files
+from .options import TrainConfig, flat_config
+from .runfolder import export_hint, log_line, new_run_dir, read_spec, read_val_list, write_run_files
 
 SHIPPED_BACKBONE = Path(__file__).resolve().parents[1] / "models" / "backbone.onnx"
 ATOL = 1e-3  # parity: numpy head vs the joined ONNX model, probabilities
@@ -111,6 +112,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
         spec = TaskSpec(kind="classify", input_hw=(size, size), labels=classes)
         val_rows = [(p, [classes[y]]) for p, y in zip(kept_val, y_val)]
         write_run_files(run_dir, spec, config.to_toml(), metrics, {}, val_rows)
+        # the same config as JSON: export reads it where Python 3.10 has no tomllib (a Jetson without tomli)
+        (run_dir / "config.json").write_text(json.dumps(asdict(config), default=list) + "\n")
         _confusion_png(metrics, classes, run_dir, log)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -181,7 +184,8 @@ def export(run_dir: Path, out: Path, overwrite: bool = False, log=log_line) -> d
     for path in (out, out.with_suffix(".md")):
         check_new_output(path, overwrite)
     spec = read_spec(run_dir)
-    metrics, config = load_run_files(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = flat_config(json.loads((run_dir / "config.json").read_text()))
     pairs = read_val_list(run_dir)
     runner = Runner(run_dir / "model.onnx", RunnerOptions(providers="cpu"))
     right, frames = [], []
