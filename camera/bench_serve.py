@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import socket
 import threading
 import time
@@ -74,7 +75,9 @@ def measure(runner, video: str, server: WebServer, frames: int, viewers: int, mo
     stop.set()
     if child is not None:
         child.join(timeout=10)
-    time.sleep(1.0)  # the server's viewer threads end when their sockets close
+    deadline = time.monotonic() + 5  # the server's viewer threads end when their sockets close
+    while server.hub.viewers and time.monotonic() < deadline:
+        time.sleep(0.1)
     return stats.fps, server.hub.encoded
 
 
@@ -93,13 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(args.model, RunnerOptions(providers=args.providers))
     server = WebServer("127.0.0.1:0", {"mode": "run"}, fps=15, quality=70)
     base_threads, base_rss = threading.active_count(), resident_mb()
-    print(f"{'viewers':<24} {'loop FPS':>9} {'JPEGs':>6} {'threads after':>14} {'RSS after MB':>13}")
-    for viewers, mode in ((0, "read"), (1, "read"), (20, "read"), (20, "stall"), (20, "vanish"), (0, "read")):
+    print("each row beside a run with no viewer just before it (this machine's load changes; the ratio is the cost)")
+    print(f"{'viewers':<12} {'loop FPS':>9} {'no viewer':>10} {'ratio':>6} {'JPEGs':>6} {'threads after':>14} "
+          f"{'RSS after MB':>13} {'load':>5}")
+    plan = [(1, "read"), (20, "read"), (20, "stall"), (20, "vanish"), (20, "vanish"), (20, "vanish")]
+    for viewers, mode in plan:
+        alone, _ = measure(runner, args.video, server, args.frames, 0, "read")
         before = server.hub.encoded
         fps, encoded = measure(runner, args.video, server, args.frames, viewers, mode)
-        label = f"{viewers} {mode if viewers else '(none)'}"
-        print(f"{label:<24} {fps:>9.1f} {encoded - before:>6} {threading.active_count():>14} {resident_mb():>13.1f}",
-              flush=True)
+        print(f"{f'{viewers} {mode}':<12} {fps:>9.1f} {alone:>10.1f} {fps / alone:>6.2f} {encoded - before:>6} "
+              f"{threading.active_count():>14} {resident_mb():>13.1f} {os.getloadavg()[0]:>5.1f}", flush=True)
     print(f"before: {base_threads} threads, {base_rss:.1f} MB")
     server.close()
     return 0

@@ -10,7 +10,7 @@ import cv2
 
 from ..deploy.errors import UserError
 from .capture import CaptureOptions
-from .collect import CollectOptions, Collector, display_scale, display_to_source
+from .collect import KEYS_ENTER, CollectOptions, Collector, display_scale, display_to_source
 from .review import Reviewer
 from .sinks import display_available
 from .sources import open_source
@@ -134,11 +134,14 @@ def _check_writable(root) -> None:
 
 
 def collect(options: CollectOptions, source_text: str, capture: CaptureOptions | None = None,
-            serve: dict | None = None, say=None) -> Collector:
+            serve: dict | None = None, say=None, live_head=None) -> Collector:
     """Run the live collection window (or its web page, with ``serve``) until q/Esc, the window closes,
-    or the stream ends."""
+    or the stream ends. With a ``live_head`` (camera/live_head.py) Enter exports it instead of saving
+    (``s`` saves)."""
     collector = Collector(options)
     _check_writable(options.root)
+    if live_head is not None:
+        live_head.add_folder_photos(options.root, collector.splits)
     with open_source(source_text, realtime=True, options=capture) as source:  # a bad source fails before a window opens
         window = _web_window(serve, "collect", source.description, say) if serve else _Window(TITLE)
         web = serve is not None
@@ -148,11 +151,20 @@ def collect(options: CollectOptions, source_text: str, capture: CaptureOptions |
                 while True:  # while a frame is frozen for points, events go on without new frames
                     now = time.time()
                     view = collector.render(frame.image, now)
-                    key = window.show(view, collector_state(collector)) if web else window.show(view)
+                    if live_head is not None:
+                        live_head.offer(frame.image)
+                        live_head.draw(view)
+                    state = web and collector_state(collector) | {"live_head": live_head is not None}
+                    key = window.show(view, state) if web else window.show(view)
                     for x, y in window.take_clicks():
                         collector.click(x, y, frame.image)
+                    if live_head is not None and key in KEYS_ENTER:
+                        live_head.request_export()
+                        key = -1
                     keep_going = collector.on_key(key, frame.image, now) and not window.closed()
                     collector.tick(frame.image, now)
+                    if live_head is not None:
+                        live_head.sync({s.path: s.label for s in collector.undo_stack})
                     if not keep_going or collector.frozen is None:
                         break
                 if not keep_going:
@@ -161,6 +173,8 @@ def collect(options: CollectOptions, source_text: str, capture: CaptureOptions |
             pass
         finally:
             window.close()
+            if live_head is not None:
+                live_head.close()
     return collector
 
 

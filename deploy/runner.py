@@ -64,6 +64,36 @@ def read_spec(header: OnnxHeader, path: Path) -> TaskSpec:
         raise UserError(f"{path} has a bad edgevision spec: {exc}") from exc
 
 
+def open_session(path: Path, options: RunnerOptions) -> tuple[ort.InferenceSession, ProviderReport]:
+    """An onnxruntime session on the providers ``options`` ask for (the best available by default), with
+    onnxruntime's load noise captured into the report's reason; one UserError line when it cannot load."""
+    requested = parse_providers(options.providers, ort.get_available_providers())
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    config = options.config
+    if config.threads:
+        so.intra_op_num_threads = config.threads
+    opts = provider_options(requested, path, config)
+    if TRT in requested and options.notice and tensorrt_version() != "none":  # TensorRT can load
+        cache = Path(opts[requested.index(TRT)]["trt_engine_cache_path"])
+        if needs_engine_build(cache):
+            options.notice(
+                f"building a TensorRT engine for {path.name} (first run on this machine; can take "
+                f"minutes on a Nano); it is cached in {cache}"
+            )
+    with captured_fds() as log:
+        try:
+            session = ort.InferenceSession(str(path), so, providers=requested, provider_options=opts)
+        except Exception as exc:  # onnxruntime raises several unrelated types here
+            session, error = None, exc
+    if session is None:
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise UserError(f"onnxruntime could not load {path}: {first}")
+    active = tuple(session.get_providers())
+    reason = "" if active and active[0] == requested[0] else load_failure_reason(log)
+    return session, ProviderReport(tuple(requested), active or (CPU,), reason)
+
+
 @dataclass(frozen=True)
 class Prepared:
     """Frames made ready for a model: the originals, the input batch, where each frame went."""
@@ -82,9 +112,7 @@ class Runner:
         self.options = options or RunnerOptions()
         self.header = read_header(self.path)
         self.spec = read_spec(self.header, self.path)
-        available = ort.get_available_providers()
-        requested = parse_providers(self.options.providers, available)
-        self.session, self.report = self._create_session(requested)
+        self.session, self.report = open_session(self.path, self.options)
         if self.options.require_gpu and not self.report.on_gpu:
             raise UserError(f"--require-gpu: no GPU provider could be used ({self.report.line()})")
         try:
@@ -92,32 +120,6 @@ class Runner:
         except UnicodeDecodeError as exc:  # names in the graph that are not UTF-8: a damaged file
             raise UserError(f"{self.path} has input or output names that are not text: the file is damaged") from exc
         self._dry_run()
-
-    def _create_session(self, requested: list[str]) -> tuple[ort.InferenceSession, ProviderReport]:
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        config = self.options.config
-        if config.threads:
-            so.intra_op_num_threads = config.threads
-        opts = provider_options(requested, self.path, config)
-        if TRT in requested and self.options.notice and tensorrt_version() != "none":  # TensorRT can load
-            cache = Path(opts[requested.index(TRT)]["trt_engine_cache_path"])
-            if needs_engine_build(cache):
-                self.options.notice(
-                    f"building a TensorRT engine for {self.path.name} (first run on this machine; can take "
-                    f"minutes on a Nano); it is cached in {cache}"
-                )
-        with captured_fds() as log:
-            try:
-                session = ort.InferenceSession(str(self.path), so, providers=requested, provider_options=opts)
-            except Exception as exc:  # onnxruntime raises several unrelated types here
-                session, error = None, exc
-        if session is None:
-            first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-            raise UserError(f"onnxruntime could not load {self.path}: {first}")
-        active = tuple(session.get_providers())
-        reason = "" if active and active[0] == requested[0] else load_failure_reason(log)
-        return session, ProviderReport(tuple(requested), active or (CPU,), reason)
 
     def _check_io(self) -> None:
         inputs = self.session.get_inputs()

@@ -1,7 +1,8 @@
 """The runtime installed the Jetson way, simulated on this machine: a fresh venv (Python 3.10, as on
 JetPack 6, where it exists), ``pip install --no-deps -e .`` with the JetPack 6 constraints
-(numpy < 2), an onnxruntime wheel and an OpenCV built for numpy 1.x, and no tomli, TensorFlow or
-onnx. doctor, info, predict and run must work there with no traceback and the same answers."""
+(numpy < 2), an onnxruntime wheel, an OpenCV built for numpy 1.x and onnx, and no tomli or TensorFlow.
+doctor, info, predict and run must work there with no traceback and the same answers, and so must
+training a numpy head (train --head knn) on an ONNX backbone."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def _python310() -> str:
 PYTHON = _python310()
 # Stand-ins for JetPack's own packages: a CPU onnxruntime (NVIDIA's GPU wheel is aarch64-only) and an
 # OpenCV release built against numpy 1.x.
-RUNTIME = ["numpy<2", "onnxruntime>=1.18,<1.24", "opencv-python-headless>=4.8,<4.11"]
+RUNTIME = ["numpy<2", "onnxruntime>=1.18,<1.24", "opencv-python-headless>=4.8,<4.11", "onnx>=1.16,<1.20"]
 
 
 def _pip(venv: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -63,7 +64,7 @@ def _edgevision(venv: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_the_jetson_like_venv_has_no_training_packages_and_numpy_1(jetson_venv):
     check = ("import importlib.util as u, numpy; "
-             "print(numpy.__version__, [m for m in ('tomli', 'tensorflow', 'onnx', 'keras') if u.find_spec(m)])")
+             "print(numpy.__version__, [m for m in ('tomli', 'tensorflow', 'keras', 'tf2onnx') if u.find_spec(m)])")
     out = subprocess.run([str(jetson_venv / "bin" / "python"), "-c", check], capture_output=True, text=True,
                          timeout=60).stdout.split(maxsplit=1)
     assert out[0].startswith("1.") and out[1].strip() == "[]"
@@ -97,3 +98,17 @@ def test_predict_and_run_there_give_the_answers_of_the_full_install(jetson_venv,
                        "--jsonl", str(out), "--max-frames", "20")
     assert proc.returncode == 0, proc.stderr
     assert len(out.read_text().splitlines()) == 20
+
+
+def test_a_knn_head_trains_there_without_tensorflow_and_predicts(jetson_venv, tmp_path):
+    import tinymodels
+
+    backbone = tinymodels.save_backbone(tmp_path / "bb.onnx")
+    tinymodels.colour_photos(tmp_path / "data" / "train", per_class=4)
+    tinymodels.colour_photos(tmp_path / "data" / "val", per_class=2, seed=1)
+    out = tmp_path / "knn.onnx"
+    proc = _edgevision(jetson_venv, "train", str(tmp_path / "data"), "--head", "knn", "--backbone-onnx", str(backbone),
+                       "--input-size", "32", "--runs-dir", str(tmp_path / "runs"), "--export", str(out))
+    assert proc.returncode == 0, proc.stderr
+    proc = _edgevision(jetson_venv, "predict", "--model", str(out), str(tmp_path / "data" / "val"))
+    assert proc.returncode == 0 and "accuracy 1.0000 on the 6" in proc.stderr, proc.stderr

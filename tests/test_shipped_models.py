@@ -250,7 +250,22 @@ def test_shipped_precision_variants_carry_the_same_spec_and_agree_on_a_photo_lik
 def test_models_folder_holds_only_shipped_models_their_variants_and_cards():
     expected = {f"{name}{suffix}" for name in [*SHIPPED, "nose", "person_seg", *DETECTORS]
                 for suffix in (".onnx", ".md", ".int8.onnx", ".int8.md", ".fp16.onnx", ".fp16.md")} | set(PIPELINES)
+    expected |= {"backbone.onnx", "backbone.md"}  # the feature backbone of the numpy heads
     assert {p.name for p in (REPO / "models").iterdir()} == expected
+
+
+def test_the_shipped_backbone_carries_its_spec_and_card_and_takes_any_size():
+    from edgevision.deploy.embed import Backbone
+
+    path = REPO / "models" / "backbone.onnx"
+    card = (REPO / "models" / "backbone.md").read_text()
+    assert f"{path.stat().st_size / 1e6:.1f} MB" in card and "Apache" in card
+    frame = np.random.default_rng(0).integers(0, 256, (120, 90, 3), dtype=np.uint8)
+    for size in (160, 224):
+        backbone = Backbone(path, size, RunnerOptions(providers="cpu"))
+        assert backbone.spec.dim == 1280 and backbone.spec.input_hw == (size, size)
+        features = backbone([frame, frame])
+        assert features.shape == (2, 1280) and (features >= 0).all()  # pooled ReLU6 outputs
 
 
 CARD_MIOU = re.compile(r"Validation mean IoU \(onnxruntime, val/\): \*\*([0-9.]+)\*\*")

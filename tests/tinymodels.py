@@ -90,3 +90,39 @@ def build(kind: str, input_hw=(32, 48), batch: int | str = "batch", spec: dict |
 def save(kind: str, path: Path, **kwargs) -> Path:
     onnx.save(build(kind, **kwargs), path)
     return path
+
+
+def save_backbone(path: Path, dim: int = 6, input_hw=(32, 32)) -> Path:
+    """A tiny feature backbone as models/backbone.onnx is made: image (n, h, w, 3) RGB 0..255, any h and w ->
+    features (n, dim): the mean colour through a fixed seeded matrix and a ReLU, with its backbone spec."""
+    from edgevision.deploy.embed import BACKBONE_KEY, BackboneSpec
+
+    w = np.random.default_rng(0).standard_normal((3, dim)).astype(np.float32) / 255.0
+    nodes = [helper.make_node("ReduceMean", ["image"], ["mean_rgb"], axes=[1, 2], keepdims=0),  # (n, 3)
+             helper.make_node("MatMul", ["mean_rgb", "W"], ["pre"]),  # (n, dim)
+             helper.make_node("Relu", ["pre"], ["features"])]
+    graph = helper.make_graph(
+        nodes, "tiny_backbone", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", "h", "w", 3])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", dim])], [_const("W", w)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    helper.set_model_props(model, {BACKBONE_KEY: BackboneSpec(input_hw=input_hw, dim=dim, name="tiny").to_json()})
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+COLOURS_BGR = {"red": (40, 40, 220), "green": (40, 220, 40), "blue": (220, 40, 40)}
+
+
+def colour_photos(root: Path, per_class: int = 6, seed: int = 0, classes=("red", "green", "blue")) -> Path:
+    """root/<class>/*.png: noisy flat colour photos of different sizes, one colour per class."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            h, w = int(rng.integers(24, 64)), int(rng.integers(24, 64))
+            image = np.clip(np.array(COLOURS_BGR[name]) + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(root / name / f"{name}_{i}.png"), image)
+    return root

@@ -37,16 +37,19 @@ def retrain_command(config: dict, out: Path, variants: tuple[str, ...] = ()) -> 
         f"{config['data']} --mode {config['mode']} --input-size {config['input_size']} --weights {config['weights']}"
         + (f" --task keypoints --points {','.join(config['points'])} --head {config['head']}"
            if config.get("task") == "keypoints" else "")
+        + (f" --head {config['classify_head']}" if config.get("classify_head", "softmax") != "softmax" else "")
     )
     flags = "".join(f" --{v}" for v in variants)
     return f"edgevision train {source} --export {out}{flags} --overwrite"
 
 
-def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: dict, export_report: dict) -> Path:
-    """Write ``out`` with .md instead of .onnx; returns its path."""
+def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: dict, export_report: dict,
+               face=None) -> Path:
+    """Write ``out`` with .md instead of .onnx; returns its path. ``face`` gives the texts (model_text, output_text,
+    card_section, check_text): the task's training module unless a TF-free trainer passes its own."""
     card = out.with_suffix(".md")
     data_dir = Path(shown_path(config["data"]))
-    face = task(spec.kind)  # the task's own texts and card section
+    face = face or task(spec.kind)  # the task's own texts and card section
     weights = config["weights"]
     weights_text = "ImageNet" if weights != "none" else "none (from scratch)"
     size_mb = export_report["size_bytes"] / 1e6
@@ -87,7 +90,8 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
 
 {section}
 
-{peer_section(config)}Export parity (Keras vs onnxruntime on {parity["images"]} validation images): max |difference|
+{peer_section(config)}Export parity ({parity.get("reference", "Keras")} vs onnxruntime on {parity["images"]}
+validation images): max |difference|
 {parity["max_abs_diff"]:.1e} (allowed {parity["atol"]:.0e}), {parity.get("agreement_kind", "top-1 agreement")} \
 {parity.get("agreement", parity.get("top1_agreement", 0)):.0%}.
 

@@ -4,7 +4,6 @@ the fine-tune schedule and callbacks. Progress goes to stderr (stdout is for res
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,20 +13,7 @@ import numpy as np
 
 from .model import set_trainable_top
 from .options import TrainConfig
-
-
-def export_hint(run_name: str) -> str:
-    """A models/ file name for the export hint that no shipped or earlier model has."""
-    base, n = Path("models") / f"my_{run_name}.onnx", 1
-    while base.exists():
-        n += 1
-        base = Path("models") / f"my_{run_name}_{n}.onnx"
-    return str(base)
-
-
-def log_line(message: str) -> None:
-    """A progress line on stderr, at once (also through a pipe)."""
-    print(message, file=sys.stderr, flush=True)
+from .runfolder import export_hint, log_line, new_run_dir  # noqa: F401  (TF-free, here for the trainers)
 
 
 class EpochLine(keras.callbacks.Callback):
@@ -50,17 +36,6 @@ class EpochLine(keras.callbacks.Callback):
             f"{self.stage} epoch {epoch + 1:>3}/{self.total}  loss {logs.get('loss', 0):.4g}{extra}  "
             f"val_loss {logs.get('val_loss', 0):.4g}{extra_val}  {time.perf_counter() - self.start:.1f} s"
         )
-
-
-def new_run_dir(config: TrainConfig) -> Path:
-    """runs/<name>-<date>-<time>, never an existing folder."""
-    base = Path(config.runs_dir) / f"{config.run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True)
-    return path
 
 
 class AugmentedBatches(keras.utils.PyDataset):

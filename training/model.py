@@ -50,10 +50,15 @@ def build_backbone(input_size: int, alpha: float, weights: str, kind: str = "mob
     return backbone
 
 
+MLP_UNITS = 256  # the hidden layer of the 'mlp' head
+
+
 def build_classifier(
-    num_classes: int, input_size: int, alpha: float, weights: str, dropout: float, backbone_kind: str = "mobilenet_v2"
+    num_classes: int, input_size: int, alpha: float, weights: str, dropout: float, backbone_kind: str = "mobilenet_v2",
+    hidden: int = 0,
 ) -> keras.Model:
-    """image (n, s, s, 3) float32 RGB 0..255 -> probs (n, classes)."""
+    """image (n, s, s, 3) float32 RGB 0..255 -> probs (n, classes); ``hidden`` > 0 puts a ReLU layer of that
+    many units before the softmax (the 'mlp' head)."""
     inputs = keras.Input((input_size, input_size, 3), name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1, name="to_minus1_1")(inputs)
     backbone = build_backbone(input_size, alpha, weights, backbone_kind)
@@ -67,6 +72,9 @@ def build_classifier(
     else:
         x = backbone(x, training=False)  # pretrained BatchNorm stays in inference mode, also when fine-tuned
     x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if hidden:
+        x = layers.Dropout(dropout, name="hidden_dropout")(x)
+        x = layers.Dense(hidden, activation="relu", name="hidden")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
     return keras.Model(inputs, outputs, name="classifier")

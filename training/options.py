@@ -29,115 +29,25 @@ from typing import Any
 
 from ..deploy.errors import UserError
 from ..deploy.spec import TASK_KINDS
+from .sections import (  # noqa: F401  (the tables, re-exported for readers of options)
+    CLASSIFY_HEADS,
+    HEADS,
+    NUMPY_HEADS,
+    SECTIONS,
+    SEG_HEADS,
+    Augment,
+    ClassifyOptions,
+    DetectOptions,
+    KeypointOptions,
+    SegmentOptions,
+    _in_range,
+    opt,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODES = ("fast", "finetune")
 BACKBONES = ("mobilenet_v2", "tiny")
-HEADS = ("regression", "heatmap")
-SEG_HEADS = ("unet", "lraspp")
 PATH_KEYS = ("data", "extra_data", "runs_dir", "weights")  # resolved against the config file's folder
-
-
-def opt(default: Any, help: str, flag: str | None = None, choices: tuple = ()) -> Any:
-    """A field with its --help text (and flag name, and choices) as metadata."""
-    kind = {"default_factory": lambda: default} if isinstance(default, (list, dict)) else {"default": default}
-    return field(**kind, metadata={"help": help, "flag": flag, "choices": choices})
-
-
-def _in_range(owner: str, name: str, value: float, low: float, high: float, high_open: bool = True) -> None:
-    if not (low <= value < high if high_open else low <= value <= high):
-        raise UserError(f"{owner}{name} must be within {low}..{high}, got {value}")
-
-
-@dataclass(frozen=True)
-class Augment:
-    """[augment]: random changes to training images (finetune; fast mode only with copies > 0)."""
-
-    hflip: bool = opt(True, "left-right flips, where a mirror keeps the label")
-    vflip_swap: tuple[str, ...] = opt((), "'a:b' pairs: an upside-down 'a' is a 'b' (thumbs_up:thumbs_down)")
-    rotation_deg: float = opt(10.0, "small rotations within +- this many degrees")
-    zoom: float = opt(0.2, "random scale range (crop in, or out with a border)")
-    translate: float = opt(0.1, "random shift, a share of the image side")
-    color: float = opt(0.2, "brightness / contrast / saturation jitter strength")
-    grayscale: float = opt(0.1, "probability of a grey copy")
-    lowres: float = opt(0.0, "probability of a low-resolution copy (shrunk to 24..64 px, then scaled back up)")
-    rot90: float = opt(0.0, "detect: probability of a quarter turn (objects seen sideways)")
-    mosaic: float = opt(0.0, "detect: probability of a 2x2 mosaic of four photos (smaller objects)")
-    object_crop: float = opt(0.0, "segment: probability of a view around one object (portraits, half-body shots)")
-    copies: int = opt(0, "fast mode: augmented feature copies per training image", flag="augment-copies")
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "vflip_swap", tuple(self.vflip_swap))
-        for pair in self.vflip_swap:
-            if pair.count(":") != 1 or "" in pair.split(":"):
-                raise UserError(f"vflip_swap entries look like 'thumbs_up:thumbs_down', got {pair!r}")
-        for name in ("zoom", "translate", "color", "grayscale"):
-            _in_range("augment.", name, getattr(self, name), 0.0, 1.0)
-        for name in ("rot90", "mosaic", "lowres", "object_crop"):
-            _in_range("augment.", name, getattr(self, name), 0.0, 1.0, high_open=False)
-        _in_range("augment.", "rotation_deg", self.rotation_deg, 0.0, 180.0, high_open=False)
-        if self.copies < 0:
-            raise UserError(f"augment.copies must be 0 or more, got {self.copies}")
-
-
-@dataclass(frozen=True)
-class KeypointOptions:
-    """[keypoints]: named (x, y) points."""
-
-    points: tuple[str, ...] = opt(("nose",), "the point names, as in labels.csv (comma-separated)")
-    head: str = opt("regression", "heatmap (a map per point + soft-argmax) or regression", choices=HEADS)
-    flip_average: bool = opt(False, "average with the mirrored image's prediction (2x inference)")
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "points", tuple(self.points))
-        if self.head not in HEADS:
-            raise UserError(f"keypoints.head must be 'regression' or 'heatmap', got {self.head!r}")
-
-
-@dataclass(frozen=True)
-class SegmentOptions:
-    """[segment]: a class per pixel."""
-
-    classes: tuple[str, ...] = opt(("background", "person"), "mask ids 0, 1, ... (0 is the background)",
-                                   flag="seg-classes")
-    head: str = opt("unet", "unet (skips at 16, 8, 4) or lraspp (DeepLab-lite)", flag="seg-head",
-                    choices=SEG_HEADS)
-    yolo_classes: tuple[int, ...] = opt((0,), "YOLO polygon class ids that become mask ids 1, 2, ...")
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "classes", tuple(self.classes))
-        object.__setattr__(self, "yolo_classes", tuple(int(c) for c in self.yolo_classes))
-        if self.head not in SEG_HEADS:
-            raise UserError(f"segment.head must be 'unet' or 'lraspp', got {self.head!r}")
-
-
-@dataclass(frozen=True)
-class DetectOptions:
-    """[detect]: boxes."""
-
-    classes: tuple[str, ...] = opt(("object",), "class names (YOLO txt class ids index them)", flag="det-classes")
-    rename: tuple[str, ...] = opt((), "'pattern:class' rules for VOC box names, e.g. '*-hand:hand'",
-                                  flag="det-rename")
-    stride: int = opt(16, "the box grid's stride: 16, or 8 for small objects (4x the cells)", flag="det-stride",
-                      choices=(8, 16))
-    score_threshold: float = opt(0.4, "the model's default minimum score ('run --score-threshold' overrides)")
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "classes", tuple(self.classes))
-        object.__setattr__(self, "rename", tuple(self.rename))
-        from ..deploy.boxdata import is_rename_rule  # here: options load without numpy or OpenCV
-
-        for rule in self.rename:
-            if not is_rename_rule(rule, self.classes):
-                raise UserError(f"detect.rename rules look like '*-hand:hand' with a class of detect.classes, "
-                                f"got {rule!r}")
-        if self.stride not in (8, 16):
-            raise UserError(f"detect.stride must be 8 or 16, got {self.stride}")
-        if not 0.0 < self.score_threshold < 1.0:
-            raise UserError(f"detect.score_threshold must be within 0..1, got {self.score_threshold}")
-
-
-SECTIONS = {"augment": Augment, "keypoints": KeypointOptions, "segment": SegmentOptions, "detect": DetectOptions}
 
 
 @dataclass(frozen=True)
@@ -172,6 +82,7 @@ class TrainConfig:
     peer: str = opt("", "the model card's comparison with a peer model on the same validation photos (Markdown)")
     config_file: str = opt("", "the TOML file these came from, if any")
     augment: Augment = field(default_factory=Augment)
+    classify: ClassifyOptions = field(default_factory=ClassifyOptions)
     keypoints: KeypointOptions = field(default_factory=KeypointOptions)
     segment: SegmentOptions = field(default_factory=SegmentOptions)
     detect: DetectOptions = field(default_factory=DetectOptions)
@@ -212,6 +123,12 @@ class TrainConfig:
             raise UserError("patience, unfreeze and weight_decay must be 0 or more")
         for name in ("dropout", "label_smoothing"):
             _in_range("", name, getattr(self, name), 0.0, 1.0)
+        if self.task == "classify" and self.classify.head in NUMPY_HEADS:
+            if self.mode != "fast":
+                raise UserError(f"--head {self.classify.head} is fitted in fast mode only: drop --mode finetune, or "
+                                "use --head softmax or mlp")
+            if self.augment.copies:
+                raise UserError(f"--head {self.classify.head} takes no augmented copies: drop --augment-copies")
         if self.backbone == "tiny" and self.weights != "none":
             raise UserError("the tiny backbone has no pretrained weights: use --weights none")
         if self.weights == "none" and self.mode == "fast":
@@ -260,6 +177,7 @@ FLAT_KEYS = {
     "augment_copies": ("augment", "copies"),
     "points": ("keypoints", "points"), "head": ("keypoints", "head"), "flip_average": ("keypoints", "flip_average"),
     "seg_classes": ("segment", "classes"), "seg_head": ("segment", "head"), "yolo_classes": ("segment", "yolo_classes"),
+    "classify_head": ("classify", "head"),
     "det_classes": ("detect", "classes"), "det_rename": ("detect", "rename"), "det_stride": ("detect", "stride"),
     "score_threshold": ("detect", "score_threshold"),
 }
@@ -358,7 +276,7 @@ def _flag_fields():
         if f.name in SECTIONS:
             for g in fields(SECTIONS[f.name]):
                 flag = g.metadata.get("flag") or g.name.replace("_", "-")
-                yield f"{f.name}__{g.name}", flag, g, f.name
+                yield ("head" if flag == "head" else f"{f.name}__{g.name}"), flag, g, f.name
         elif f.name not in ("data", "config_file"):
             yield f.name, f.name.replace("_", "-"), f, None
 
@@ -372,7 +290,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true", help="with --export: also an INT8 (QDQ) variant")
     p.add_argument("--fp16", action="store_true", help="with --export: also an FP16 variant")
     groups: dict[str | None, argparse._ArgumentGroup] = {}
+    p.add_argument("--head", default=None, metavar="HEAD",
+                   help="classify: softmax (default) or mlp (Keras), knn or linear (numpy on models/backbone.onnx, no "
+                        "TensorFlow); keypoints: regression (default) or heatmap")
     for dest, flag, f, section in _flag_fields():
+        if dest == "head":
+            continue  # shared by [classify] and [keypoints]: added above, routed by the task
         if section not in groups:
             groups[section] = p.add_argument_group(f"[{section}] table" if section else "general options")
         g = groups[section]
@@ -399,9 +322,10 @@ def config_from_args(args: argparse.Namespace, notice=None) -> TrainConfig:
         values.setdefault("config_file", str(path.resolve()))  # a run's config.toml names its own origin
     if args.data:
         values["data"] = args.data
+    task = getattr(args, "task", None) or values.get("task") or "classify"
     for dest, _, f, section in _flag_fields():
         value = getattr(args, dest, None)
-        if value is None:
+        if value is None or (dest == "head" and section != task):
             continue
         if f.type.startswith("tuple"):
             value = tuple(v.strip() for v in value.split(",") if v.strip())

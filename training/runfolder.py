@@ -5,6 +5,8 @@ known of each). The Keras model (model.keras) is loaded by export.load_run_model
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 
 from ..deploy.errors import UserError
@@ -60,3 +62,28 @@ def shown_path(path: str) -> str:
     import os
 
     return os.path.relpath(path) if os.path.isabs(path) else path
+
+
+def export_hint(run_name: str) -> str:
+    """A models/ file name for the export hint that no shipped or earlier model has."""
+    base, n = Path("models") / f"my_{run_name}.onnx", 1
+    while base.exists():
+        n += 1
+        base = Path("models") / f"my_{run_name}_{n}.onnx"
+    return str(base)
+
+
+def log_line(message: str) -> None:
+    """A progress line on stderr, at once (also through a pipe)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def new_run_dir(config) -> Path:
+    """runs/<name>-<date>-<time>, never an existing folder."""
+    base = Path(config.runs_dir) / f"{config.run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path

@@ -15,10 +15,10 @@ from .options import config_from_args
 from .tasks import task
 
 
-def train_from_args(args) -> Path:
+def train_from_args(args, config=None) -> Path:
     if (args.int8 or args.fp16 or args.overwrite) and args.export is None:
         raise UserError("--int8, --fp16 and --overwrite go with --export OUT.onnx: add it, or drop them")
-    config = config_from_args(args, notice=log_line)
+    config = config or config_from_args(args, notice=log_line)
     if args.export is not None:
         check_new_output(args.export, args.overwrite)  # fail before training, not after
     runs = Path(config.runs_dir)

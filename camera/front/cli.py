@@ -169,15 +169,27 @@ def cmd_collect(args: argparse.Namespace) -> int:
         root=args.data,
         classes=parse_names(args.classes, "classes") if args.classes else (),
         points=parse_names(args.points, "points") if args.points else (),
-        val_fraction=parse_split(args.split),
-        seed=args.seed,
-        auto_rate=args.rate,
+        val_fraction=parse_split(args.split), seed=args.seed, auto_rate=args.rate,
     )
     if args.review:
         reviewer = review(options, serve, say)
         say(reviewer.collector.train_hint())
         return 0
-    collector = collect(options, args.source, capture_from_args(args), serve, say)
+    live_head = None
+    if args.live_head:
+        if options.points:
+            raise UserError("--live-head is for --classes: a kNN head learns labels, not points")
+        from edgevision.camera.live_head import LiveHead
+        from edgevision.deploy.liveknn import LiveKnn
+
+        out = args.live_head_out or args.data / "live_knn.onnx"
+        live_head = LiveHead(LiveKnn(args.backbone_onnx, options.classes), out, args.overwrite)
+        say(f"live kNN head on {args.backbone_onnx.name} ({live_head.live.backbone.report.line()}): Enter exports "
+            f"it to {out if args.overwrite else str(out) + ' (or the next free NAME-2.onnx...)'}, s saves")
+    collector = collect(options, args.source, capture_from_args(args), serve, say, live_head)
+    if live_head is not None:
+        for path in live_head.exported:
+            say(f"exported the live kNN head to {path}: edgevision run --model {path} --source {args.source}")
     say(f"saved {collector.saved_this_session} this session")
     say(collector.train_hint())
     return 0
@@ -233,14 +245,27 @@ def _needs_training_extra() -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from edgevision.training.options import NUMPY_HEADS, config_from_args
+
+    config = config_from_args(args, notice=say)
+    if config.task == "classify" and config.classify.head in NUMPY_HEADS:  # numpy + onnxruntime: no TensorFlow
+        from edgevision.training.fasthead import train_from_args as train_head
+
+        train_head(args, config)
+        return 0
     _needs_training_extra()
     from edgevision.training.train import train_from_args
 
-    train_from_args(args)
+    train_from_args(args, config)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from edgevision.training.fasthead import export_from_args, is_head_run
+
+    if is_head_run(args.run):  # a numpy head's run: its model.onnx is made already, no TensorFlow
+        export_from_args(args)
+        return 0
     _needs_training_extra()
     from edgevision.training.export import export_from_args
 
@@ -317,6 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the validation share")
     p.add_argument("--rate", type=float, default=2.0, help="auto-capture (Space) saves per second")
     p.add_argument("--review", action="store_true", help="step through saved images: delete or relabel")
+    p.add_argument("--live-head", choices=["knn"],
+                   help="learn a kNN head from the photos as you save them and show its prediction; Enter exports "
+                        "it (s saves)")
+    p.add_argument("--backbone-onnx", type=Path, default=MODELS_DIR / "backbone.onnx",
+                   help="--live-head: the feature backbone (default: the shipped models/backbone.onnx)")
+    p.add_argument("--live-head-out", type=Path, metavar="OUT.onnx",
+                   help="--live-head: where Enter exports it (default DATA/live_knn.onnx, then -2, -3... unless "
+                        "--overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="--live-head: Enter replaces --live-head-out")
     add_camera_args(p)
     add_serve_args(p, "the live frame and the labelling buttons (no display needed)")
     p.set_defaults(func=cmd_collect)

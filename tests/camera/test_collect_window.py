@@ -105,3 +105,34 @@ def test_a_click_in_a_scaled_window_is_stored_in_full_resolution_pixels(display,
     assert abs(float(rows[0]["nose_x"]) - 600.5) <= 2 and abs(float(rows[0]["nose_y"]) - 400.5) <= 2
     saved = cv2.imread(str(tmp_path / "faces" / "images" / rows[0]["file"]))
     assert saved.shape == (1440, 2560, 3)  # full resolution, not the window's
+
+
+def test_the_live_knn_head_learns_from_saves_and_enter_exports_it(display, tmp_path):
+    import tinymodels
+    from edgevision.deploy.runner import Runner, RunnerOptions
+
+    clip = video(tmp_path / "clip.mp4", 400, (240, 320))
+    backbone = tinymodels.save_backbone(tmp_path / "bb.onnx")
+    out = tmp_path / "live.onnx"
+    out.write_bytes(b"the user's own file")  # never overwritten: the export takes the next free name
+    proc, _ = start_collect(display, str(tmp_path / "data"), "--classes", "a,b", "--source", str(clip),
+                            "--live-head", "knn", "--backbone-onnx", str(backbone), "--live-head-out", str(out))
+    exported = tmp_path / "live-2.onnx"
+    for key in ["1", "2", "s"]:
+        xdo(display, "key", key)
+        time.sleep(0.3)
+    for _ in range(5):  # the worker embeds in the background: Enter before it has two classes says so
+        xdo(display, "key", "Return")
+        deadline = time.time() + 3
+        while not exported.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        if exported.exists():
+            break
+    xdo(display, "key", "q")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.read_bytes() == b"the user's own file"
+    assert f"exported the live kNN head to {exported}" in err
+    assert len(list((tmp_path / "data" / "b").glob("*.jpg"))) == 2  # 's' saved to the active class
+    runner = Runner(exported, RunnerOptions(providers="cpu"))
+    assert runner.spec.labels == ("a", "b") and runner.spec.kind == "classify"

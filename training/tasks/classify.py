@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from ...deploy.errors import UserError
 from ...deploy.spec import TaskSpec
+from ..classify_text import card_section, check_text, output_text  # noqa: F401  (the card's texts)
 from ..data import ClassDataset, find_dataset, load_images, with_extra
 from ..fit import (
     EpochLine,
@@ -34,9 +35,9 @@ from ..fit import (
     unfreeze_backbone,
 )
 from ..metrics import classification_metrics, save_confusion_png, save_curves_png
-from ..model import augmenter, build_classifier, feature_extractor
+from ..model import MLP_UNITS, augmenter, build_classifier, feature_extractor
 from ..options import TrainConfig
-from ..runfolder import shown_path, write_run_files
+from ..runfolder import write_run_files
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -71,9 +72,12 @@ def fit_head(model, x_train, y_train, x_val, y_val, config, run_dir, log, weight
     f_val = extractor.predict(x_val.astype(np.float32), batch_size=64, verbose=0)
     log(f"features: {len(f_train)} train, {len(f_val)} val in {time.perf_counter() - t0:.1f} s")
 
+    hidden = [keras.layers.Dropout(config.dropout), keras.layers.Dense(MLP_UNITS, activation="relu")] if (
+        config.classify.head == "mlp") else []
     head = keras.Sequential(
         [
             keras.Input((f_train.shape[1],)),
+            *hidden,
             keras.layers.Dropout(config.dropout),
             keras.layers.Dense(num_classes, activation="softmax"),
         ]
@@ -94,6 +98,8 @@ def fit_head(model, x_train, y_train, x_val, y_val, config, run_dir, log, weight
         ],
     )
     model.get_layer("probs").set_weights(head.layers[-1].get_weights())
+    if hidden:
+        model.get_layer("hidden").set_weights(hidden[1].get_weights())
     return history.history
 
 
@@ -154,7 +160,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
         + (f"; {len(skipped)} unreadable images skipped" if skipped else "")
     )
     run_dir = new_run_dir(config)
-    model = build_classifier(len(classes), size, config.alpha, config.weights, config.dropout, config.backbone)
+    model = build_classifier(len(classes), size, config.alpha, config.weights, config.dropout, config.backbone,
+                             hidden=MLP_UNITS if config.classify.head == "mlp" else 0)
     weights = class_weights(y_train, len(classes)) if config.class_weight == "balanced" else None
 
     history = {}
@@ -172,6 +179,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
             "skipped_images": [str(p) for p in skipped],
             "train_seconds": round(time.perf_counter() - t_start, 1),
             "mode": config.mode,
+            "head": config.classify.head,
             "split": "given" if dataset.split_given else (
                 f"seeded {config.val_split:.0%} stratified split (seed {config.seed})"
             ),
@@ -220,49 +228,6 @@ def quality(results: list, known: list[list[str]], spec: TaskSpec) -> dict:
 
 
 def model_text(config: dict) -> str:
-    return f"MobileNetV2 (alpha {config['alpha']}) + global pooling + softmax"
+    hidden = f" + a {MLP_UNITS}-unit ReLU layer" if config.get("classify_head") == "mlp" else ""
+    return f"MobileNetV2 (alpha {config['alpha']}) + global pooling{hidden} + softmax"
 
-
-def output_text(spec: TaskSpec) -> str:
-    return f"`probs`: (batch, {len(spec.labels)}) softmax probabilities"
-
-
-def check_text(out: Path, data_dir: Path, config: dict) -> str:
-    return (f"Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line per image and the "
-            "accuracy on the images whose folder names a label.")
-
-
-def _by_source_table(metrics: dict) -> str:
-    by = metrics.get("val_by_source")
-    if not by:
-        return ""
-    rows = "\n".join(f"| `{shown_path(name)}` | {v['accuracy']:.4f} | {v['images']} |" for name, v in by.items())
-    return f"""Validation accuracy per data source (Keras):
-
-| source | accuracy | images |
-|---|---|---|
-{rows}
-
-"""
-
-
-def card_section(metrics: dict, report: dict) -> str:
-    per_class = "\n".join(
-        f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
-        for name, m in metrics["per_class"].items()
-    )
-    cm_rows = "\n".join(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |"
-                        for name, row in zip(metrics["classes"], metrics["confusion_matrix"]))
-    return f"""Validation accuracy (onnxruntime, val/): **{report["onnx_accuracy"]:.4f}** on {report["onnx_images"]} \
-images (balanced accuracy {metrics["balanced_accuracy"]:.4f}, macro F1 {metrics["macro_f1"]:.4f}, from Keras before
-export). The validation set is small: one image is {100 / max(metrics["val_images"], 1):.1f} points of accuracy.
-
-| class | precision | recall | F1 | images |
-|---|---|---|---|---|
-{per_class}
-
-{_by_source_table(metrics)}Confusion matrix (rows: true, columns: predicted):
-
-| | {" | ".join(metrics["classes"])} |
-|---|{"---|" * len(metrics["classes"])}
-{cm_rows}"""
