@@ -25,6 +25,7 @@ import numpy as np
 
 from ..deploy.errors import UserError
 from ..deploy.images import check_new_output
+from ..deploy.providers import captured_fds
 
 RESERVE_BYTES = 4 << 20  # kept free for the file's index and the frames in the encoder's buffers
 STUCK_FRAMES = 2000  # frames written without the file growing: its writes fail
@@ -72,6 +73,12 @@ class VideoSink:
         self.stopped = ""  # why the recording was finished early (a full disk)
 
     def _open(self, size: tuple[int, int]) -> None:
+        # OpenCV and FFmpeg print a few lines for each encoder that is missing (h264_v4l2m2m, ...): the
+        # probe is quiet, and the line we print says what was chosen.
+        with captured_fds():
+            self._probe(size)
+
+    def _probe(self, size: tuple[int, int]) -> None:
         suffix = self.path.suffix.lower()
         tried = []
         if suffix in (".mp4", ".m4v", ".mov") and _has_gstreamer():
@@ -86,9 +93,6 @@ class VideoSink:
             writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
             if writer.isOpened():
                 self.writer, self.codec = writer, f"{self.NAMES[fourcc]} ({fourcc})"
-                if fourcc == "mp4v" and self.say is not None:
-                    self.say(f"recording {self.path.name} as MPEG-4 Part 2 (mp4v): this OpenCV has no H.264 encoder, "
-                             "and browsers do not play mp4v; use .webm (VP8) for a browser, or see the README")
                 return
             tried.append(fourcc)
         raise UserError(f"cannot write video {self.path}: OpenCV has no encoder for it here (tried {', '.join(tried)})")
@@ -101,7 +105,9 @@ class VideoSink:
             self.size = (w, h)
             self._open(self.size)
             if self.say is not None:
-                self.say(f"recording {self.path} as {self.codec}")
+                self.say(f"recording {self.path} as {self.codec}" + (
+                    ": this OpenCV has no H.264 encoder, and browsers do not play mp4v; use .webm (VP8) for a "
+                    "browser, or see the README" if "mp4v" in self.codec else ""))
         self._check_room()
         if (image.shape[1], image.shape[0]) != self.size:  # sources of mixed sizes (image folders)
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
