@@ -73,7 +73,8 @@ def measure(runner, video: str, server: WebServer, frames: int, viewers: int, mo
     with open_source(video, realtime=False, loop=True) as source:
         stats = run_loop(source, runner, [_KeepServing(server)], max_frames=frames)
     stop.set()
-    if child is not None:
+    if child is not None:  # its viewers' sockets close with it at once
+        child.terminate()
         child.join(timeout=10)
     deadline = time.monotonic() + 5  # the server's viewer threads end when their sockets close
     while server.hub.viewers and time.monotonic() < deadline:

@@ -150,3 +150,10 @@ def test_no_engine_build_is_announced_where_tensorrt_cannot_load(tiny_model, mon
     options = RunnerOptions(providers="trt,cpu", config=P.ProviderConfig(cache_root=tmp_path), notice=told.append)
     runner = Runner(tiny_model("classify"), options)
     assert told == [] and runner.report.running == P.CPU
+
+
+def test_cpu_threads_do_not_spin_between_frames(tiny_model):
+    """A camera-paced loop would otherwise burn a core waiting (see open_session)."""
+    runner = Runner(tiny_model("classify"), RunnerOptions(providers="cpu"))
+    options = runner.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
