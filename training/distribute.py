@@ -87,7 +87,7 @@ def make_strategy(kind: str, log: Callable[[str], None]):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
         log(f"mirrored over {len(devices)} device{'s' if len(devices) > 1 else ''}: "
-            + ", ".join(d.name.removeprefix("/job:localhost/replica:0/task:0/") for d in devices)
+            + ", ".join(d.name.split("device:")[-1] for d in devices)
             + ("" if tf.config.list_logical_devices("GPU") else " (no GPU found)"))
         return strategy
     if kind == "multiworker":
