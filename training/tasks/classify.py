@@ -7,7 +7,8 @@ finetune  the fast head first, then the top of the backbone is unfrozen and trai
 
 Either way a run folder holds the Keras model, metrics.json, confusion.png, curves.png, the
 exact config (config.toml), the spec to embed on export, the validation file list and
-TensorBoard logs.
+TensorBoard logs. Images stream from their files (training/stream.py), never all in memory;
+``distribute`` trains on a tf.distribute strategy (training/distribute.py), batch_size per device.
 """
 
 from __future__ import annotations
