@@ -1,4 +1,4 @@
-"""Find and load a classification dataset: DATA/<label>/ or DATA/{train,val}/<label>/. No TensorFlow."""
+"""Find and read a classification dataset: DATA/<label>/ or DATA/{train,val}/<label>/. No TensorFlow."""
 
 from __future__ import annotations
 
@@ -108,18 +108,28 @@ def with_extra(dataset: ClassDataset, extras: list[ClassDataset], names: list[st
                         all(d.split_given for d in every))
 
 
+def decode_for_training(path: Path, size: int) -> np.ndarray | None:
+    """One image file as the model sees it: decoded, RGB, stretched to (size, size) as the runner
+    does -> (size, size, 3) uint8; None when it cannot be read. The tf.data pipeline (training/stream.py)
+    and :func:`load_images` both read through here, so they give the same pixels."""
+    bgr = read_image(path)
+    if bgr is None:
+        return None
+    rgb, _ = fit_to_input(to_model_color(bgr, "RGB"), (size, size), "stretch")
+    return rgb
+
+
 def load_images(split: Split, size: int) -> tuple[np.ndarray, np.ndarray, list[Path]]:
-    """Decode, convert to RGB and resize (as the runner does) -> (n, size, size, 3) uint8, labels, skipped."""
+    """A whole split in memory -> (n, size, size, 3) uint8, labels, skipped. For small folders and
+    checks; training streams its images (training/stream.py) and never holds them all."""
     images, labels, skipped = [], [], []
     for path, label in zip(split.paths, split.labels):
-        bgr = read_image(path)
-        if bgr is None:
+        rgb = decode_for_training(path, size)
+        if rgb is None:
             skipped.append(path)
             continue
-        rgb, _ = fit_to_input(to_model_color(bgr, "RGB"), (size, size), "stretch")
         images.append(rgb)
         labels.append(label)
     if not images:
         raise UserError(f"none of the {len(split.paths)} images could be read")
     return np.stack(images), np.asarray(labels, dtype=np.int64), skipped
-

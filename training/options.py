@@ -29,6 +29,7 @@ from typing import Any
 
 from ..deploy.errors import UserError
 from ..deploy.spec import TASK_KINDS
+from .distribute import STRATEGIES
 from .sections import (  # noqa: F401  (the tables, re-exported for readers of options)
     CLASSIFY_HEADS,
     HEADS,
@@ -47,7 +48,7 @@ from .sections import (  # noqa: F401  (the tables, re-exported for readers of o
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODES = ("fast", "finetune")
 BACKBONES = ("mobilenet_v2", "tiny")
-PATH_KEYS = ("data", "extra_data", "runs_dir", "weights")  # resolved against the config file's folder
+PATH_KEYS = ("data", "extra_data", "runs_dir", "weights", "cache")  # resolved against the config file's folder
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,10 @@ class TrainConfig:
     weights: str = opt("imagenet", "imagenet (Keras download), none, or a local .h5 file (offline)")
     val_split: float = opt(0.2, "validation share when DATA has no train/ and val/ folders")
     seed: int = opt(0, "seed of the split, the augmentation and the weights")
-    batch_size: int = opt(32, "images per training step")
+    batch_size: int = opt(32, "images per training step (per device with --distribute)")
+    distribute: str = opt("none", "classify: none (one device), mirrored (all local GPUs, batch_size per GPU) or "
+                                  "multiworker (the machines in TF_CONFIG)", choices=STRATEGIES)
+    cache: str = opt("", "classify: a folder for an on-disk cache of decoded images (reused while files and size hold)")
     head_epochs: int = opt(200, "epochs of the head on cached features (fast mode, finetune's first stage)")
     head_lr: float = opt(1e-3, "learning rate of the head stage")
     epochs: int = opt(30, "finetune: epochs of backbone training")
@@ -98,9 +102,14 @@ class TrainConfig:
                 object.__setattr__(self, key, _build(cls, getattr(self, key), key + "."))
         object.__setattr__(self, "extra_data", tuple(self.extra_data))
         for name, choices in (("task", TASK_KINDS), ("mode", MODES), ("backbone", BACKBONES),
-                              ("class_weight", ("balanced", "none"))):
+                              ("class_weight", ("balanced", "none")), ("distribute", STRATEGIES)):
             if getattr(self, name) not in choices:
                 raise UserError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.task != "classify" and (self.distribute != "none" or self.cache):
+            raise UserError(f"distribute and cache are for classification; {self.task} trains on one device "
+                            "from images held in memory")
+        if self.cache and Path(self.cache).expanduser().is_file():
+            raise UserError(f"cache must be a folder, and {self.cache} is a file")
         if self.extra_data and self.task not in ("classify", "detect"):
             raise UserError("extra_data is for classification and detection")
         if self.task == "segment" and len(self.segment.classes) != len(self.segment.yolo_classes) + 1:

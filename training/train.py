@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from ..deploy.errors import UserError
 from ..deploy.images import check_new_output
+from .distribute import is_chief
 from .fit import log_line
 from .options import config_from_args
 from .tasks import task
@@ -33,7 +34,7 @@ def train_from_args(args, config=None) -> Path:
     except BaseException:
         _drop_unfinished(runs, before)
         raise
-    if args.export is not None:
+    if args.export is not None and is_chief(config.distribute):  # a multiworker cluster's chief exports
         from .export import export
 
         variants = tuple(v for v in ("int8", "fp16") if getattr(args, v))

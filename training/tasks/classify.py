@@ -7,12 +7,14 @@ finetune  the fast head first, then the top of the backbone is unfrozen and trai
 
 Either way a run folder holds the Keras model, metrics.json, confusion.png, curves.png, the
 exact config (config.toml), the spec to embed on export, the validation file list and
-TensorBoard logs.
+TensorBoard logs. Images stream from their files (training/stream.py), never all in memory;
+``distribute`` trains on a tf.distribute strategy (training/distribute.py), batch_size per device.
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +26,8 @@ import tensorflow as tf
 from ...deploy.errors import UserError
 from ...deploy.spec import TaskSpec
 from ..classify_text import card_section, check_text, output_text  # noqa: F401  (the card's texts)
-from ..data import ClassDataset, find_dataset, load_images, with_extra
+from ..data import ClassDataset, find_dataset, with_extra
+from ..distribute import is_chief, make_strategy, shard_by_data
 from ..fit import (
     EpochLine,
     export_hint,
@@ -38,6 +41,7 @@ from ..metrics import classification_metrics, save_confusion_png, save_curves_pn
 from ..model import MLP_UNITS, augmenter, build_classifier, feature_extractor
 from ..options import TrainConfig
 from ..runfolder import write_run_files
+from ..stream import SplitStream, open_split
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -54,41 +58,56 @@ def _compile(model: keras.Model, lr, config: TrainConfig) -> None:
     )
 
 
-def fit_head(model, x_train, y_train, x_val, y_val, config, run_dir, log, weights, classes) -> dict:
-    """Fit the softmax head on cached backbone features and copy it into ``model``."""
-    num_classes = model.output_shape[-1]
+FEATURE_BATCH = 64  # images per step of the frozen backbone's feature pass
+
+
+def _features(extractor: keras.Model, batches: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs and labels of every (images, labels) batch, one batch of images in memory at a time.
+    Inference only: run on this process's first device also under a strategy."""
+    run = tf.function(lambda x: extractor(x, training=False))
+    outs, labels = [], []
+    for images, y in batches:
+        outs.append(run(tf.cast(images, tf.float32)).numpy())
+        labels.append(y.numpy())
+    return np.concatenate(outs), np.concatenate(labels)
+
+
+def fit_head(model, train_s: SplitStream, val_s: SplitStream, config, run_dir, log, weights, classes,
+             strategy) -> dict:
+    """Fit the softmax head on backbone features (computed once, streamed) and copy it into ``model``."""
+    num_classes = len(classes)
     extractor = feature_extractor(model)
     t0 = time.perf_counter()
-    f_train = extractor.predict(x_train.astype(np.float32), batch_size=64, verbose=0)
-    y_feat = y_train
+    f_train, y_feat = _features(extractor, train_s.images(FEATURE_BATCH))
     if config.augment.copies:
         augment = augmenter(config.augment, num_classes, classes)
-        copies = []
-        for _ in range(config.augment.copies):
-            xs, ys = augment(tf.constant(x_train), tf.constant(y_train))
-            copies.append((extractor.predict(xs.numpy(), batch_size=64, verbose=0), ys.numpy()))
+        copies = [_features(extractor, train_s.images(FEATURE_BATCH).map(augment, num_parallel_calls=tf.data.AUTOTUNE))
+                  for _ in range(config.augment.copies)]
         f_train = np.concatenate([f_train, *[c[0] for c in copies]])
-        y_feat = np.concatenate([y_train, *[c[1] for c in copies]])
-    f_val = extractor.predict(x_val.astype(np.float32), batch_size=64, verbose=0)
+        y_feat = np.concatenate([y_feat, *[c[1] for c in copies]])
+    f_val, y_val = _features(extractor, val_s.images(FEATURE_BATCH))
     log(f"features: {len(f_train)} train, {len(f_val)} val in {time.perf_counter() - t0:.1f} s")
 
     hidden = [keras.layers.Dropout(config.dropout), keras.layers.Dense(MLP_UNITS, activation="relu")] if (
         config.classify.head == "mlp") else []
-    head = keras.Sequential(
-        [
-            keras.Input((f_train.shape[1],)),
-            *hidden,
-            keras.layers.Dropout(config.dropout),
-            keras.layers.Dense(num_classes, activation="softmax"),
-        ]
-    )
-    _compile(head, config.head_lr, config)
+    with strategy.scope():
+        head = keras.Sequential(
+            [
+                keras.Input((f_train.shape[1],)),
+                *hidden,
+                keras.layers.Dropout(config.dropout),
+                keras.layers.Dense(num_classes, activation="softmax"),
+            ]
+        )
+        _compile(head, config.head_lr, config)
+    batch = config.batch_size * strategy.num_replicas_in_sync
+    train_ds = (tf.data.Dataset.from_tensor_slices((f_train, keras.utils.to_categorical(y_feat, num_classes)))
+                .shuffle(len(f_train), seed=config.seed, reshuffle_each_iteration=True).batch(batch))
+    val_ds = tf.data.Dataset.from_tensor_slices((f_val, keras.utils.to_categorical(y_val, num_classes))).batch(batch)
     history = head.fit(
-        f_train,
-        keras.utils.to_categorical(y_feat, num_classes),
-        validation_data=(f_val, keras.utils.to_categorical(y_val, num_classes)),
+        shard_by_data(train_ds),
+        validation_data=shard_by_data(val_ds),
         epochs=config.head_epochs,
-        batch_size=config.batch_size,
         class_weight=weights,
         verbose=0,
         callbacks=[
@@ -103,29 +122,26 @@ def fit_head(model, x_train, y_train, x_val, y_val, config, run_dir, log, weight
     return history.history
 
 
-def fine_tune(model, x_train, y_train, x_val, y_val, config, run_dir, log, weights, classes) -> dict:
+def fine_tune(model, train_s: SplitStream, val_s: SplitStream, config, run_dir, log, weights, classes,
+              strategy) -> dict:
     num_classes = len(classes)
     unfreeze_backbone(model, config, log)
     augment = augmenter(config.augment, num_classes, classes)
+    batch = config.batch_size * strategy.num_replicas_in_sync
 
     def one_hot(images, labels):
-        return images, tf.one_hot(labels, num_classes)
+        return tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)
 
-    train_ds = (
-        tf.data.Dataset.from_tensor_slices((x_train, y_train))
-        .shuffle(len(x_train), seed=config.seed, reshuffle_each_iteration=True)
-        .batch(config.batch_size)
-        .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-        .map(one_hot)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    val_ds = tf.data.Dataset.from_tensor_slices(
-        (x_val.astype(np.float32), keras.utils.to_categorical(y_val, num_classes))
-    ).batch(config.batch_size)
-    _compile(model, finetune_schedule(config, math.ceil(len(x_train) / config.batch_size)), config)
+    train_ds = (train_s.shuffled(batch, config.seed)
+                .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+                .map(one_hot)
+                .prefetch(tf.data.AUTOTUNE))
+    val_ds = val_s.images(batch).map(one_hot)
+    with strategy.scope():
+        _compile(model, finetune_schedule(config, math.ceil(train_s.count / batch)), config)
     history = model.fit(
-        train_ds,
-        validation_data=val_ds,
+        shard_by_data(train_ds),
+        validation_data=shard_by_data(val_ds),
         epochs=config.epochs,
         class_weight=weights,
         shuffle=False,  # train_ds is shuffled each epoch already
@@ -136,7 +152,18 @@ def fine_tune(model, x_train, y_train, x_val, y_val, config, run_dir, log, weigh
 
 
 def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
-    """Train a classifier as ``config`` says; return the run folder."""
+    """Train a classifier as ``config`` says; return the run folder. On a multiworker cluster only
+    the chief keeps its run folder; the other workers train in a temporary one."""
+    strategy = make_strategy(config.distribute, log)  # first: a multiworker strategy must start before TensorFlow
+    if is_chief(config.distribute):
+        return _train(config, log, strategy, None)
+    with tempfile.TemporaryDirectory(prefix="edgevision-worker-") as scratch:
+        run_dir = _train(config, log, strategy, Path(scratch))
+    log("this worker's copy of the run is removed: the chief writes the run folder")
+    return run_dir
+
+
+def _train(config: TrainConfig, log: Callable[[str], None], strategy, scratch: Path | None) -> Path:
     t_start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     dataset: ClassDataset = find_dataset(config.data, config.val_split, config.seed)
@@ -144,50 +171,57 @@ def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
         extras = [find_dataset(d, config.val_split, config.seed) for d in config.extra_data]
         dataset = with_extra(dataset, extras, list(config.extra_data))
     classes, size = dataset.classes, config.input_size
-    x_train, y_train, skipped_train = load_images(dataset.train, size)
-    x_val, y_val, skipped_val = load_images(dataset.val, size)
-    skipped = skipped_train + skipped_val
+    train_s = open_split(dataset.train, size, "train", config.cache, config.seed, True, log)
+    val_s = open_split(dataset.val, size, "val", config.cache, config.seed, False, log)
+    skipped = train_s.skipped + val_s.skipped
+    y_train = train_s.labels
     counts = np.bincount(y_train, minlength=len(classes))
-    for name, n_train, n_val in zip(classes, counts, np.bincount(y_val, minlength=len(classes))):
+    for name, n_train, n_val in zip(classes, counts, np.bincount(val_s.labels, minlength=len(classes))):
         if n_train == 0:
             raise UserError(f"class {name!r} has no readable training image: add photos or remove the class folder")
         if n_val == 0 and (dataset.val.labels == classes.index(name)).any():
             raise UserError(f"class {name!r} has no readable validation image: its accuracy could not be measured")
     log(
-        f"{len(x_train)} train / {len(x_val)} val images, classes "
+        f"{train_s.count} train / {val_s.count} val images, classes "
         + ", ".join(f"{c} ({n})" for c, n in zip(classes, counts))
         + ("" if dataset.split_given else f" (seeded {config.val_split:.0%} stratified split)")
         + (f"; {len(skipped)} unreadable images skipped" if skipped else "")
     )
-    run_dir = new_run_dir(config)
-    model = build_classifier(len(classes), size, config.alpha, config.weights, config.dropout, config.backbone,
-                             hidden=MLP_UNITS if config.classify.head == "mlp" else 0)
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1:
+        log(f"global batch {config.batch_size * replicas} ({config.batch_size} per device); learning rates as given")
+    run_dir = new_run_dir(config) if scratch is None else scratch
+    with strategy.scope():
+        model = build_classifier(len(classes), size, config.alpha, config.weights, config.dropout, config.backbone,
+                                 hidden=MLP_UNITS if config.classify.head == "mlp" else 0)
     weights = class_weights(y_train, len(classes)) if config.class_weight == "balanced" else None
 
     history = {}
+    stage_args = (config, run_dir, log, weights, classes, strategy)
     if config.weights != "none":  # random features carry no information: no head stage from scratch
-        history["head"] = fit_head(model, x_train, y_train, x_val, y_val, config, run_dir, log, weights, classes)
+        history["head"] = fit_head(model, train_s, val_s, *stage_args)
     if config.mode == "finetune":
-        history["finetune"] = fine_tune(model, x_train, y_train, x_val, y_val, config, run_dir, log, weights, classes)
+        history["finetune"] = fine_tune(model, train_s, val_s, *stage_args)
 
-    probs = model.predict(x_val.astype(np.float32), batch_size=64, verbose=0)
+    probs, y_val = _features(model, val_s.images(FEATURE_BATCH))
     metrics = classification_metrics(y_val, probs, classes)
     metrics.update(
         {
-            "train_images": len(x_train),
-            "val_images": len(x_val),
+            "train_images": train_s.count,
+            "val_images": val_s.count,
             "skipped_images": [str(p) for p in skipped],
             "train_seconds": round(time.perf_counter() - t_start, 1),
             "mode": config.mode,
             "head": config.classify.head,
+            "devices": replicas,
             "split": "given" if dataset.split_given else (
                 f"seeded {config.val_split:.0%} stratified split (seed {config.seed})"
             ),
         }
     )
+    kept = [p for p, ok in zip(dataset.val.paths, val_s.readable) if ok]  # val_s.images is in split order
     if config.extra_data:  # each source's own validation accuracy: a merged number can hide a weak one
         roots = [Path(d).expanduser().resolve() for d in (config.data, *config.extra_data)]
-        kept = [p for p in dataset.val.paths if p not in skipped]
         source = np.array([next(i for i, r in enumerate(roots) if p.resolve().is_relative_to(r)) for p in kept])
         right = probs.argmax(axis=1) == y_val
         metrics["val_by_source"] = {
@@ -198,16 +232,17 @@ def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
             log(f"  {name}: val accuracy {v['accuracy']:.4f} on {v['images']} images")
     model.save(run_dir / "model.keras")
     spec = TaskSpec(kind="classify", input_hw=(size, size), labels=classes)
-    val_rows = [(p, [classes[y]]) for p, y in zip(dataset.val.paths, dataset.val.labels) if p not in skipped]
+    val_rows = [(p, [classes[y]]) for p, y in zip(kept, y_val)]
     write_run_files(run_dir, spec, config.to_toml(), metrics, history, val_rows)
     save_confusion_png(np.asarray(metrics["confusion_matrix"]), classes, run_dir / "confusion.png")
     save_curves_png(history, run_dir / "curves.png")
     log(
-        f"val accuracy {metrics['accuracy']:.4f} (balanced {metrics['balanced_accuracy']:.4f}) on {len(x_val)} images; "
-        f"{metrics['train_seconds']:.0f} s in all"
+        f"val accuracy {metrics['accuracy']:.4f} (balanced {metrics['balanced_accuracy']:.4f}) on {val_s.count} "
+        f"images; {metrics['train_seconds']:.0f} s in all"
     )
-    log(f"run saved to {run_dir}")
-    log(f"export it: edgevision export {run_dir} --out {export_hint(config.run_name)}")
+    if scratch is None:
+        log(f"run saved to {run_dir}")
+        log(f"export it: edgevision export {run_dir} --out {export_hint(config.run_name)}")
     return run_dir
 
 
