@@ -292,3 +292,27 @@ def test_serve_options_without_serve_are_refused(tiny_model, synthetic_video):
                            str(synthetic_video(5)), "--no-display", "--serve", "99999"],
                           capture_output=True, text=True, env=HEADLESS, timeout=60)
     assert proc.returncode == 2 and "outside 0..65535" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_collect_serve_live_head_learns_and_its_button_exports(served, synthetic_video, tmp_path):
+    import tinymodels
+    from edgevision.deploy.runner import Runner, RunnerOptions
+
+    backbone = tinymodels.save_backbone(tmp_path / "bb.onnx")
+    out = tmp_path / "live.onnx"
+    s = served("collect", tmp_path / "data", "--classes", "a,b", "--source", synthetic_video(900), "--serve", "0",
+               "--live-head", "knn", "--backbone-onnx", backbone, "--live-head-out", out)
+    for key in ("1", "2", "1", "2"):
+        s.post("/key", {"key": key})
+    deadline = time.monotonic() + 10
+    while not ((s.json("/result") or {}).get("state") or {}).get("live_head") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert s.json("/result")["state"]["live_head"]  # the page shows its export button
+    deadline = time.monotonic() + 20
+    while not out.exists() and time.monotonic() < deadline:  # the worker embeds in the background first
+        s.post("/key", {"key": "Enter"})
+        time.sleep(0.5)
+    s.post("/key", {"key": "q"})
+    assert s.proc.wait(timeout=20) == 0
+    assert f"exported the live kNN head to {out}" in s.stop()
+    assert Runner(out, RunnerOptions(providers="cpu")).spec.labels == ("a", "b")
