@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from ..deploy.providers import ProviderConfig
 from ..deploy.runner import Runner, RunnerOptions
 from .live import run_loop
 from .sinks import ConsoleSink, JsonlSink
@@ -62,14 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--max-frames", type=int, default=10_000)
     parser.add_argument("--providers", default="cpu")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="onnxruntime CPU threads for both loops (0: its default, all cores). 1 leaves the other "
+                             "cores free, as a GPU does: then the overlap of decoding and inference shows")
     parser.add_argument("--bare-resize", choices=["linear", "area"], default="linear",
                         help="the bare loop's resize: linear (cheapest, the bar the issue set) or area (as run does)")
     args = parser.parse_args(argv)
 
-    runner = Runner(args.model, RunnerOptions(providers=args.providers))
+    runner = Runner(args.model, RunnerOptions(providers=args.providers, config=ProviderConfig(threads=args.threads)))
     if runner.spec.kind != "classify":
         parser.error("the bare loop is written for classifiers; give a classify model")
-    bare_session = ort.InferenceSession(args.model, providers=list(runner.report.active))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    bare_session = ort.InferenceSession(args.model, so, providers=list(runner.report.active))
     interpolation = cv2.INTER_LINEAR if args.bare_resize == "linear" else cv2.INTER_AREA
     edgevision_loop(runner, args.video, 10)  # warm both up
     bare_loop(bare_session, args.video, runner.spec.input_hw, 10)
@@ -78,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         bare.append(bare_loop(bare_session, args.video, runner.spec.input_hw, args.max_frames, interpolation))
         ours.append(edgevision_loop(runner, args.video, args.max_frames))
     b, o = statistics.median(bare), statistics.median(ours)
-    print(f"model {args.model} on {args.video}, {runner.provider_line}, {args.repeats} repeats (median)")
+    print(f"model {args.model} on {args.video}, {runner.provider_line}, {args.threads or 'default'} onnxruntime "
+          f"threads, {args.repeats} repeats (median)")
     runs = {"bare": ", ".join(f"{x:.0f}" for x in bare), "ours": ", ".join(f"{x:.0f}" for x in ours)}
     print(f"bare onnxruntime loop ({args.bare_resize} resize): {b:7.1f} FPS   (runs: {runs['bare']})")
     print(f"edgevision run loop:   {o:7.1f} FPS   (runs: {runs['ours']})")
