@@ -58,6 +58,16 @@ def export_in_fresh_process(run_dir: Path, out: Path) -> str:
     return proc.stderr
 
 
+def playable_frames(path) -> int:
+    """How many frames OpenCV decodes from a video file (0 when it does not open: an MP4 without its index)."""
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
 def solid_frame(h: int, w: int, bgr=(0, 0, 255)) -> np.ndarray:
     frame = np.zeros((h, w, 3), dtype=np.uint8)
     frame[:] = bgr

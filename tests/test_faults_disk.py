@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import playable_frames
 from test_cli import EDGEVISION, HEADLESS, assert_one_line_error, edgevision
 from test_faults import _run_limited
 
@@ -63,14 +64,6 @@ def noisy_video(tmp_path):
     return path
 
 
-def _playable_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
-
 
 def test_a_recording_on_a_filling_disk_is_finished_playable_and_the_run_stops(small_disk, noisy_video, tiny_model):
     out = small_disk / "out.mp4"
@@ -78,7 +71,7 @@ def test_a_recording_on_a_filling_disk_is_finished_playable_and_the_run_stops(sm
                            "--loop", "--no-display", "--record", str(out), "--max-frames", "3000"],
                           capture_output=True, text=True, env=HEADLESS, timeout=300)
     assert_one_line_error(proc, "disk is almost full", "and plays")
-    frames = _playable_frames(out)
+    frames = playable_frames(out)
     assert frames > 5 and f"finished at {frames} frames" in proc.stderr  # every frame said to be there plays
 
 
@@ -87,7 +80,7 @@ def test_a_recording_at_the_file_size_limit_is_finished_playable(noisy_video, ti
     proc = _run_limited(6 << 20, "run", "--model", str(tiny_model("classify")), "--source", str(noisy_video),
                         "--loop", "--no-display", "--record", str(out), "--max-frames", "3000")
     assert_one_line_error(proc, "file-size limit", "and plays")
-    assert _playable_frames(out) > 5
+    assert playable_frames(out) > 5
 
 
 def test_jsonl_on_a_filling_disk_keeps_complete_lines(small_disk, noisy_video, tiny_model):

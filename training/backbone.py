@@ -30,7 +30,7 @@ from ..deploy.embed import BACKBONE_KEY, BackboneSpec
 from ..deploy.errors import UserError
 from ..deploy.images import check_new_output, collect_images, read_image
 from ..deploy.ops import fit_to_input, to_model_color
-from .export import IR_VERSION, _publish
+from .export import _publish, stamped
 from .fit import log_line
 from .model import build_backbone
 
@@ -57,12 +57,7 @@ def convert_features(model: keras.Model, spec: BackboneSpec, opset: int = 17) ->
     for dim, name in zip(dims, ("batch", "height", "width")):
         dim.dim_param = name
     proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
-    proto.ir_version = min(proto.ir_version, IR_VERSION)
-    proto.producer_name, proto.producer_version = "edgevision", "0.1"
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, {BACKBONE_KEY: spec.to_json()})
-    onnx.checker.check_model(proto)
-    return proto
+    return stamped(proto, BACKBONE_KEY, spec)
 
 
 def parity_frames(folder: Path | None, size: int, limit: int = 16) -> np.ndarray:

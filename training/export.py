@@ -74,10 +74,16 @@ def convert(model, spec: TaskSpec, opset: int = 17, batch: int | None = None) ->
     if batch is None:  # name the symbolic batch dimension instead of tf2onnx's 'unk__123'
         for value in [*proto.graph.input, *proto.graph.output]:
             value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    return stamped(proto, SPEC_KEY, spec)
+
+
+def stamped(proto: onnx.ModelProto, key: str, spec) -> onnx.ModelProto:
+    """A converted model made ours: an IR version onnxruntime on a Jetson reads, our producer name and
+    ``spec`` as the only metadata (tf2onnx's own entries dropped), checked."""
     proto.ir_version = min(proto.ir_version, IR_VERSION)
     proto.producer_name, proto.producer_version = "edgevision", "0.1"
     del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, {SPEC_KEY: spec.to_json()})
+    onnx.helper.set_model_props(proto, {key: spec.to_json()})
     onnx.checker.check_model(proto)
     return proto
 

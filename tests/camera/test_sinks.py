@@ -4,6 +4,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import playable_frames
 from edgevision.camera import record, sinks
 from edgevision.deploy.errors import UserError
 
@@ -103,14 +104,6 @@ def test_the_pipelined_loop_keeps_every_frame_of_a_file_in_order(tiny_model, syn
     assert all(r["timings_ms"]["preprocess_ms"] >= 0 and "capture_ms" in r["timings_ms"] for r in sink.records)
 
 
-def _frames_in(path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
-
 
 def test_webm_is_vp8_and_the_codec_is_said(tmp_path):
     told = []
@@ -118,7 +111,7 @@ def test_webm_is_vp8_and_the_codec_is_said(tmp_path):
     for i in range(8):
         sink.write(np.full((48, 64, 3), i * 30, np.uint8), RECORD)
     sink.close()
-    assert told == [f"recording {tmp_path / 'out.webm'} as VP8 (VP80)"] and _frames_in(tmp_path / "out.webm") == 8
+    assert told == [f"recording {tmp_path / 'out.webm'} as VP8 (VP80)"] and playable_frames(tmp_path / "out.webm") == 8
 
 
 def test_a_disk_about_to_fill_finishes_the_recording_playable_and_stops(tmp_path, monkeypatch):
@@ -134,4 +127,4 @@ def test_a_disk_about_to_fill_finishes_the_recording_playable_and_stops(tmp_path
     with pytest.raises(UserError, match="recording stopped"):  # and it stays stopped
         sink.write(frame, RECORD)
     sink.close()
-    assert _frames_in(path) == 5
+    assert playable_frames(path) == 5
