@@ -40,7 +40,7 @@ def _gstreamer_h264(path: Path) -> list[str]:
         # Jetson hardware encoder (Xavier, Orin NX/AGX; not Orin Nano, which has none)
         f"appsrc ! video/x-raw,format=BGR ! videoconvert ! video/x-raw,format=BGRx ! nvvidconv ! "
         f"video/x-raw(memory:NVMM),format=NV12 ! nvv4l2h264enc ! {sink}",
-        # software x264 (gstreamer1.0-plugins-ugly)
+        # software x264 (gstreamer1.0-plugins-ugly; h264parse is in -bad, qtmux in -good)
         f"appsrc ! video/x-raw,format=BGR ! videoconvert ! video/x-raw,format=I420 ! "
         f"x264enc speed-preset=ultrafast tune=zerolatency ! {sink}",
     ]
