@@ -29,7 +29,7 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import cv2
 import numpy as np
@@ -45,6 +45,8 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 def parse_address(text: str) -> tuple[str, int]:
     """'8080' -> ('127.0.0.1', 8080); '0.0.0.0:8080', 'myhost:8080', '[::]:8080' as written."""
+    if not text.strip():
+        raise UserError("--serve takes [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080; got an empty value")
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = "127.0.0.1", text
@@ -201,6 +203,15 @@ class _Handler(BaseHTTPRequestHandler):
         if inbox is None or url.path not in ("/key", "/click"):
             self._send(HTTPStatus.NOT_FOUND, b"nothing to post here\n", "text/plain")
             return
+        # Another site open in the user's browser must not save, undo or delete: the page posts JSON (a
+        # cross-site form cannot, and a cross-site fetch of JSON needs a preflight this server refuses)
+        # from its own origin.
+        origin = self.headers.get("Origin")
+        if (self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json"
+                or (origin is not None and urlsplit(origin).netloc != self.headers.get("Host"))):
+            self._send(HTTPStatus.FORBIDDEN, b"only the page itself may post here (JSON, same origin)\n",
+                       "text/plain")
+            return
         try:
             length = int(self.headers.get("Content-Length", "0"))
             if not 0 < length <= 4096:
@@ -227,7 +238,9 @@ class _Handler(BaseHTTPRequestHandler):
             given = given or auth[7:]
         if hmac.compare_digest(given.encode(), token.encode()):
             return True
-        self._send(HTTPStatus.UNAUTHORIZED, b"a token is needed: open the URL with ?token=...\n", "text/plain")
+        said = "a wrong token" if given else "no token"
+        self._send(HTTPStatus.UNAUTHORIZED, f"{said}: open the URL printed by edgevision (with ?token=...)\n"
+                   .encode(), "text/plain")
         return False
 
     # --- responses --------------------------------------------------------------------------
@@ -356,6 +369,8 @@ class WebServer:
     def __init__(self, address: str, info: dict, fps: float = 15.0, quality: int = 70, token: str | None = None,
                  inputs: bool = False, say=None) -> None:
         host, port = parse_address(address)
+        if token is not None and not token.strip():
+            raise UserError("--serve-token is empty (an unset variable?): give a secret, or drop the option")
         self.hub = FrameHub(fps, quality)
         self.inbox: queue.Queue | None = queue.Queue(maxsize=256) if inputs else None
         try:
@@ -380,14 +395,14 @@ class WebServer:
     def url(self, host: str | None = None, token: str | None = None) -> str:
         host = host or ("127.0.0.1" if _all_interfaces(self.host) else self.host)
         shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.port}/" + (f"?token={token}" if token else "")
+        return f"http://{shown}:{self.port}/" + (f"?token={quote(token, safe='')}" if token else "")
 
     def banner(self, token: str | None) -> list[str]:
         if not _all_interfaces(self.host):
             lines = [f"serving on {self.url(token=token)} (open it in a browser)"]
             if self.host in LOCAL_HOSTS:
                 lines.append(f"from another machine: ssh -L {self.port}:localhost:{self.port} USER@THIS-DEVICE, "
-                             f"then open http://localhost:{self.port}/ there (or --serve 0.0.0.0:{self.port})")
+                             f"then open {self.url('localhost', token)} there (or --serve 0.0.0.0:{self.port})")
             return lines
         lan = _lan_address()
         names = [n for n in (lan, socket.gethostname()) if n]

@@ -58,8 +58,9 @@ class Served:
         with self.get(path) as r:
             return json.loads(r.read())
 
-    def post(self, path: str, body: dict) -> int:
-        request = urllib.request.Request(self.url + path.lstrip("/"), data=json.dumps(body).encode(), method="POST")
+    def post(self, path: str, body: dict, headers: dict | None = None) -> int:
+        request = urllib.request.Request(self.url + path.lstrip("/"), data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json", **(headers or {})})
         with urllib.request.urlopen(request, timeout=10) as r:
             return r.status
 
@@ -194,16 +195,22 @@ def test_all_interfaces_warn_and_a_token_guards_every_route(served, synthetic_vi
                "--serve", "0.0.0.0:0")
     assert s.said("anyone on the network can watch")
     s.stop()
+    proc = subprocess.run([*EDGEVISION, "run", "--model", str(tiny_model("classify")), "--source",
+                           str(synthetic_video(5)), "--no-display", "--serve", "0.0.0.0:0", "--serve-token", ""],
+                          capture_output=True, text=True, env=HEADLESS, timeout=60)
+    assert proc.returncode == 2 and "--serve-token is empty" in proc.stderr  # never an open server by mistake
     s = served("run", "--model", tiny_model("classify"), "--source", synthetic_video(30), "--loop", "--no-display",
-               "--serve", "127.0.0.1:0", "--serve-token", "s3cret")
+               "--serve", "127.0.0.1:0", "--serve-token", "a b&c")
+    assert s.said("?token=a%20b%26c") and s.said("then open http://localhost:")
+    assert "token=a%20b%26c" in next(line for line in s.lines if "ssh -L" in line)
     for path in ("/", "/result", "/stream.mjpg", "/info", "/frame.jpg"):
         with pytest.raises(urllib.error.HTTPError) as err:
             s.get(path)
         assert err.value.code == 401
     with pytest.raises(urllib.error.HTTPError):
         s.get("/result?token=wrong")
-    assert s.json("/info?token=s3cret")["mode"] == "run"
-    with s.get("/frame.jpg", headers={"X-Edgevision-Token": "s3cret"}) as r:
+    assert s.json("/info?token=a%20b%26c")["mode"] == "run"
+    with s.get("/frame.jpg", headers={"X-Edgevision-Token": "a b&c"}) as r:
         assert cv2.imdecode(np.frombuffer(r.read(), np.uint8), cv2.IMREAD_COLOR) is not None
 
 
@@ -245,7 +252,7 @@ def test_collect_serve_saves_undoes_and_reviews_from_the_page(served, synthetic_
     assert len(list((data / "up").glob("*.jpg"))) == 1 and len(list((data / "down").glob("*.jpg"))) == 2
     s.post("/key", {"key": "u"})
     deadline = time.monotonic() + 10
-    while not (data / ".trash").exists() and time.monotonic() < deadline:
+    while not list((data / ".trash").rglob("*.jpg")) and time.monotonic() < deadline:  # made, then moved into
         time.sleep(0.1)
     assert len(list((data / "down").glob("*.jpg"))) == 1 and len(list((data / ".trash").rglob("*.jpg"))) == 1
     deadline = time.monotonic() + 10  # the page's state follows at the next frame
@@ -279,6 +286,10 @@ def test_collect_serve_points_by_clicks_on_a_frozen_frame(served, synthetic_vide
     with pytest.raises(urllib.error.HTTPError) as err:
         s.post("/click", {"x": "left"})
     assert err.value.code == 400
+    for headers in ({"Content-Type": "text/plain"}, {"Origin": "http://evil.example"}):  # another site's page
+        with pytest.raises(urllib.error.HTTPError) as err:
+            s.post("/key", {"key": "Escape"}, headers)
+        assert err.value.code == 403
     s.post("/key", {"key": "q"})
     assert s.proc.wait(timeout=20) == 0
 
