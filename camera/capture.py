@@ -191,3 +191,28 @@ def add_loop_args(p) -> None:
                    help="a live source that sends no frame for this long is lost (default 5 s)")
     g.add_argument("--reconnect-timeout", type=float, default=30.0, metavar="S",
                    help="give up reconnecting after this long, exit code 3 (default 30 s)")
+
+
+def add_collect_args(p, backbone: Path) -> None:
+    """The options of 'collect' (argparse only, like the rest of this module's flags)."""
+    p.add_argument("data", type=Path, help="the dataset folder (created; resumed when it exists)")
+    p.add_argument("--classes", help="class names, e.g. thumbs_up,thumbs_down (keys 1..9 save to them)")
+    p.add_argument("--points", help="point names, e.g. nose or nose,left_eye,right_eye (click them in order)")
+    p.add_argument("--source", default="0", help="as for 'run' (default: webcam 0)")
+    p.add_argument("--split", metavar="val=0.2", help="keep a seeded share of saves in a validation folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation share")
+    p.add_argument("--rate", type=float, default=2.0, help="auto-capture (Space) saves per second")
+    p.add_argument("--review", action="store_true", help="step through saved images: delete or relabel")
+    p.add_argument("--loop", action="store_true", help="a video file as --source: start again at its end (label "
+                                                      "recorded footage for as long as you need)")
+    p.add_argument("--live-head", choices=["knn"],
+                   help="learn a kNN head from the photos as you save them and show its prediction; Enter exports "
+                        "it (s saves)")
+    p.add_argument("--backbone-onnx", type=Path, default=backbone,
+                   help="--live-head: the feature backbone (default: the shipped models/backbone.onnx)")
+    p.add_argument("--live-head-out", type=Path, metavar="OUT.onnx",
+                   help="--live-head: where Enter exports it (default DATA/live_knn.onnx, then -2, -3... unless "
+                        "--overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="--live-head: Enter replaces --live-head-out")
+    add_camera_args(p)
+    add_serve_args(p, "the live frame and the labelling buttons (no display needed)")

@@ -435,7 +435,8 @@ class Collector:
                     f"--task keypoints --points {','.join(self.names)} --head heatmap --mode finetune "
                     "--weights imagenet (or a local .h5 path)")
         counts = ", ".join(f"{n} {self.count(n)}" for n in self.names)
-        return f"{counts} in {root}; train on it: edgevision train {root} --weights imagenet (or a local .h5 path)"
+        return (f"{counts} in {root}; train on it: edgevision train {root} --head linear (seconds, no TensorFlow), "
+                "or --weights imagenet (or a local .h5 path) for the Keras model")
 
 
 def display_scale(frame_hw: tuple[int, int], max_wh: tuple[int, int] = (1280, 720)) -> float:

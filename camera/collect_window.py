@@ -26,7 +26,8 @@ class _Window:
 
     def __init__(self, title: str) -> None:
         if not display_available():
-            raise UserError("collect needs a window, and there is no display (DISPLAY is unset or OpenCV has no GUI)")
+            raise UserError("collect needs a window, and there is no display (DISPLAY is unset or OpenCV has no GUI): "
+                            "label in a browser with --serve 8080")
         os.environ.setdefault("QT_LOGGING_RULES", "default.warning=false")
         self.title = title
         cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
@@ -134,7 +135,7 @@ def _check_writable(root) -> None:
 
 
 def collect(options: CollectOptions, source_text: str, capture: CaptureOptions | None = None,
-            serve: dict | None = None, say=None, live_head=None) -> Collector:
+            serve: dict | None = None, say=None, live_head=None, loop: bool = False) -> Collector:
     """Run the live collection window (or its web page, with ``serve``) until q/Esc, the window closes,
     or the stream ends. With a ``live_head`` (camera/live_head.py) Enter exports it instead of saving
     (``s`` saves)."""
@@ -142,7 +143,8 @@ def collect(options: CollectOptions, source_text: str, capture: CaptureOptions |
     _check_writable(options.root)
     if live_head is not None:
         live_head.add_folder_photos(options.root, collector.splits)
-    with open_source(source_text, realtime=True, options=capture) as source:  # a bad source fails before a window opens
+    # a bad source fails before a window opens
+    with open_source(source_text, realtime=True, options=capture, loop=loop) as source:
         window = _web_window(serve, "collect", source.description, say) if serve else _Window(TITLE)
         web = serve is not None
         try:

@@ -185,7 +185,8 @@ def check_display() -> list[Check]:
     if display_available():
         return [Check("display", "ok", f"a window can open (DISPLAY={os.environ.get('DISPLAY', '')})")]
     return [Check("display", "warn", "no display: windows cannot open",
-                  "run with --no-display and --record/--jsonl, or set DISPLAY (ssh -X, or export DISPLAY=:0)")]
+                  "watch and label in a browser (run/collect --serve 8080), or --no-display with --record/--jsonl, "
+                  "or set DISPLAY (ssh -X, or export DISPLAY=:0)")]
 
 
 GROUPS = (("python", None, "check_python"), ("numpy", "numpy", "check_numpy"), ("opencv", "cv2", "check_opencv"),

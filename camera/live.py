@@ -187,7 +187,8 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
     if display is None:
         display = display_available()
         if not display:
-            say("no display found: running without a window (--record or --jsonl keep the output)")
+            say("no display found: running without a window" + ("" if args.serve else
+                " (--serve PORT shows it in a browser; --record or --jsonl keep the output)"))
     runner = open_runner()
     background = None
     if args.background is not None:
@@ -197,6 +198,8 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
             raise UserError(f"--background needs a segmentation model; this is a {runner.spec.kind} model")
         background = parse_background(args.background)
     source_path = Path(source_text).expanduser()
+    if args.record is not None and args.jsonl is not None and args.record.expanduser() == args.jsonl.expanduser():
+        raise UserError(f"--record and --jsonl are both {args.record}: give each its own file")
     for flag, out in (("--record", args.record), ("--jsonl", args.jsonl)):
         if out is not None and source_path.exists() and out.expanduser().resolve() == source_path.resolve():
             raise UserError(f"{flag} {out} is the source itself: choose another file name (even with --overwrite)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import resource
 import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -64,6 +65,11 @@ class VideoSink:
         if Path(path).suffix.lower() not in self.CODECS:
             raise UserError(f"--record {path}: use one of {', '.join(sorted(self.CODECS))}")
         self.path = check_new_output(path, overwrite)
+        try:  # a folder that takes no files is said as such (OpenCV would only say that no encoder opened)
+            with tempfile.TemporaryFile(dir=self.path.parent):
+                pass
+        except OSError as exc:
+            raise UserError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self.fps = fps if fps and fps > 0 else 30.0
         self.say = say
         self.writer: cv2.VideoWriter | None = None

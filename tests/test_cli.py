@@ -402,3 +402,31 @@ def test_pseudo_boxes_keeps_only_boxes_the_classifier_confirms(tiny_model, tmp_p
     assert "Command: edgevision pseudo-boxes" in (tmp_path / "out" / "SOURCE.md").read_text()
     assert_one_line_error(edgevision("pseudo-boxes", str(tmp_path / "photos"), str(tmp_path / "o2"), "--detector",
                                      str(tiny_model("classify"))), "--detector needs a detect model")
+
+
+def test_no_command_lists_the_commands_and_version_is_said():
+    proc = edgevision()
+    assert proc.returncode == 2 and "collect" in proc.stderr and "predict" in proc.stderr
+    proc = edgevision("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("edgevision ")
+
+
+def test_info_on_a_pipeline_file_gives_its_settings_and_each_model(tiny_model, tmp_path):
+    import json
+
+    tiny_model("detect", "det.onnx")
+    tiny_model("classify", "cls.onnx")
+    pipeline = tiny_model("classify").parent / "chain.json"
+    pipeline.write_text(json.dumps({"model": "det.onnx", "then": "cls.onnx", "crop_margin": 0.3}))
+    proc = edgevision("info", str(pipeline))
+    info = json.loads(proc.stdout)
+    assert proc.returncode == 0 and info["crop_margin"] == 0.3
+    assert [m["spec"]["kind"] for m in info["models"]] == ["detect", "classify"]
+
+
+def test_record_and_jsonl_into_one_file_is_refused(tiny_model, synthetic_video, tmp_path):
+    out = tmp_path / "same.mp4"
+    proc = edgevision("run", "--model", str(tiny_model("classify")), "--source", str(synthetic_video(5)),
+                      "--no-display", "--record", str(out), "--jsonl", str(out))
+    assert_one_line_error(proc, "are both")
+    assert not out.exists()

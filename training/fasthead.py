@@ -31,7 +31,15 @@ from .classify_text import card_section, check_text, output_text  # noqa: F401  
 from .data import ClassDataset, find_dataset, with_extra
 from .metrics import classification_metrics
 from .options import TrainConfig, flat_config
-from .runfolder import export_hint, log_line, new_run_dir, read_spec, read_val_list, write_run_files
+from .runfolder import (
+    check_export_target,
+    export_hint,
+    log_line,
+    new_run_dir,
+    read_spec,
+    read_val_list,
+    write_run_files,
+)
 
 SHIPPED_BACKBONE = Path(__file__).resolve().parents[1] / "models" / "backbone.onnx"
 ATOL = 1e-3  # parity: numpy head vs the joined ONNX model, probabilities
@@ -230,9 +238,8 @@ def train_from_args(args, config: TrainConfig) -> Path:
         raise UserError("--int8 and --fp16 are for Keras runs: a numpy head's model is exported in float32 only")
     if args.overwrite and args.export is None:
         raise UserError("--overwrite goes with --export OUT.onnx: add it, or drop it")
-    if args.export is not None:
-        check_new_output(args.export, args.overwrite)  # fail before training, not after
-    run_dir = train(config, log_line)
+    log = check_export_target(args.export, args.overwrite)  # fail before training, not after
+    run_dir = train(config, log)
     if args.export is not None:
         export(run_dir, args.export, overwrite=args.overwrite)
     return run_dir

@@ -87,3 +87,23 @@ def new_run_dir(config) -> Path:
         path = base.with_name(f"{base.name}-{n}")
     path.mkdir(parents=True)
     return path
+
+
+def check_export_target(export: Path | None, overwrite: bool):
+    """Before training: ``--export`` must be a new file (or --overwrite) in a folder that takes files, so
+    that a long training never ends in 'cannot write'. Returns the trainer's logger: with --export the
+    'export it:' hint (the export follows at once) is left out."""
+    if export is None:
+        return log_line
+    import tempfile
+
+    from ..deploy.errors import UserError
+    from ..deploy.images import check_new_output
+
+    path = check_new_output(export, overwrite)
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc} (checked before training)") from exc
+    return lambda message: None if message.startswith("export it:") else log_line(message)

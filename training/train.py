@@ -9,10 +9,10 @@ from pathlib import Path
 import tensorflow as tf
 
 from ..deploy.errors import UserError
-from ..deploy.images import check_new_output
 from .distribute import is_chief
 from .fit import log_line
 from .options import config_from_args
+from .runfolder import check_export_target
 from .tasks import task
 
 
@@ -20,12 +20,11 @@ def train_from_args(args, config=None) -> Path:
     if (args.int8 or args.fp16 or args.overwrite) and args.export is None:
         raise UserError("--int8, --fp16 and --overwrite go with --export OUT.onnx: add it, or drop them")
     config = config or config_from_args(args, notice=log_line)
-    if args.export is not None:
-        check_new_output(args.export, args.overwrite)  # fail before training, not after
+    log = check_export_target(args.export, args.overwrite)  # fail before training, not after
     runs = Path(config.runs_dir)
     before = set(runs.iterdir()) if runs.is_dir() else set()
     try:
-        run_dir = task(config.task).train(config, log_line)
+        run_dir = task(config.task).train(config, log)
     except tf.errors.ResourceExhaustedError as exc:
         _drop_unfinished(runs, before)
         raise UserError(

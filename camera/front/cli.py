@@ -1,4 +1,5 @@
-"""The ``edgevision`` command. Runtime commands never import TensorFlow; train/export load it on demand."""
+"""edgevision: collect, train, export and run small vision models on Jetson-class devices. Runtime commands
+never import TensorFlow; train and export load it when they need it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from edgevision.camera.capture import add_camera_args, add_loop_args, add_serve_args, capture_from_args
+from edgevision.camera.capture import add_camera_args, add_collect_args, add_loop_args, capture_from_args
 from edgevision.deploy.errors import Terminated, UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -151,6 +152,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     from edgevision.deploy.runner import model_info
 
+    if args.model.suffix.lower() == ".json":  # a pipeline file: its settings, then each model's info
+        from dataclasses import asdict
+
+        from edgevision.camera.api import read_pipeline
+
+        pipe = read_pipeline(args.model)
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(pipe).items()}
+        models = [model_info(m) for m in (pipe.model, pipe.then) if m is not None]
+        print(json.dumps({"pipeline": str(args.model), **settings, "models": models}, indent=2))
+        return 0
     print(json.dumps(model_info(args.model), indent=2))
     return 0
 
@@ -186,7 +197,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         live_head = LiveHead(LiveKnn(args.backbone_onnx, options.classes), out, args.overwrite)
         say(f"live kNN head on {args.backbone_onnx.name} ({live_head.live.backbone.report.line()}): Enter exports "
             f"it to {out if args.overwrite else str(out) + ' (or the next free NAME-2.onnx...)'}, s saves")
-    collector = collect(options, args.source, capture_from_args(args), serve, say, live_head)
+    collector = collect(options, args.source, capture_from_args(args), serve, say, live_head, args.loop)
     if live_head is not None:
         for path in live_head.exported:
             say(f"exported the live kNN head to {path}: edgevision run --model {path} --source {args.source}")
@@ -224,26 +235,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_from_args(args)
 
 
-def _needs_training_extra() -> None:
-    """Import TensorFlow quietly: its start-up lines (oneDNN, CUDA probing) are written before its
-    logger reads TF_CPP_MIN_LOG_LEVEL, so they are captured like onnxruntime's."""
-    import importlib
-    import os
-
-    from edgevision.deploy.providers import captured_fds
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with captured_fds():
-        try:
-            importlib.import_module("tensorflow")  # only here, for train and export: never for run
-        except ImportError as exc:
-            error = exc
-        else:
-            error = None
-    if error is not None:
-        raise UserError(f"this command needs the training extra (pip install -e '.[train]'): {error}") from error
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from edgevision.training.options import NUMPY_HEADS, config_from_args
 
@@ -253,7 +244,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         train_head(args, config)
         return 0
-    _needs_training_extra()
+    from edgevision.training.extra import needs_training_extra
+
+    needs_training_extra("; without TensorFlow, train a head with --head linear (or knn)")
     from edgevision.training.train import train_from_args
 
     train_from_args(args, config)
@@ -263,18 +256,32 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from edgevision.training.fasthead import export_from_args, is_head_run
 
+    if not args.run.is_dir():
+        raise UserError(f"run folder not found: {args.run} (training prints its run folder at the end)")
     if is_head_run(args.run):  # a numpy head's run: its model.onnx is made already, no TensorFlow
         export_from_args(args)
         return 0
-    _needs_training_extra()
+    from edgevision.training.extra import needs_training_extra
+
+    needs_training_extra()
     from edgevision.training.export import export_from_args
 
     export_from_args(args)
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgevision")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgevision", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edgevision {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run a model live on a camera, stream, video or images")
@@ -330,29 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("info", help="a model's spec, inputs, outputs, opset and size")
-    p.add_argument("model", type=Path, help="an edgevision .onnx file")
+    p.add_argument("model", type=Path, help="an edgevision .onnx file, or a pipeline .json (each of its models)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("collect", help="collect a dataset from a camera: class labels by key, points by click")
-    p.add_argument("data", type=Path, help="the dataset folder (created; resumed when it exists)")
-    p.add_argument("--classes", help="class names, e.g. thumbs_up,thumbs_down (keys 1..9 save to them)")
-    p.add_argument("--points", help="point names, e.g. nose or nose,left_eye,right_eye (click them in order)")
-    p.add_argument("--source", default="0", help="as for 'run' (default: webcam 0)")
-    p.add_argument("--split", metavar="val=0.2", help="keep a seeded share of saves in a validation folder")
-    p.add_argument("--seed", type=int, default=0, help="seed of the validation share")
-    p.add_argument("--rate", type=float, default=2.0, help="auto-capture (Space) saves per second")
-    p.add_argument("--review", action="store_true", help="step through saved images: delete or relabel")
-    p.add_argument("--live-head", choices=["knn"],
-                   help="learn a kNN head from the photos as you save them and show its prediction; Enter exports "
-                        "it (s saves)")
-    p.add_argument("--backbone-onnx", type=Path, default=MODELS_DIR / "backbone.onnx",
-                   help="--live-head: the feature backbone (default: the shipped models/backbone.onnx)")
-    p.add_argument("--live-head-out", type=Path, metavar="OUT.onnx",
-                   help="--live-head: where Enter exports it (default DATA/live_knn.onnx, then -2, -3... unless "
-                        "--overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="--live-head: Enter replaces --live-head-out")
-    add_camera_args(p)
-    add_serve_args(p, "the live frame and the labelling buttons (no display needed)")
+    add_collect_args(p, MODELS_DIR / "backbone.onnx")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("crops", help="a box dataset (VOC/YOLO) -> square crops of its boxes in class folders, "
@@ -389,11 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from edgevision.training.options import add_train_args  # argparse only: no TensorFlow import
 
-    p = sub.add_parser("train", help="train a model (needs the 'train' extra)")
+    p = sub.add_parser("train", help="train a model (Keras needs the 'train' extra; --head linear or knn does not)")
     add_train_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("export", help="export a training run to ONNX with a parity check (needs 'train')")
+    p = sub.add_parser("export", help="export a training run to ONNX with a parity check (a Keras run needs 'train')")
     p.add_argument("run", type=Path, help="a run folder written by 'edgevision train'")
     p.add_argument("--out", type=Path, required=True, help="the .onnx file to write, e.g. models/NAME.onnx")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; try 15 for JetPack 5)")
@@ -425,7 +414,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # no command: say which there are
+        parser.print_help(sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # 'kill' stops a run as cleanly as Ctrl-C
     try:

@@ -327,3 +327,13 @@ def test_collect_serve_live_head_learns_and_its_button_exports(served, synthetic
     assert s.proc.wait(timeout=20) == 0
     assert f"exported the live kNN head to {out}" in s.stop()
     assert Runner(out, RunnerOptions(providers="cpu")).spec.labels == ("a", "b")
+
+
+def test_collect_loop_keeps_a_short_clip_going_for_the_page(served, synthetic_video, tmp_path):
+    s = served("collect", tmp_path / "data", "--classes", "a,b", "--source", synthetic_video(5), "--loop",
+               "--serve", "0")
+    time.sleep(2.0)  # five frames at 30 FPS would have ended long ago
+    assert s.proc.poll() is None
+    s.post("/key", {"key": "1"})
+    s.post("/key", {"key": "q"})
+    assert s.proc.wait(timeout=20) == 0 and len(list((tmp_path / "data" / "a").glob("*.jpg"))) == 1

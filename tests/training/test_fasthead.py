@@ -107,3 +107,22 @@ def test_bad_input_ends_in_one_line_and_leaves_no_run_folder(setup):
     one_line_failure(train(tmp_path, backbone, data, "--head", "knn"), "has no images")
     one_line_failure(train(tmp_path, backbone, data, "--head", "knn", "--mode", "finetune"), "fast mode only")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_without_tensorflow_the_keras_head_points_to_the_numpy_heads_and_export_checks_the_run_first(setup):
+    tmp_path, backbone, data = setup
+    proc = edgevision("train", data, "--runs-dir", tmp_path / "runs", cache=tmp_path / "cache")
+    assert proc.returncode == 2 and "--head linear (or knn)" in proc.stderr
+    proc = edgevision("export", tmp_path / "no-such-run", "--out", tmp_path / "m.onnx", cache=tmp_path / "cache")
+    assert proc.returncode == 2 and "run folder not found" in proc.stderr
+
+
+def test_an_export_target_that_cannot_be_written_is_found_before_training(setup):
+    tmp_path, backbone, data = setup
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    proc = train(tmp_path, backbone, data, "--head", "linear", "--export", blocked / "m.onnx")
+    one_line_failure(proc, str(blocked))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing was trained
+    proc = train(tmp_path, backbone, data, "--head", "linear", "--export", tmp_path / "out" / "m.onnx")
+    assert proc.returncode == 0 and "export it:" not in proc.stderr  # the export follows at once: no hint
