@@ -110,6 +110,13 @@ def collector_state(c: Collector, reviewer: Reviewer | None = None) -> dict:
     return state
 
 
+def _live_state(live_head) -> dict:
+    """The live head's line for the page: what it did last and its answer on the live frame."""
+    if live_head is None:
+        return {"live_head": None}
+    return {"live_head": live_head.message, "live_label": getattr(live_head.result, "label", None)}
+
+
 def _web_window(serve: dict, mode: str, source: str, say) -> WebWindow:
     from ..deploy.errors import mask_credentials
     from .serve import WebServer
@@ -156,7 +163,7 @@ def collect(options: CollectOptions, source_text: str, capture: CaptureOptions |
                     if live_head is not None:
                         live_head.offer(frame.image)
                         live_head.draw(view)
-                    state = web and collector_state(collector) | {"live_head": live_head is not None}
+                    state = web and collector_state(collector) | _live_state(live_head)
                     key = window.show(view, state) if web else window.show(view)
                     for x, y in window.take_clicks():
                         collector.click(x, y, frame.image)
