@@ -119,14 +119,15 @@ def load(path: str | Path, then: str | Path | None = None, *, providers: str | N
          require_gpu: bool = False, fp16: bool = True, trt_workspace_gb: float = 1.0, device: int = 0,
          cudnn_algo: str = "HEURISTIC", threads: int = 0, score_threshold: float | None = None,
          iou_threshold: float | None = None, crop_margin: float | None = None,
-         notice: Callable[[str], None] | None = None) -> Model:
+         notice: Callable[[str], None] | None = None, spin: bool = True) -> Model:
     """Load an edgevision ONNX model, or a pipeline file, ready to run.
 
     ``then``: a classifier that answers on each box of a detector (a chain); ``providers``: e.g.
     'trt,cuda,cpu' (default: the best this onnxruntime has); ``require_gpu``: fail rather than run on
     the CPU; ``fp16``/``trt_workspace_gb``: TensorRT; ``device``/``cudnn_algo``: CUDA; ``threads``: CPU;
     ``score_threshold``/``iou_threshold``: detectors (default: the model's own); ``notice``: told before
-    slow steps such as a TensorRT engine build."""
+    slow steps such as a TensorRT engine build; ``spin=False``: the CPU threads sleep between frames (for
+    a loop paced by a camera: much less CPU, the same results)."""
     path = Path(path)
     if path.suffix.lower() == ".json":
         pipeline = read_pipeline(path)
@@ -139,7 +140,7 @@ def load(path: str | Path, then: str | Path | None = None, *, providers: str | N
     options = RunnerOptions(
         providers=providers, require_gpu=require_gpu, score_threshold=score_threshold, iou_threshold=iou_threshold,
         config=ProviderConfig(fp16=fp16, trt_workspace_gb=trt_workspace_gb, device_id=device,
-                              cudnn_conv_algo_search=cudnn_algo, threads=threads),
+                              cudnn_conv_algo_search=cudnn_algo, threads=threads, spin=spin),
         notice=notice,
     )
     runner = Runner(path, options)

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                              "fast as it decodes (mind the disk: the recording grows by ~1 GB per 10 minutes)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    runner = load(args.model, providers=args.providers).runner  # an .onnx file or a pipeline .json
+    # an .onnx file or a pipeline .json; as `run` does, threads sleep between camera-paced frames
+    runner = load(args.model, providers=args.providers, spin=args.pace == "fast").runner
     minute = MinuteSink(args.minutes)
     sinks = [minute, JsonlSink(args.out / "soak.jsonl", overwrite=True),
              VideoSink(args.out / "soak.mp4", overwrite=True)]

@@ -189,7 +189,16 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
         if not display:
             say("no display found: running without a window" + ("" if args.serve else
                 " (--serve PORT shows it in a browser; --record or --jsonl keep the output)"))
-    runner = open_runner()
+    # Frames paced by a camera or by the clip's own rate leave gaps between runs: the CPU threads sleep in
+    # them instead of spinning; files read as fast as they decode keep onnxruntime's spinning (faster).
+    paced = (display or args.serve is not None) if realtime is None else realtime
+    try:
+        from .sources import parse_source
+
+        paced = paced or parse_source(source_text).live
+    except Exception:  # a bad source is said by open_source, below, in its own words
+        pass
+    runner = open_runner(spin=not paced)
     background = None
     if args.background is not None:
         from ..deploy.tasks.segment import parse_background

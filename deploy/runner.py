@@ -70,11 +70,11 @@ def open_session(path: Path, options: RunnerOptions) -> tuple[ort.InferenceSessi
     requested = parse_providers(options.providers, ort.get_available_providers())
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    # onnxruntime's CPU threads spin between runs by default: a loop paced by a camera then burns ~40% of
-    # a core doing nothing (measured: thumbs.onnx at 12 FPS, 39% of a core spinning, 9% not, the same
-    # inference time). Off, a Jetson's cores stay free for decoding and the rest of the robot.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     config = options.config
+    # onnxruntime's CPU threads spin between runs by default: a loop paced by a camera then burns ~40% of
+    # a core doing nothing (measured: thumbs.onnx at 12 FPS, 39% of a core spinning, 9% not), so paced
+    # loops turn it off; back-to-back runs keep it (emotions: 2.95 ms a run spinning, 4.2 ms not).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.spin else "0")
     if config.threads:
         so.intra_op_num_threads = config.threads
     opts = provider_options(requested, path, config)

@@ -46,14 +46,15 @@ def _add_chain_args(p: argparse.ArgumentParser) -> None:
                    help="--then: margin around each box, a share of its longer side (default 0.15)")
 
 
-def _open_runner(args: argparse.Namespace, model: Path, quiet: bool = False):
+def _open_runner(args: argparse.Namespace, model: Path, quiet: bool = False, spin: bool = True):
     """The runner behind --model (and --then): edgevision.load with the provider flags."""
     from edgevision.camera.api import load
 
     loaded = load(model, getattr(args, "then", None), providers=args.providers, require_gpu=args.require_gpu,
                   fp16=not args.no_fp16, trt_workspace_gb=args.trt_workspace_gb, device=args.device,
                   cudnn_algo=args.cudnn_algo, threads=args.threads, score_threshold=args.score_threshold,
-                  iou_threshold=args.iou_threshold, crop_margin=getattr(args, "crop_margin", None), notice=say)
+                  iou_threshold=args.iou_threshold, crop_margin=getattr(args, "crop_margin", None), notice=say,
+                  spin=spin)
     runner = loaded.runner
     first = getattr(runner, "first", runner)
     if quiet:
@@ -68,7 +69,7 @@ def _run_loop(args: argparse.Namespace, model: Path, source_text: str, loop: boo
               realtime: bool | None = None) -> int:
     from edgevision.camera.live import run_command
 
-    return run_command(args, lambda: _open_runner(args, model), source_text, say, loop, realtime)
+    return run_command(args, lambda spin: _open_runner(args, model, spin=spin), source_text, say, loop, realtime)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

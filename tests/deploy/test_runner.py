@@ -152,8 +152,12 @@ def test_no_engine_build_is_announced_where_tensorrt_cannot_load(tiny_model, mon
     assert told == [] and runner.report.running == P.CPU
 
 
-def test_cpu_threads_do_not_spin_between_frames(tiny_model):
+def test_cpu_threads_spin_for_back_to_back_runs_and_sleep_when_paced(tiny_model):
     """A camera-paced loop would otherwise burn a core waiting (see open_session)."""
+    from edgevision.deploy.providers import ProviderConfig
+
+    key = "session.intra_op.allow_spinning"
     runner = Runner(tiny_model("classify"), RunnerOptions(providers="cpu"))
-    options = runner.session.get_session_options()
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert runner.session.get_session_options().get_session_config_entry(key) == "1"
+    paced = Runner(tiny_model("classify"), RunnerOptions(providers="cpu", config=ProviderConfig(spin=False)))
+    assert paced.session.get_session_options().get_session_config_entry(key) == "0"
