@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", required=True, help="a video file, played in a loop, as fast as it decodes")
     parser.add_argument("--frames", type=int, default=600, help="frames per measurement")
     parser.add_argument("--providers", default="cpu", help="execution providers (default cpu)")
+    parser.add_argument("--storms", type=int, default=3, help="rows of 20 viewers connecting and leaving (RSS trend)")
     args = parser.parse_args(argv)
     runner = Runner(args.model, RunnerOptions(providers=args.providers))
     server = WebServer("127.0.0.1:0", {"mode": "run"}, fps=15, quality=70)
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     print("each row beside a run with no viewer just before it (this machine's load changes; the ratio is the cost)")
     print(f"{'viewers':<12} {'loop FPS':>9} {'no viewer':>10} {'ratio':>6} {'JPEGs':>6} {'threads after':>14} "
           f"{'RSS after MB':>13} {'load':>5}")
-    plan = [(1, "read"), (20, "read"), (20, "stall"), (20, "vanish"), (20, "vanish"), (20, "vanish")]
+    plan = [(1, "read"), (20, "read"), (20, "stall"), *[(20, "vanish")] * args.storms]
     for viewers, mode in plan:
         alone, _ = measure(runner, args.video, server, args.frames, 0, "read")
         before = server.hub.encoded
