@@ -16,7 +16,6 @@ checks did not foresee) also stops the run.
 
 from __future__ import annotations
 
-import resource
 import shutil
 import tempfile
 from pathlib import Path
@@ -45,6 +44,16 @@ def _gstreamer_h264(path: Path) -> list[str]:
         f"appsrc ! video/x-raw,format=BGR ! videoconvert ! video/x-raw,format=I420 ! "
         f"x264enc speed-preset=ultrafast tune=zerolatency ! {sink}",
     ]
+
+
+def _file_size_limit() -> int | None:
+    """The process's file-size limit in bytes (``ulimit -f``), or None (none, or not a POSIX system)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if limit == resource.RLIM_INFINITY else limit
 
 
 def _has_gstreamer() -> bool:
@@ -128,8 +137,8 @@ class VideoSink:
         except OSError:
             size = 0
         free = shutil.disk_usage(self.path.parent).free
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        room = free if limit == resource.RLIM_INFINITY else min(free, limit - size)
+        limit = _file_size_limit()
+        room = free if limit is None else min(free, limit - size)
         reserve = RESERVE_BYTES + 4 * size // max(self.frames, 1)  # the index and a few frames of slack
         if room < reserve:
             why = ("the disk is almost full" if room == free else f"the file-size limit ({limit >> 20} MB, "
