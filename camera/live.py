@@ -178,7 +178,7 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
     from .capture import capture_from_args, check_serve_args
     from .record import VideoSink
     from .sinks import ConsoleSink, JsonlSink, WindowSink, display_available
-    from .sources import open_source
+    from .sources import open_source, parse_source
 
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames must be 1 or more, got {args.max_frames}")
@@ -193,8 +193,6 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
     # them instead of spinning; files read as fast as they decode keep onnxruntime's spinning (faster).
     paced = (display or args.serve is not None) if realtime is None else realtime
     try:
-        from .sources import parse_source
-
         paced = paced or parse_source(source_text).live
     except Exception:  # a bad source is said by open_source, below, in its own words
         pass
