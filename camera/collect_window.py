@@ -21,13 +21,18 @@ WEB_KEYS = {"Enter": 13, "Backspace": 8, "Escape": 27, "Tab": 9, "ArrowLeft": 65
             "Delete": 65535, " ": 32}
 
 
+def check_display() -> None:
+    """collect's window needs a display: said before anything slow (a live head's backbone) starts."""
+    if not display_available():
+        raise UserError("collect needs a window, and there is no display (DISPLAY is unset or OpenCV has no GUI): "
+                        "label in a browser with --serve 8080")
+
+
 class _Window:
     """A fixed-size window (we scale frames ourselves) that queues mouse clicks."""
 
     def __init__(self, title: str) -> None:
-        if not display_available():
-            raise UserError("collect needs a window, and there is no display (DISPLAY is unset or OpenCV has no GUI): "
-                            "label in a browser with --serve 8080")
+        check_display()
         os.environ.setdefault("QT_LOGGING_RULES", "default.warning=false")
         self.title = title
         cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)

@@ -170,7 +170,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_collect(args: argparse.Namespace) -> int:
     from edgevision.camera.capture import check_serve_args
     from edgevision.camera.collect import CollectOptions, parse_names, parse_split
-    from edgevision.camera.collect_window import collect, review
+    from edgevision.camera.collect_window import check_display, collect, review
 
     check_serve_args(args)
     serve = args.serve and {"address": args.serve, "token": args.serve_token, "fps": args.serve_fps,
@@ -189,6 +189,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         return 0
     live_head = None
     if args.live_head:
+        if not serve:
+            check_display()  # before the backbone loads
         if options.points:
             raise UserError("--live-head is for --classes: a kNN head learns labels, not points")
         from edgevision.camera.live_head import LiveHead
