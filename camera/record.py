@@ -26,6 +26,7 @@ import numpy as np
 from ..deploy.errors import UserError
 from ..deploy.images import check_new_output
 from ..deploy.providers import captured_fds
+from .sources import opencv_has_gstreamer
 
 RESERVE_BYTES = 4 << 20  # kept free for the file's index and the frames in the encoder's buffers
 STUCK_FRAMES = 2000  # frames written without the file growing: its writes fail
@@ -54,13 +55,6 @@ def _file_size_limit() -> int | None:
         return None
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     return None if limit == resource.RLIM_INFINITY else limit
-
-
-def _has_gstreamer() -> bool:
-    import re
-
-    m = re.search(r"GStreamer:\s*(\S+)", cv2.getBuildInformation())
-    return bool(m) and m.group(1).upper() == "YES"
 
 
 class VideoSink:
@@ -96,7 +90,7 @@ class VideoSink:
     def _probe(self, size: tuple[int, int]) -> None:
         suffix = self.path.suffix.lower()
         tried = []
-        if suffix in (".mp4", ".m4v", ".mov") and _has_gstreamer():
+        if suffix in (".mp4", ".m4v", ".mov") and opencv_has_gstreamer():
             for pipeline in _gstreamer_h264(self.path):
                 writer = cv2.VideoWriter(pipeline, cv2.CAP_GSTREAMER, 0, self.fps, size)
                 if writer.isOpened():
