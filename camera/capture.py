@@ -149,6 +149,9 @@ class FlippedSource:
         self.close()
 
 
+SERVE_DEFAULTS = {"serve_token": None, "serve_fps": 15.0, "serve_quality": 70}  # the --serve options' defaults
+
+
 def add_serve_args(p, what: str = "the annotated frames and results") -> None:
     """--serve [HOST:]PORT and its options: a web page for headless devices (camera/serve.py)."""
     g = p.add_argument_group("web page (headless devices)")
@@ -157,15 +160,17 @@ def add_serve_args(p, what: str = "the annotated frames and results") -> None:
                         "e.g. 0.0.0.0:8080 for every interface)")
     g.add_argument("--serve-token", metavar="SECRET",
                    help="--serve: the page and its streams need ?token=SECRET (or an X-Edgevision-Token header)")
-    g.add_argument("--serve-fps", type=float, default=15.0, help="--serve: most frames a second sent (default 15)")
-    g.add_argument("--serve-quality", type=int, default=70, help="--serve: JPEG quality 1..100 (default 70)")
+    g.add_argument("--serve-fps", type=float, default=SERVE_DEFAULTS["serve_fps"],
+                   help="--serve: most frames a second sent (default 15)")
+    g.add_argument("--serve-quality", type=int, default=SERVE_DEFAULTS["serve_quality"],
+                   help="--serve: JPEG quality 1..100 (default 70)")
 
 
 def check_serve_args(args) -> None:
     """Serve options without --serve do nothing: an error, as for every flag that needs another."""
     if getattr(args, "serve", None) is None:
-        for flag in ("serve_token", "serve_fps", "serve_quality"):
-            if getattr(args, flag) not in (None, 15.0, 70):
+        for flag, default in SERVE_DEFAULTS.items():  # each against its own default (--serve-quality 15 too)
+            if getattr(args, flag) != default:
                 raise UserError(f"--{flag.replace('_', '-')} needs --serve [HOST:]PORT")
 
 

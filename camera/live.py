@@ -189,9 +189,11 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
         if not display:
             say("no display found: running without a window" + ("" if args.serve else
                 " (--serve PORT shows it in a browser; --record or --jsonl keep the output)"))
+    # In a window or a web page, video files play at their own frame rate; headless, as fast as they decode.
+    realtime = (display or args.serve is not None) if realtime is None else realtime
     # Frames paced by a camera or by the clip's own rate leave gaps between runs: the CPU threads sleep in
     # them instead of spinning; files read as fast as they decode keep onnxruntime's spinning (faster).
-    paced = (display or args.serve is not None) if realtime is None else realtime
+    paced = realtime
     try:
         paced = paced or parse_source(source_text).live
     except Exception:  # a bad source is said by open_source, below, in its own words
@@ -212,8 +214,6 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
             raise UserError(f"{flag} {out} is the source itself: choose another file name (even with --overwrite)")
     sinks = []
     try:
-        # In a window or a web page, video files play at their own frame rate; headless, as fast as they decode.
-        realtime = (display or args.serve is not None) if realtime is None else realtime
         with open_source(source_text, realtime=realtime, loop=args.loop if loop is None else loop,
                          options=capture_from_args(args), reconnect=args.reconnect,
                          stall_timeout_s=args.stall_timeout, reconnect_for_s=args.reconnect_timeout,

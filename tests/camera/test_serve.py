@@ -300,6 +300,10 @@ def test_serve_options_without_serve_are_refused(tiny_model, synthetic_video):
                           capture_output=True, text=True, env=HEADLESS, timeout=60)
     assert proc.returncode == 2 and "--serve-token needs --serve" in proc.stderr
     proc = subprocess.run([*EDGEVISION, "run", "--model", str(tiny_model("classify")), "--source",
+                           str(synthetic_video(5)), "--no-display", "--serve-quality", "15"],
+                          capture_output=True, text=True, env=HEADLESS, timeout=60)
+    assert proc.returncode == 2 and "--serve-quality needs --serve" in proc.stderr  # 15 is not its default
+    proc = subprocess.run([*EDGEVISION, "run", "--model", str(tiny_model("classify")), "--source",
                            str(synthetic_video(5)), "--no-display", "--serve", "99999"],
                           capture_output=True, text=True, env=HEADLESS, timeout=60)
     assert proc.returncode == 2 and "outside 0..65535" in proc.stderr and "Traceback" not in proc.stderr
