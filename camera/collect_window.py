@@ -9,6 +9,7 @@ import time
 import cv2
 
 from ..deploy.errors import UserError
+from ..deploy.images import check_takes_files
 from .capture import CaptureOptions
 from .collect import KEYS_ENTER, CollectOptions, Collector, display_scale, display_to_source
 from .review import Reviewer
@@ -131,28 +132,13 @@ def _web_window(serve: dict, mode: str, source: str, say) -> WebWindow:
                                token=serve["token"], inputs=True, say=say))
 
 
-def _check_writable(root) -> None:
-    """The dataset folder (or the folder it will be made in) takes files, before the first save (a
-    read-only disk, no rights); nothing is left behind."""
-    import tempfile
-
-    existing = root
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        raise UserError(f"cannot save into {root}: {exc.strerror or exc}") from exc
-
-
 def collect(options: CollectOptions, source_text: str, capture: CaptureOptions | None = None,
             serve: dict | None = None, say=None, live_head=None, loop: bool = False) -> Collector:
     """Run the live collection window (or its web page, with ``serve``) until q/Esc, the window closes,
     or the stream ends. With a ``live_head`` (camera/live_head.py) Enter exports it instead of saving
     (``s`` saves)."""
     collector = Collector(options)
-    _check_writable(options.root)
+    check_takes_files(options.root, f"cannot save into {options.root}")  # before the first save
     if live_head is not None:
         live_head.add_folder_photos(options.root, collector.splits)
     # a bad source fails before a window opens

@@ -17,14 +17,13 @@ checks did not foresee) also stops the run.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ..deploy.errors import UserError
-from ..deploy.images import check_new_output
+from ..deploy.images import check_new_output, check_takes_files
 from ..deploy.providers import captured_fds
 from .sources import opencv_has_gstreamer
 
@@ -68,11 +67,8 @@ class VideoSink:
         if Path(path).suffix.lower() not in self.CODECS:
             raise UserError(f"--record {path}: use one of {', '.join(sorted(self.CODECS))}")
         self.path = check_new_output(path, overwrite)
-        try:  # a folder that takes no files is said as such (OpenCV would only say that no encoder opened)
-            with tempfile.TemporaryFile(dir=self.path.parent):
-                pass
-        except OSError as exc:
-            raise UserError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        # a folder that takes no files is said as such (OpenCV would only say that no encoder opened)
+        check_takes_files(self.path.parent, f"cannot write {self.path}")
         self.fps = fps if fps and fps > 0 else 30.0
         self.say = say
         self.writer: cv2.VideoWriter | None = None

@@ -48,6 +48,22 @@ def collect_images(paths: list[str]) -> list[Path]:
     return found
 
 
+def check_takes_files(folder: Path, what: str) -> None:
+    """``folder`` (or, while it does not exist yet, the nearest folder above it) takes new files, tried
+    with a temporary file that is gone at once: a read-only disk or a folder without rights is said
+    before any work, as ``what: reason`` (e.g. 'cannot write out.mp4: Read-only file system')."""
+    import tempfile
+
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what}: {exc.strerror or exc}") from exc
+
+
 def check_new_output(path: Path, overwrite: bool) -> Path:
     """Refuse to replace an existing file unless asked; create the parent folder."""
     path = Path(path)

@@ -95,15 +95,8 @@ def check_export_target(export: Path | None, overwrite: bool):
     'export it:' hint (the export follows at once) is left out."""
     if export is None:
         return log_line
-    import tempfile
-
-    from ..deploy.errors import UserError
-    from ..deploy.images import check_new_output
+    from ..deploy.images import check_new_output, check_takes_files
 
     path = check_new_output(export, overwrite)
-    try:
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc} (checked before training)") from exc
+    check_takes_files(path.parent, f"cannot write {path} (checked before training)")
     return lambda message: None if message.startswith("export it:") else log_line(message)
