@@ -3,6 +3,8 @@ replace an output file by accident. numpy + OpenCV only; used by every floor abo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -62,6 +64,33 @@ def check_takes_files(folder: Path, what: str) -> None:
             pass
     except OSError as exc:
         raise UserError(f"{what}: {exc.strerror or exc}") from exc
+
+
+@contextmanager
+def temp_beside(out: Path) -> Iterator[Path]:
+    """A temporary file name in ``out``'s folder ('.export-*.onnx.part' for an .onnx), so that the final
+    :func:`publish` is one atomic rename; removed on the way out unless it was published. A model is
+    written there, checked, and only then published: a failure leaves nothing half-made under ``out``."""
+    import os
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix=".export-", suffix=f"{Path(out).suffix}.part", dir=Path(out).parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Move a finished temporary file into place, with ordinary permissions (mkstemp's are 0600)."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, out)
 
 
 def check_new_output(path: Path, overwrite: bool) -> Path:

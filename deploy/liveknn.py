@@ -12,8 +12,6 @@ photos while another asks for predictions.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +21,7 @@ import numpy as np
 from .embed import Backbone, FeatureCache
 from .errors import UserError
 from .heads import KnnHead, join
-from .images import check_new_output
+from .images import check_new_output, publish, temp_beside
 from .tasks.classify import Classification
 
 
@@ -97,12 +95,7 @@ class LiveKnn:
         if head is None:
             raise UserError("the live head needs photos of two classes or more before it can be exported")
         path = check_new_output(Path(path), overwrite)
-        fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".onnx.part", dir=path.parent)
-        os.close(fd)
-        try:
+        with temp_beside(path) as tmp:
             onnx.save(join(self.backbone.path, head, self.backbone.spec.input_hw), tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+            publish(tmp, path)
         return path

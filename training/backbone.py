@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import keras
@@ -28,9 +27,9 @@ import tf2onnx
 
 from ..deploy.embed import BACKBONE_KEY, BackboneSpec
 from ..deploy.errors import UserError
-from ..deploy.images import check_new_output, collect_images, read_image
+from ..deploy.images import check_new_output, collect_images, publish, read_image, temp_beside
 from ..deploy.ops import fit_to_input, to_model_color
-from .export import _publish, stamped
+from .export import stamped
 from .fit import log_line
 from .model import build_backbone
 
@@ -86,8 +85,7 @@ def make_backbone(weights: str, out: Path, overwrite: bool = False, input_size: 
                         name="MobileNetV2 1.0, ImageNet weights, global average pooling")
     proto = convert_features(model, spec)
     report = {"sizes": {}}
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp_dir:
-        tmp = Path(tmp_dir) / out.name
+    with temp_beside(out) as tmp:
         onnx.save(proto, tmp)
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         for size in sorted({input_size, 160, 96}):  # the sizes the heads use: the free h, w must hold at each
@@ -99,7 +97,7 @@ def make_backbone(weights: str, out: Path, overwrite: bool = False, input_size: 
             log(f"parity at {size}x{size} on {len(x)} images: max |keras - onnx| = {diff:.2e} (allowed {atol:.0e})")
             if diff > atol:
                 raise UserError(f"backbone export refused, {out} not written: max |keras - onnx| {diff:.2e} > {atol}")
-        _publish(tmp, out)
+        publish(tmp, out)
     report.update(file=str(out), size_bytes=out.stat().st_size, spec=json.loads(spec.to_json()),
                   tf2onnx=tf2onnx.__version__, tensorflow=tf.__version__)
     log(f"wrote {out} ({report['size_bytes'] / 1e6:.1f} MB)")

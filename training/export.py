@@ -10,9 +10,7 @@ outputs, and top-1 agreement). This module imports TensorFlow; the runtime never
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ import tensorflow as tf
 import tf2onnx
 
 from ..deploy.errors import UserError, interrupts_deferred
-from ..deploy.images import check_new_output, read_image
+from ..deploy.images import check_new_output, publish, read_image, temp_beside
 from ..deploy.ops import preprocess
 from ..deploy.runner import Runner, RunnerOptions
 from ..deploy.spec import SPEC_KEY, TaskSpec
@@ -203,10 +201,7 @@ def export(
     with interrupts_deferred(log, "the conversion"):
         proto = convert(model, spec, opset=opset, batch=batch)
     log(f"converted with tf2onnx {tf2onnx.__version__}, opset {opset}, in {time.perf_counter() - t0:.1f} s")
-    fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".onnx.part", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with temp_beside(out) as tmp:
         onnx.save(proto, tmp)
         with interrupts_deferred(log, "the parity check"):
             report = parity_check(model, tmp, frames, atol, min_agreement)
@@ -214,9 +209,7 @@ def export(
         if not report.passed:
             raise UserError(f"export refused, {out} not written: {report.text()}")
         evaluation = evaluate_onnx(tmp, pairs)
-        _publish(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+        publish(tmp, out)
     result = {
         "file": str(out),
         "size_bytes": out.stat().st_size,
@@ -256,14 +249,6 @@ def export(
     return result
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Move a finished temporary file into place, with ordinary permissions (mkstemp's are 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, out)
-
-
 def calibration_frames(calib_dir: Path | None, data_dir: Path, exclude: set[Path], limit: int) -> list[np.ndarray]:
     """Up to ``limit`` images, spread evenly: from --calib DIR, else the run's data minus validation."""
     from ..deploy.images import collect_images
@@ -281,10 +266,7 @@ def make_variant(variant: str, out: Path, spec: TaskSpec, calib: list[np.ndarray
                  max_loss: float, log, calib_method: str = "percentile") -> dict:
     """Build, evaluate and (within the margin) write one precision variant of ``out``."""
     path = variant_path(out, variant)
-    fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".onnx.part", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with temp_beside(out) as tmp:
         t0 = time.perf_counter()
         used = quantize_int8(out, tmp, calib, spec, calib_method) if variant == "int8" else 0
         if variant == "fp16":
@@ -300,13 +282,11 @@ def make_variant(variant: str, out: Path, spec: TaskSpec, calib: list[np.ndarray
                 f"(built in {built_s:.1f} s)")
         entry["written"] = loss <= max_loss
         if entry["written"]:
-            _publish(tmp, path)
+            publish(tmp, path)
             log(f"wrote {path}: {line}")
         else:
             log(f"REFUSED {path}: {line}; it loses {loss:.4f}, more than --max-loss {max_loss}")
         return entry
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def rewrite_card(run_dir: Path, out: Path) -> Path:

@@ -13,7 +13,6 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -24,7 +23,7 @@ import numpy as np
 from ..deploy.embed import Backbone, FeatureCache
 from ..deploy.errors import UserError
 from ..deploy.heads import KnnHead, LinearHead, fit_knn, fit_linear, join
-from ..deploy.images import check_new_output, read_image
+from ..deploy.images import check_new_output, publish, read_image, temp_beside
 from ..deploy.runner import Runner, RunnerOptions
 from ..deploy.spec import TaskSpec
 from .classify_text import card_section, check_text, output_text  # noqa: F401  (the card's texts)
@@ -147,8 +146,7 @@ def _write_model(run_dir: Path, backbone: Path, head: KnnHead | LinearHead, inpu
     import onnx
 
     out = run_dir / "model.onnx"
-    with tempfile.TemporaryDirectory(dir=run_dir) as tmp_dir:
-        tmp = Path(tmp_dir) / "model.onnx"
+    with temp_beside(out) as tmp:
         onnx.save(join(backbone, head, input_hw), tmp)
         runner = Runner(tmp, RunnerOptions(providers="cpu"))
         frames = [read_image(p) for p in val_paths[:64]]
@@ -161,7 +159,7 @@ def _write_model(run_dir: Path, backbone: Path, head: KnnHead | LinearHead, inpu
         log(text)
         if diff > ATOL or agree < 1.0:
             raise UserError(f"the joined ONNX model disagrees with the numpy head, not kept: {text}")
-        shutil.move(str(tmp), out)
+        publish(tmp, out)
     return {"images": len(got), "max_abs_diff": diff, "agreement": agree, "atol": ATOL,
             "agreement_kind": "top-1 agreement", "reference": "numpy head"}
 
@@ -209,7 +207,9 @@ def export(run_dir: Path, out: Path, overwrite: bool = False, log=log_line) -> d
         runner.session.run(runner.output_names, {runner.input_name: runner.prepare(one).batch})
         if i >= 5:
             times.append((time.perf_counter() - t0) * 1e3)
-    shutil.copyfile(run_dir / "model.onnx", out)
+    with temp_beside(out) as tmp:  # the same atomic write as every export
+        shutil.copyfile(run_dir / "model.onnx", tmp)
+        publish(tmp, out)
     report = {"file": str(out), "size_bytes": out.stat().st_size, "opset": 17, "batch": "dynamic",
               "parity": metrics["parity"], "onnx_accuracy": float(np.mean(right)) if right else 0.0,
               "onnx_images": len(right), "cpu_latency_ms_median": round(statistics.median(times), 2),
