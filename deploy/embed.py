@@ -26,7 +26,7 @@ import numpy as np
 from .errors import UserError
 from .images import read_image
 from .onnxmeta import file_sha256, read_header
-from .ops import preprocess
+from .ops import RESIZE_VERSION, preprocess
 
 BACKBONE_KEY = "edgevision.backbone"
 
@@ -109,7 +109,8 @@ class FeatureCache:
     def __init__(self, backbone: Backbone, root: Path | None = None) -> None:
         self.backbone = backbone
         h, w = backbone.spec.input_hw
-        self.folder = Path(root or cache_root()) / f"{backbone.digest[:16]}-{h}x{w}"
+        # the resize is part of the name: features of the same file made another way are never reused
+        self.folder = Path(root or cache_root()) / f"{backbone.digest[:16]}-{h}x{w}-{RESIZE_VERSION}"
         self.hits = self.misses = 0
 
     def _entry(self, path: Path) -> Path:

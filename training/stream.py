@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..deploy.errors import UserError
+from ..deploy.ops import RESIZE_VERSION
 from .data import Split, decode_for_training
 
 SHUFFLE_BUFFER = 2048  # decoded images held for shuffling when the images come from a cache
@@ -46,7 +47,7 @@ def _decoder(size: int) -> Callable:
 def cache_name(split: Split, size: int, order: np.ndarray, name: str) -> str:
     """A cache file name that changes when a file, its size or time, a label, the order or the
     input size changes, so a cache never serves images of another folder state."""
-    digest = hashlib.sha256(f"{CACHE_VERSION} {size}".encode())
+    digest = hashlib.sha256(f"{CACHE_VERSION} {RESIZE_VERSION} {size}".encode())
     for i in order:
         path = Path(split.paths[i])
         try:

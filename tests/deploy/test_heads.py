@@ -102,6 +102,18 @@ def test_features_are_cached_per_file_and_an_edited_photo_is_embedded_again(tmp_
     assert third.misses == 1
 
 
+def test_features_made_with_another_resize_are_not_reused(tmp_path, monkeypatch):
+    from edgevision.deploy import embed
+
+    backbone = Backbone(tinymodels.save_backbone(tmp_path / "bb.onnx"), 32, RunnerOptions(providers="cpu"))
+    paths = sorted(tinymodels.colour_photos(tmp_path / "data", per_class=1).rglob("*.png"))
+    FeatureCache(backbone, tmp_path / "cache").features(paths)
+    monkeypatch.setattr(embed, "RESIZE_VERSION", "another-resize")
+    later = FeatureCache(backbone, tmp_path / "cache")
+    later.features(paths)
+    assert (later.misses, later.hits) == (3, 0)
+
+
 def test_an_unreadable_photo_is_skipped_not_fatal(tmp_path):
     backbone = Backbone(tinymodels.save_backbone(tmp_path / "bb.onnx"), 32, RunnerOptions(providers="cpu"))
     paths = sorted(tinymodels.colour_photos(tmp_path / "data", per_class=1).rglob("*.png"))

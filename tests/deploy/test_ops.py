@@ -34,6 +34,54 @@ def test_letterbox_pads_evenly_and_keeps_aspect():
     assert out[50, 50].tolist() == [255, 255, 255]  # image
 
 
+def _photo_like(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Smooth shapes plus pixel-level grain (detail finer than any output pixel): a frame without a file."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = 128 + 80 * np.sin(xx / 37.0) * np.cos(yy / 23.0)
+    img = base[..., None] + rng.normal(0, 12, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("hw", [(480, 640), (720, 1280), (1080, 1920), (777, 1001), (300, 250)])
+@pytest.mark.parametrize("size", [(224, 224), (96, 160)])
+def test_shrink_averages_like_inter_area(hw, size):
+    import cv2
+
+    image = _photo_like(*hw)
+    ours = ops.shrink(image, size).astype(np.float32)
+    area = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    assert ours.shape == area.shape
+    assert np.abs(ours - area).mean() < 2.5  # grey levels of 255; the grain alone differs by 12
+    linear = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    if min(hw[0] / size[1], hw[1] / size[0]) >= 2:
+        assert np.abs(linear - area).mean() > 2 * np.abs(ours - area).mean()
+
+
+def test_shrink_is_inter_area_exactly_at_integer_factors_and_averages_away_one_pixel_stripes():
+    import cv2
+
+    image = _photo_like(448, 672)
+    assert np.array_equal(ops.shrink(image, (224, 224)), cv2.resize(image, (224, 224), interpolation=cv2.INTER_AREA))
+    stripes = np.zeros((480, 640, 3), np.uint8)
+    stripes[:, 1::2] = 255  # the finest detail a frame has: linear resizing alone keeps some of it as bands
+    out = ops.shrink(stripes, (224, 224)).astype(np.float32)
+    assert abs(out.mean() - 127.5) < 1 and out.std() < 2
+
+
+def test_fit_to_input_down_scales_through_shrink_and_up_scales_linearly():
+    import cv2
+
+    image = _photo_like(480, 640)
+    out, _ = ops.fit_to_input(image, (224, 224), "stretch")
+    assert np.array_equal(out, ops.shrink(image, (224, 224)))
+    small = _photo_like(50, 60)
+    out, _ = ops.fit_to_input(small, (100, 120), "stretch")
+    assert np.array_equal(out, cv2.resize(small, (120, 100), interpolation=cv2.INTER_LINEAR))
+    boxed, placement = ops.fit_to_input(image, (224, 224), "letterbox")
+    assert np.array_equal(boxed[28:196], ops.shrink(image, (224, 168))) and placement.pad_xy == (0.0, 28.0)
+
+
 def test_preprocess_applies_mean_and_std_from_the_spec():
     spec = TaskSpec("classify", (4, 4), ("a", "b"), mean=(100, 100, 100), std=(2, 2, 2))
     batch, _ = ops.preprocess([np.full((8, 8, 3), 200, np.uint8)], spec)
