@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 
 import pytest
@@ -62,3 +63,20 @@ def test_bench_times_a_provider_that_really_runs_once(tiny_model):
     results = bench(tiny_model("classify"), "trt,cuda,cpu", None, 4, 0)
     rows = [(r.requested, r.provider, r.timed) for r in results]
     assert rows == [("TensorRT", "CPU", True), ("CUDA", "CPU", False), ("CPU", "CPU", False)], rows
+
+
+FEEDS = [([], "in line, 2 frame(s) per inference, its own choice"),
+         (["--feed", "threaded", "--batch", "2"], "by a second thread, 2 frame(s)")]
+
+
+@pytest.mark.parametrize(("flags", "said"), FEEDS)
+def test_the_loop_benchmark_pairs_run_with_a_bare_loop_and_says_how_run_was_fed(tiny_model, synthetic_video, capsys,
+                                                                                flags, said):
+    from edgevision.camera import bench_run
+
+    video = synthetic_video(12)
+    assert bench_run.main(["--model", str(tiny_model("classify")), "--video", str(video), "--repeats", "2",
+                           "--max-frames", "12", *flags]) == 0
+    out = capsys.readouterr().out
+    ratio = r"\d\.\d{3}"
+    assert said in out and re.search(rf"run / bare: {ratio} \(median of the paired runs; {ratio} to {ratio}\)", out)

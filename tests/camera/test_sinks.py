@@ -128,3 +128,113 @@ def test_a_disk_about_to_fill_finishes_the_recording_playable_and_stops(tmp_path
         sink.write(frame, RECORD)
     sink.close()
     assert playable_frames(path) == 5
+
+
+class _FakeSource:
+    """Frames from a list; ``fail`` raises after them, as a lost camera does."""
+
+    def __init__(self, images, live=False, fail=None):
+        import time as _time
+
+        from edgevision.camera.sources import Frame
+
+        self.frames = [Frame(i, _time.time(), im) for i, im in enumerate(images)]
+        self.live, self.fail, self.description, self.skipped = live, fail, "fake", []
+
+    def __iter__(self):
+        yield from self.frames
+        if self.fail is not None:
+            raise self.fail
+
+
+class _Keep:
+    def __init__(self):
+        self.records = []
+
+    def write(self, image, record):
+        self.records.append(record)
+        return True
+
+    def close(self):
+        pass
+
+
+def _counting_runner(tiny_model, monkeypatch, threads=0):
+    from edgevision.deploy.providers import ProviderConfig
+    from edgevision.deploy.runner import Runner, RunnerOptions
+
+    runner = Runner(tiny_model("classify"), RunnerOptions(providers="cpu", config=ProviderConfig(threads=threads)))
+    sizes = []
+    run = runner.run
+    monkeypatch.setattr(runner, "run", lambda prepared: (sizes.append(len(prepared.batch)), run(prepared))[1])
+    return runner, sizes
+
+
+def _colours(n):
+    colours = [(0, 0, 255), (0, 255, 0), (255, 0, 0)]  # BGR red, green, blue
+    return [np.full((48, 64, 3), colours[i % 3], np.uint8) for i in range(n)]
+
+
+def test_files_run_two_frames_per_inference_with_the_answers_of_one(tiny_model, monkeypatch):
+    from edgevision.camera.live import FILE_BATCH, run_loop
+
+    runner, sizes = _counting_runner(tiny_model, monkeypatch)
+    images = _colours(7)
+    sink = _Keep()
+    stats = run_loop(_FakeSource(images), runner, [sink], draw=False)
+    assert FILE_BATCH == 2 and sizes == [2, 2, 2, 1] and stats.frames == 7
+    assert [r["frame"] for r in sink.records] == list(range(7))
+    alone = [runner(im).to_dict() for im in images]
+    for kept, single in zip(sink.records, alone):
+        assert kept["result"]["label"] == single["label"]
+        assert kept["result"]["score"] == pytest.approx(single["score"], abs=1e-5)
+    sink = _Keep()
+    stats = run_loop(_FakeSource(images), runner, [sink], max_frames=3, draw=False)
+    assert [r["frame"] for r in sink.records] == [0, 1, 2] and stats.stopped_by == "--max-frames"
+
+
+def test_files_are_read_in_line_when_the_model_has_every_core_else_by_a_second_thread(tiny_model, monkeypatch):
+    from edgevision.camera import live
+
+    runner, sizes = _counting_runner(tiny_model, monkeypatch)
+    assert live.feeding(_FakeSource([]), runner) == (False, 2)
+    assert live.feeding(_FakeSource([], live=True), runner) == (True, 1)
+    one_core, _ = _counting_runner(tiny_model, monkeypatch, threads=1)
+    assert live.feeding(_FakeSource([]), one_core) == (True, 1)
+    threads = []
+    prepare = one_core.prepare
+    monkeypatch.setattr(one_core, "prepare", lambda frames: (threads.append(live.threading.current_thread().name),
+                                                             prepare(frames))[1])
+    sink = _Keep()
+    live.run_loop(_FakeSource(_colours(5)), one_core, [sink], draw=False)
+    assert [r["frame"] for r in sink.records] == list(range(5)) and set(threads) == {"edgevision-prepare"}
+
+
+def test_live_sources_run_one_frame_at_a_time(tiny_model, monkeypatch):
+    from edgevision.camera.live import run_loop
+
+    runner, sizes = _counting_runner(tiny_model, monkeypatch)
+    run_loop(_FakeSource(_colours(3), live=True), runner, [_Keep()], draw=False)
+    assert sizes and set(sizes) == {1}
+
+
+@pytest.mark.parametrize("threads", [0, 1])  # in line, and by the preparing thread
+def test_a_lost_source_raises_after_the_frames_read_before_it(tiny_model, monkeypatch, threads):
+    from edgevision.camera.live import run_loop
+    from edgevision.camera.sources import SourceLost
+
+    runner, _ = _counting_runner(tiny_model, monkeypatch, threads)
+    sink = _Keep()
+    with pytest.raises(SourceLost, match="gone"):
+        run_loop(_FakeSource(_colours(3), fail=SourceLost("gone")), runner, [sink], draw=False)
+    assert [r["frame"] for r in sink.records] == [0, 1, 2]  # the third, read alone, was not dropped
+
+
+@pytest.mark.parametrize("threads", [0, 1])
+def test_a_frame_that_cannot_be_prepared_stops_the_loop_instead_of_hanging_it(tiny_model, monkeypatch, threads):
+    from edgevision.camera.live import run_loop
+
+    runner, _ = _counting_runner(tiny_model, monkeypatch, threads)
+    images = [*_colours(3), np.zeros((48, 64, 4), np.uint8)]  # four channels: prepare refuses it
+    with pytest.raises(ValueError, match=r"must have shape \(h, w, 3\)"):
+        run_loop(_FakeSource(images), runner, [_Keep()], draw=False)
