@@ -143,6 +143,14 @@ def gpu_name() -> str:
     return "none"
 
 
+WSL_GPU_DEVICE = Path("/dev/dxg")  # WSL2 shows its GPU only as this device, with no /proc/driver/nvidia
+
+
+def no_gpu_here() -> bool:
+    """True where no NVIDIA GPU can be seen: no Jetson device tree, no NVIDIA driver in /proc, not WSL2."""
+    return gpu_name() == "none" and not WSL_GPU_DEVICE.exists()
+
+
 def cache_key(model_digest: str, ort_version: str, trt_version: str, gpu: str) -> str:
     """An engine built for other bytes, another onnxruntime or TensorRT, or another GPU is never reused."""
     return hashlib.sha256("\n".join((model_digest, ort_version, trt_version, gpu)).encode()).hexdigest()[:16]

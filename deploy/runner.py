@@ -16,12 +16,14 @@ from .errors import UserError
 from .onnxmeta import OnnxHeader, read_header
 from .providers import (
     CPU,
+    GPU_PROVIDERS,
     TRT,
     ProviderConfig,
     ProviderReport,
     captured_fds,
     load_failure_reason,
     needs_engine_build,
+    no_gpu_here,
     parse_providers,
     provider_options,
     tensorrt_version,
@@ -95,6 +97,8 @@ def open_session(path: Path, options: RunnerOptions) -> tuple[ort.InferenceSessi
         raise UserError(f"onnxruntime could not load {path}: {first}")
     active = tuple(session.get_providers())
     reason = "" if active and active[0] == requested[0] else load_failure_reason(log)
+    if reason and requested[0] in GPU_PROVIDERS and no_gpu_here():  # the missing library is not the news
+        reason = f"no NVIDIA GPU on this machine; {reason}"
     return session, ProviderReport(tuple(requested), active or (CPU,), reason)
 
 

@@ -103,6 +103,9 @@ class FallbackSession:
 
 
 def test_asked_for_cuda_got_cpu_is_reported_in_one_line_without_the_noise(tiny_model, monkeypatch, capfd):
+    from edgevision.deploy import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "no_gpu_here", lambda: False)  # a machine with a GPU but no cuDNN
     monkeypatch.setattr(ort, "get_available_providers", lambda: [P.CUDA, P.CPU])
     monkeypatch.setattr(ort, "InferenceSession", FallbackSession(ort.InferenceSession))
     runner = Runner(tiny_model("classify"), RunnerOptions(providers="cuda"))
@@ -112,6 +115,23 @@ def test_asked_for_cuda_got_cpu_is_reported_in_one_line_without_the_noise(tiny_m
     assert out == "" and err == ""  # the noise stays out of the user's terminal
     with pytest.raises(UserError, match="--require-gpu: no GPU provider could be used"):
         Runner(tiny_model("classify", name="again.onnx"), RunnerOptions(providers="cuda", require_gpu=True))
+
+
+def test_on_a_machine_without_an_nvidia_gpu_the_fallback_says_so_first(tiny_model, monkeypatch, tmp_path):
+    from edgevision.deploy import providers
+
+    monkeypatch.setattr(providers, "gpu_name", lambda: "none")
+    monkeypatch.setattr(providers, "WSL_GPU_DEVICE", tmp_path / "no-dxg")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [P.CUDA, P.CPU])
+    monkeypatch.setattr(ort, "InferenceSession", FallbackSession(ort.InferenceSession))
+    runner = Runner(tiny_model("classify"), RunnerOptions(providers="cuda"))
+    assert runner.provider_line == ("running on CPU: CUDA could not be used (no NVIDIA GPU on this machine; "
+                                    "libcudnn.so.9 not found)")
+    monkeypatch.setattr(providers, "gpu_name", lambda: "NVIDIA Jetson Orin Nano Developer Kit")
+    assert not providers.no_gpu_here()
+    monkeypatch.setattr(providers, "gpu_name", lambda: "none")
+    (tmp_path / "no-dxg").touch()  # WSL2: a GPU without /proc/driver/nvidia
+    assert not providers.no_gpu_here()
 
 
 @pytest.mark.skipif(
