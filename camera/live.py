@@ -54,12 +54,15 @@ def run_loop(source: Source, runner: Runner | ChainRunner, sinks: list[Sink], ma
     return stats
 
 
-# How a file read as fast as it decodes is fed, measured on this 2-core CPU (emotions, 3,000 frames of
-# a 640x480 clip, FPS): with onnxruntime on every core, a second thread that prepares the next frame
-# only takes cores from it (one frame at a time: 271 in line, 265 threaded), and two frames per
-# inference do more per call (294 in line); with a core left free (--threads 1, or a GPU doing the
-# model), the second thread wins (188 threaded, 171 in line) and pairs do not (163).
-# Live and paced sources are always threaded, one frame at a time: the newest frame, never a waiting one.
+# How a file read as fast as it decodes is fed, measured on a 2-core CPU as a share of a bare
+# onnxruntime loop's FPS (median of paired runs, 640x480 clip; frames per inference 1 or 2):
+#                                      in line 1   in line 2   threaded 1   threaded 2
+#   emotions, onnxruntime on 2 cores     0.937       0.999        0.939        0.967
+#   thumbs,   onnxruntime on 2 cores     0.867       0.962        0.882        0.976
+#   emotions, --threads 1 (a core free)  0.957       0.903        1.084        1.001
+# With every core busy inferring, a second thread that prepares the next frame only takes cores from
+# onnxruntime, and pairs do more per call; with a core free (--threads 1, or a GPU doing the model) the
+# second thread wins. Live and paced sources are always threaded, one frame at a time: the newest frame.
 FILE_BATCH = 2
 
 
