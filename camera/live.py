@@ -92,7 +92,7 @@ def _consume(batches, runner, sinks: list[Sink], max_frames: int | None, draw: b
              background) -> None:
     """Run, draw, write: one prepared batch at a time, each frame in the order they come."""
     provider = short_name(runner.report.running)
-    fps = 0.0
+    fps = interval = 0.0  # interval: a moving average of seconds per frame (frames of a batch come together)
     last = time.perf_counter()
     for group, prepared, capture_ms in batches:
         results, batch_timings = runner.run(prepared)
@@ -118,12 +118,9 @@ def _consume(batches, runner, sinks: list[Sink], max_frames: int | None, draw: b
             }
             t_sink = time.perf_counter()
             keep_going = all([sink.write(frame.image, record) for sink in sinks])
-            now = time.perf_counter()
-            timings["sink_ms"] = (now - t_sink) * 1e3
+            timings["sink_ms"] = (time.perf_counter() - t_sink) * 1e3
             for key, value in timings.items():
                 stats.totals_ms[key] += value
-            fps = 1.0 / (now - last) if fps == 0.0 else 0.9 * fps + 0.1 / max(now - last, 1e-9)
-            last = now
             stats.frames += 1
             if not keep_going:
                 stats.stopped_by = "user"
@@ -131,6 +128,11 @@ def _consume(batches, runner, sinks: list[Sink], max_frames: int | None, draw: b
             if max_frames is not None and stats.frames >= max_frames:
                 stats.stopped_by = "--max-frames"
                 return
+        now = time.perf_counter()
+        per_frame = (now - last) / len(group)
+        interval = per_frame if interval == 0.0 else 0.9 * interval + 0.1 * per_frame
+        fps = 1.0 / max(interval, 1e-9)
+        last = now
 
 
 _END = object()

@@ -238,3 +238,19 @@ def test_a_frame_that_cannot_be_prepared_stops_the_loop_instead_of_hanging_it(ti
     images = [*_colours(3), np.zeros((48, 64, 4), np.uint8)]  # four channels: prepare refuses it
     with pytest.raises(ValueError, match=r"must have shape \(h, w, 3\)"):
         run_loop(_FakeSource(images), runner, [_Keep()], draw=False)
+
+
+def test_the_fps_of_frames_that_come_in_pairs_is_frames_per_second_not_the_gap_between_the_two(tiny_model,
+                                                                                               monkeypatch):
+    import time
+
+    from edgevision.camera.live import run_loop
+
+    runner, sizes = _counting_runner(tiny_model, monkeypatch)
+    run = runner.run
+    monkeypatch.setattr(runner, "run", lambda prepared: (time.sleep(0.04), run(prepared))[1])  # 20 ms a frame
+    sink = _Keep()
+    run_loop(_FakeSource(_colours(8)), runner, [sink], draw=False)
+    assert sizes == [2, 2, 2, 2]
+    shown = [r["stats"]["fps"] for r in sink.records[2:]]  # the first pair has no rate yet
+    assert all(25 < fps < 55 for fps in shown), shown
