@@ -41,28 +41,6 @@ class EpochLine(keras.callbacks.Callback):
         )
 
 
-class AugmentedBatches(keras.utils.PyDataset):
-    """Batches of freshly augmented samples, reshuffled every epoch. ``augment(image, target, rng)``
-    returns the (image, target) pair the model trains on."""
-
-    def __init__(self, images, targets, batch_size: int, augment, seed: int) -> None:
-        super().__init__()
-        self.images, self.targets, self.batch_size, self.augment = images, targets, batch_size, augment
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(images))
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.images) / self.batch_size)
-
-    def __getitem__(self, i: int):
-        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        pairs = [self.augment(self.images[j], self.targets[j], self.rng) for j in idx]
-        return np.stack([p[0] for p in pairs]).astype(np.float32), np.stack([p[1] for p in pairs])
-
-    def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.images))
-
-
 def predict_batches(model: keras.Model, batches: tf.data.Dataset) -> Iterator[tuple[list[np.ndarray], list]]:
     """(model outputs, the batch's other arrays) for every (images, *others) batch, one batch in
     memory at a time. Inference only: runs on this process's first device also under a strategy."""
