@@ -1,13 +1,19 @@
-"""Detection training: box augmentation and FCOS training targets. No TensorFlow here; the box
-readers are in deploy/boxdata.py and the AP metric in deploy/tasks/detect.py (``eval`` needs both
-on a Jetson)."""
+"""Detection training: the stream's samples, box augmentation and FCOS training targets. No
+TensorFlow here; the box readers are in deploy/boxdata.py and the AP metric in
+deploy/tasks/detect.py (``eval`` needs both on a Jetson)."""
 
 from __future__ import annotations
+
+import json
 
 import cv2
 import numpy as np
 
-from ..deploy.ops import LETTERBOX_FILL, fit_to_input
+from ..deploy.boxdata import BoxSample
+from ..deploy.images import read_image
+from ..deploy.ops import LETTERBOX_FILL, Placement, fit_to_input, to_model_color
+from ..deploy.spec import TaskSpec
+from .samples import PLACEMENT, Source, model_input, placement_row
 
 MIN_VISIBLE = 0.4  # a box cut by a crop keeps its clipped part if at least this share of it remains
 MIN_SIDE_PX = 2.0  # ... and the clipped box is at least this wide and high (model-input pixels)
@@ -89,8 +95,63 @@ def mosaic(images: list[np.ndarray], boxes: list[np.ndarray], labels: list[np.nd
 def letterbox_sample(image_rgb: np.ndarray, xyxy: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """No augmentation: the runtime's own letterbox (ops.fit_to_input), boxes moved with it."""
     out, placement = fit_to_input(image_rgb, (size, size), "letterbox")
+    return out, placed_boxes(xyxy, placement, size)
+
+
+def placed_boxes(xyxy: np.ndarray, placement: Placement, size: int) -> np.ndarray:
+    """Source-pixel boxes moved to where the source went in the (size, size) input."""
     m = np.array([[placement.scale_xy[0], 0, placement.pad_xy[0]], [0, placement.scale_xy[1], placement.pad_xy[1]]])
-    return out, warp_boxes(xyxy, m, size)[0]
+    return warp_boxes(xyxy, m, size)[0]
+
+
+def shrink(image_rgb: np.ndarray, xyxy: np.ndarray, longest: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep training sources at most ``longest`` px on their long side (faster warps, same result)."""
+    h, w = image_rgb.shape[:2]
+    scale = longest / max(h, w)
+    if scale >= 1:
+        return image_rgb, xyxy
+    small = cv2.resize(image_rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    return small, xyxy * np.float32([small.shape[1] / w, small.shape[0] / h] * 2)
+
+
+# --- the stream's samples -----------------------------------------------------------------------
+
+
+def _stamp(sample: BoxSample) -> str:
+    return json.dumps({"xyxy": sample.xyxy.tolist(), "label": sample.label.tolist()})
+
+
+def train_source(samples: list[BoxSample], longest: int, name: str) -> Source:
+    """Training sources: the RGB photo shrunk to at most ``longest`` px on its long side (any shape)
+    with its boxes (n, 4) and labels (n,), before augmentation."""
+
+    def load(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        bgr = read_image(samples[i].path)
+        if bgr is None:
+            return None
+        image, xyxy = shrink(to_model_color(bgr, "RGB"), samples[i].xyxy, longest)
+        return image, xyxy, samples[i].label
+
+    return Source(name, tuple(s.path for s in samples), tuple(_stamp(s) for s in samples), longest, load,
+                  (("uint8", (None, None, 3)), ("float32", (None, 4)), ("int64", (None,))),
+                  variant="RGB, long side at most the size")
+
+
+def val_source(samples: list[BoxSample], spec: TaskSpec, name: str) -> Source:
+    """Validation samples: the input as the runner makes it (``spec``: letterbox), the boxes moved
+    with it, their labels, and (info) the placement that maps predictions back to the source."""
+    (h, w) = spec.input_hw
+
+    def load(i: int) -> tuple | None:
+        found = model_input(samples[i].path, spec)
+        if found is None:
+            return None
+        image, placement = found
+        return image, placed_boxes(samples[i].xyxy, placement, w), samples[i].label, placement_row(placement)
+
+    return Source(name, tuple(s.path for s in samples), tuple(_stamp(s) for s in samples), w, load,
+                  (("uint8", (h, w, 3)), ("float32", (None, 4)), ("int64", (None,)), PLACEMENT), info=1,
+                  variant=f"{spec.color} {spec.resize}")
 
 
 # --- training targets ---------------------------------------------------------------------------

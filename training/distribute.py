@@ -14,9 +14,12 @@ The TF_CONFIG checks here need no TensorFlow; the strategy itself is built on de
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from ..deploy.errors import UserError
 
@@ -85,7 +88,7 @@ def make_strategy(kind: str, log: Callable[[str], None]):
         return tf.distribute.get_strategy()
     if kind == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+        strategy = _mirrored(tuple(d.name for d in devices))
         log(f"mirrored over {len(devices)} device{'s' if len(devices) > 1 else ''}: "
             + ", ".join(d.name.split("device:")[-1] for d in devices)
             + ("" if tf.config.list_logical_devices("GPU") else " (no GPU found)"))
@@ -104,6 +107,15 @@ def make_strategy(kind: str, log: Callable[[str], None]):
     raise UserError(f"distribute must be one of {', '.join(STRATEGIES)}, got {kind!r}")
 
 
+@functools.cache
+def _mirrored(devices: tuple[str, ...]):
+    """One MirroredStrategy per device set and process: a second one's collective ops can collide
+    with the first's (a shape mismatch in a collective instance) when one process trains twice."""
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(list(devices))
+
+
 def shard_by_data(ds):
     """A dataset that a multiworker strategy splits by element (every worker reads the same file
     list in the same seeded order and keeps its share); a no-op on one machine."""
@@ -112,3 +124,25 @@ def shard_by_data(ds):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options)
+
+
+def train_on_strategy(config, log: Callable[[str], None], body: Callable) -> Path:
+    """Make ``config.distribute``'s strategy (first: a multiworker strategy must start before any
+    other TensorFlow work), then ``body(config, log, strategy, scratch)`` -> run folder. On a
+    multiworker cluster only the chief keeps its run folder (``scratch`` None); the other workers
+    train in a temporary one (``scratch``) that is removed at the end."""
+    strategy = make_strategy(config.distribute, log)
+    if is_chief(config.distribute):
+        return body(config, log, strategy, None)
+    with tempfile.TemporaryDirectory(prefix="edgevision-worker-") as scratch:
+        run_dir = body(config, log, strategy, Path(scratch))
+    log("this worker's copy of the run is removed: the chief writes the run folder")
+    return run_dir
+
+
+def global_batch(batch_size: int, strategy, log: Callable[[str], None]) -> int:
+    """``batch_size`` per device times the strategy's devices (said in a line when more than one)."""
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1:
+        log(f"global batch {batch_size * replicas} ({batch_size} per device); learning rates as given")
+    return batch_size * replicas

@@ -1,19 +1,22 @@
-"""The fit kit every per-task trainer shares: progress lines, the run folder, augmented batches,
-the fine-tune schedule and callbacks. Progress goes to stderr (stdout is for results)."""
+"""The fit kit every per-task trainer shares: progress lines, the run folder, prediction over
+streamed batches, the fine-tune schedule and callbacks. Progress goes to stderr (stdout is for
+results)."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from .model import set_trainable_top
 from .options import TrainConfig
 from .runfolder import export_hint, log_line, new_run_dir  # noqa: F401  (TF-free, here for the trainers)
+from .stream import epoch_seed, even_count, one_by_one
 
 
 class EpochLine(keras.callbacks.Callback):
@@ -38,26 +41,46 @@ class EpochLine(keras.callbacks.Callback):
         )
 
 
-class AugmentedBatches(keras.utils.PyDataset):
-    """Batches of freshly augmented samples, reshuffled every epoch. ``augment(image, target, rng)``
-    returns the (image, target) pair the model trains on."""
+def predict_batches(model: keras.Model, batches: tf.data.Dataset) -> Iterator[tuple[list[np.ndarray], list]]:
+    """(model outputs, the batch's other arrays) for every (images, *others) batch, one batch in
+    memory at a time. Inference only: runs on this process's first device also under a strategy."""
+    run = tf.function(lambda x: model(x, training=False))
+    for images, *others in batches:
+        out = run(tf.cast(images, tf.float32))
+        yield [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])], [o.numpy() for o in others]
 
-    def __init__(self, images, targets, batch_size: int, augment, seed: int) -> None:
-        super().__init__()
-        self.images, self.targets, self.batch_size, self.augment = images, targets, batch_size, augment
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(images))
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.images) / self.batch_size)
+def predict_all(model: keras.Model, batches: tf.data.Dataset) -> tuple[np.ndarray, ...]:
+    """The first output and the other arrays of every batch, concatenated (for small outputs:
+    features, probabilities, points)."""
+    parts = [(out[0], *others) for out, others in predict_batches(model, batches)]
+    return tuple(np.concatenate(column) for column in zip(*parts))
 
-    def __getitem__(self, i: int):
-        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        pairs = [self.augment(self.images[j], self.targets[j], self.rng) for j in idx]
-        return np.stack([p[0] for p in pairs]).astype(np.float32), np.stack([p[1] for p in pairs])
 
-    def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.images))
+def feature_batches(x: np.ndarray, y: np.ndarray, batch: int, devices: int, seed: int | None = None,
+                    epochs: int = 1) -> tuple[tf.data.Dataset, int]:
+    """(batches of arrays held in memory, a head's features; batches per epoch): in order, or with
+    ``seed`` ``epochs`` epochs, each in its own seeded order, in one dataset (give Keras
+    ``steps_per_epoch``; see training/stream.py); with several ``devices`` every batch splits
+    evenly over them."""
+    used = even_count(len(x), devices, "features")
+    steps = math.ceil(used / batch)
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if seed is None:
+        return ds.take(used).batch(batch), steps
+    return one_by_one([ds.shuffle(len(x), seed=epoch_seed(seed, e), reshuffle_each_iteration=False).take(used)
+                       .batch(batch) for e in range(epochs)], steps), steps
+
+
+def run_folder(config: TrainConfig, scratch: Path | None) -> Path:
+    """A new run folder, or a multiworker non-chief's scratch folder."""
+    return new_run_dir(config) if scratch is None else scratch
+
+
+def log_saved(run_dir: Path, config: TrainConfig, scratch: Path | None, log: Callable[[str], None]) -> None:
+    if scratch is None:
+        log(f"run saved to {run_dir}")
+        log(f"export it: edgevision export {run_dir} --out {export_hint(config.run_name)}")
 
 
 def unfreeze_backbone(owner: keras.Model, config: TrainConfig, log: Callable[[str], None]) -> None:

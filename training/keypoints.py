@@ -15,6 +15,7 @@ the image diagonal (say which in the report).
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ import numpy as np
 from ..deploy.errors import UserError
 from ..deploy.images import read_image
 from ..deploy.ops import fit_to_input, to_model_color
+from ..deploy.spec import TaskSpec
+from .samples import PLACEMENT, Source, model_input, placement_row
 
 IBUG_EYES = {"right_eye": range(36, 42), "left_eye": range(42, 48)}  # the subject's right eye is on the image left
 IBUG_OUTER_CORNERS = (36, 45)
@@ -55,8 +58,10 @@ def _split_dirs(root: Path) -> tuple[Path, Path | None]:
     )
 
 
-def read_points(folder: Path, names: tuple[str, ...]) -> PointSet:
-    """Images and named points of one folder (``images/`` + ``labels.csv`` [+ ``landmarks68.csv``])."""
+def read_points(folder: Path, names: tuple[str, ...], diagonals: bool = True) -> PointSet:
+    """Images and named points of one folder (``images/`` + ``labels.csv`` [+ ``landmarks68.csv``]).
+    Without eye corners the norm is each image's diagonal: read from the files, or with ``diagonals``
+    False left NaN (a training stream's scan measures them)."""
     rows = _read_csv(folder / "labels.csv")
     landmarks = {}
     if (folder / "landmarks68.csv").is_file():
@@ -95,20 +100,26 @@ def read_points(folder: Path, names: tuple[str, ...]) -> PointSet:
     kind = "inter-ocular"
     if np.isnan(norm).any():  # no eye corners for some: fall back to the diagonal for all, consistently
         kind = "diagonal"
-        norm = np.asarray([math.hypot(*read_image(p).shape[:2]) for p in paths], dtype=np.float32)
+        norm = np.asarray([_diagonal(p) if diagonals else float("nan") for p in paths], dtype=np.float32)
     return PointSet(tuple(paths), np.asarray(points, dtype=np.float32), norm, kind)
 
 
+def _diagonal(path: Path) -> float:
+    """The image's diagonal in pixels (NaN when it cannot be read: training skips it)."""
+    image = read_image(path)
+    return float("nan") if image is None else math.hypot(*image.shape[:2])
+
+
 def find_point_dataset(
-    data: str | Path, names: tuple[str, ...], val_split: float, seed: int
+    data: str | Path, names: tuple[str, ...], val_split: float, seed: int, diagonals: bool = True
 ) -> tuple[PointSet, PointSet]:
     root = Path(data).expanduser()
     if not root.is_dir():
         raise UserError(f"data folder not found: {root}")
     train_dir, val_dir = _split_dirs(root)
-    train = read_points(train_dir, names)
+    train = read_points(train_dir, names, diagonals)
     if val_dir is not None:
-        return train, read_points(val_dir, names)
+        return train, read_points(val_dir, names, diagonals)
     if len(train.paths) < 5:
         raise UserError(f"{root} has {len(train.paths)} labelled images: collect at least 5")
     order = np.random.default_rng(seed).permutation(len(train.paths))
@@ -142,7 +153,25 @@ class Resized:
     skipped: list[Path]
 
 
+def point_source(points: PointSet, spec: TaskSpec, name: str) -> Source:
+    """The stream's samples: the image as the runner feeds it (``spec``: RGB, stretched), its
+    points (k, 2) in those input pixels, and (info) where the source went (samples.PLACEMENT)."""
+
+    def load(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        found = model_input(points.paths[i], spec)
+        if found is None:
+            return None
+        image, placement = found
+        return image, points.points[i] * np.float32(placement.scale_xy), placement_row(placement)
+
+    (h, w), k = spec.input_hw, points.points.shape[1]
+    stamps = tuple(json.dumps(p.tolist()) for p in points.points)
+    return Source(name, points.paths, stamps, w, load,
+                  (("uint8", (h, w, 3)), ("float32", (k, 2)), PLACEMENT), info=1)
+
+
 def load_resized(points: PointSet, size: int) -> Resized:
+    """Every image in memory (for small sets and checks; training streams them: point_source)."""
     images, pts, scales, keep = [], [], [], []
     for path, p in zip(points.paths, points.points):
         bgr = read_image(path)

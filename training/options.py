@@ -68,9 +68,9 @@ class TrainConfig:
     val_split: float = opt(0.2, "validation share when DATA has no train/ and val/ folders")
     seed: int = opt(0, "seed of the split, the augmentation and the weights")
     batch_size: int = opt(32, "images per training step (per device with --distribute)")
-    distribute: str = opt("none", "classify: none (one device), mirrored (all local GPUs, batch_size per GPU) or "
-                                  "multiworker (the machines in TF_CONFIG)", choices=STRATEGIES)
-    cache: str = opt("", "classify: a folder for an on-disk cache of decoded images (reused while files and size hold)")
+    distribute: str = opt("none", "none (one device), mirrored (all local GPUs, batch_size per GPU) or multiworker "
+                                  "(the machines in TF_CONFIG)", choices=STRATEGIES)
+    cache: str = opt("", "a folder for an on-disk cache of decoded images (reused while files, labels and size hold)")
     head_epochs: int = opt(200, "epochs of the head on cached features (fast mode, finetune's first stage)")
     head_lr: float = opt(1e-3, "learning rate of the head stage")
     epochs: int = opt(30, "finetune: epochs of backbone training")
@@ -105,9 +105,6 @@ class TrainConfig:
                               ("class_weight", ("balanced", "none")), ("distribute", STRATEGIES)):
             if getattr(self, name) not in choices:
                 raise UserError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        if self.task != "classify" and (self.distribute != "none" or self.cache):
-            raise UserError(f"distribute and cache are for classification; {self.task} trains on one device "
-                            "from images held in memory")
         if self.cache and Path(self.cache).expanduser().is_file():
             raise UserError(f"cache must be a folder, and {self.cache} is a file")
         if self.extra_data and self.task not in ("classify", "detect"):

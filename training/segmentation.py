@@ -8,6 +8,7 @@ class names by name), which are rasterised; the same under ``DATA/train/`` and `
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import numpy as np
 from ..deploy.errors import UserError
 from ..deploy.images import IMAGE_SUFFIXES, read_image
 from ..deploy.ops import fit_to_input, to_model_color
+from ..deploy.spec import TaskSpec
+from .samples import PLACEMENT, Source, model_input, placement_row
 
 
 def yolo_polygons_to_mask(text: str, hw: tuple[int, int], class_map: dict[int, int]) -> np.ndarray:
@@ -63,9 +66,29 @@ def rle_decode(counts, hw: tuple[int, int]) -> np.ndarray:
     return flat.reshape(w, h).T.copy()
 
 
-def coco_masks(path: Path, class_names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """file name -> mask of class ids, for a COCO instances file; categories named like
-    ``class_names[1:]`` become ids 1, 2, ... (others are left as background)."""
+@dataclass(frozen=True)
+class CocoImage:
+    """One image's shapes in a COCO instances file: (class id, polygons or RLE) in file order."""
+
+    hw: tuple[int, int]
+    shapes: tuple[tuple[int, object], ...]
+
+    def mask(self) -> np.ndarray:
+        mask = np.zeros(self.hw, np.uint8)
+        for cid, seg in self.shapes:
+            if isinstance(seg, list):  # polygons [x1, y1, x2, y2, ...] in pixels
+                polys = [np.round(np.asarray(p, np.float32).reshape(-1, 2)).astype(np.int32) for p in seg
+                         if len(p) >= 6]
+                if polys:
+                    cv2.fillPoly(mask, polys, cid)
+            elif isinstance(seg, dict):
+                mask[rle_decode(seg["counts"], tuple(seg["size"])) > 0] = cid
+        return mask
+
+
+def coco_shapes(path: Path, class_names: tuple[str, ...]) -> dict[str, CocoImage]:
+    """file name -> its shapes, for a COCO instances file; categories named like ``class_names[1:]``
+    become ids 1, 2, ... (others are left as background). Masks are drawn when asked for."""
     import json
 
     try:
@@ -78,26 +101,72 @@ def coco_masks(path: Path, class_names: tuple[str, ...]) -> dict[str, np.ndarray
     if not ids:
         raise UserError(f"{path} has none of the classes {', '.join(class_names[1:])} "
                         f"(its categories: {', '.join(sorted(by_name)[:10])})")
-    masks = {im["file_name"]: np.zeros((im["height"], im["width"]), np.uint8) for im in images.values()}
+    shapes: dict[int, list] = {im_id: [] for im_id in images}
     for ann in coco.get("annotations", []):
         cid = ids.get(ann.get("category_id"))
-        im = images.get(ann.get("image_id"))
-        if cid is None or im is None:
-            continue
-        mask, seg = masks[im["file_name"]], ann.get("segmentation")
-        if isinstance(seg, list):  # polygons [x1, y1, x2, y2, ...] in pixels
-            polys = [np.round(np.asarray(p, np.float32).reshape(-1, 2)).astype(np.int32) for p in seg if len(p) >= 6]
-            if polys:
-                cv2.fillPoly(mask, polys, cid)
-        elif isinstance(seg, dict):
-            mask[rle_decode(seg["counts"], tuple(seg["size"])) > 0] = cid
-    return {Path(name).name: m for name, m in masks.items()}
+        if cid is not None and ann.get("image_id") in images:
+            shapes[ann["image_id"]].append((cid, ann.get("segmentation")))
+    return {Path(im["file_name"]).name: CocoImage((im["height"], im["width"]), tuple(shapes[im_id]))
+            for im_id, im in images.items()}
+
+
+@dataclass(frozen=True)
+class MaskRef:
+    """Where one image's mask comes from: a PNG of class ids (``path``), YOLO polygons (``path``,
+    drawn at the image's size with ``yolo`` mapping YOLO ids to mask ids) or a COCO file's shapes."""
+
+    kind: str  # "png", "yolo" or "coco"
+    path: Path  # the PNG, the YOLO .txt or the COCO .json
+    image: Path
+    yolo: dict | None = None
+    coco: CocoImage | None = None
+
+    def load(self, hw: tuple[int, int] | None = None) -> np.ndarray:
+        """The mask (h, w) uint8 at the image's size (``hw``, or read from the image for YOLO)."""
+        if self.kind == "png":
+            mask = cv2.imread(str(self.path), cv2.IMREAD_UNCHANGED)
+            if mask is None or mask.ndim != 2:
+                raise UserError(f"{self.path} is not a single-channel mask of class ids")
+            return mask.astype(np.uint8)
+        if self.kind == "coco":
+            return self.coco.mask()
+        if hw is None:
+            image = read_image(self.image)
+            if image is None:
+                raise UserError(f"cannot read {self.image} (its YOLO polygons are drawn at its size)")
+            hw = image.shape[:2]
+        return yolo_polygons_to_mask(self.path.read_text(), hw, self.yolo)
+
+    def stamp(self) -> str:
+        """The label's file and state, for cache names."""
+        try:
+            stat = self.path.stat()
+            state = f"{stat.st_size} {stat.st_mtime_ns}"
+        except OSError:
+            state = "missing"
+        return f"{self.kind} {self.path.resolve()} {state}" + (f" {self.image.name}" if self.kind == "coco" else "")
+
+
+class Masks(Sequence):
+    """The masks of a set, drawn or read one at a time when asked for (never all held)."""
+
+    def __init__(self, refs: tuple[MaskRef, ...]) -> None:
+        self.refs = refs
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.refs[i].load()
+
+    def take(self, indices) -> Masks:
+        return Masks(tuple(self.refs[i] for i in indices))
 
 
 @dataclass(frozen=True)
 class SegSet:
     images: tuple[Path, ...]
-    masks: tuple[np.ndarray, ...]  # (h, w) uint8 class ids, source size
+    masks: Masks  # (h, w) uint8 class ids, source size, each read when asked for
 
 
 def read_seg_folder(folder: Path, yolo_classes: dict[int, int], class_names: tuple[str, ...] = ()) -> SegSet:
@@ -105,28 +174,23 @@ def read_seg_folder(folder: Path, yolo_classes: dict[int, int], class_names: tup
     if not image_dir.is_dir():
         raise UserError(f"{folder} has no images/ folder (with masks/, labels/ or annotations.json beside it)")
     coco_file = next((folder / n for n in COCO_FILES if (folder / n).is_file()), None)
-    coco = coco_masks(coco_file, class_names) if coco_file is not None and class_names else {}
-    images, masks = [], []
+    coco = coco_shapes(coco_file, class_names) if coco_file is not None and class_names else {}
+    images, refs = [], []
     for path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         png, txt = folder / "masks" / f"{path.stem}.png", folder / "labels" / f"{path.stem}.txt"
         if png.is_file():
-            mask = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+            ref = MaskRef("png", png, path)
         elif txt.is_file():
-            image = read_image(path)
-            if image is None:
-                continue
-            mask = yolo_polygons_to_mask(txt.read_text(), image.shape[:2], yolo_classes)
+            ref = MaskRef("yolo", txt, path, yolo=yolo_classes)
         elif path.name in coco:
-            mask = coco[path.name]
+            ref = MaskRef("coco", coco_file, path, coco=coco[path.name])
         else:
             continue  # an image without a label says nothing
-        if mask is None or mask.ndim != 2:
-            raise UserError(f"{png} is not a single-channel mask of class ids")
         images.append(path)
-        masks.append(mask.astype(np.uint8))
+        refs.append(ref)
     if not images:
         raise UserError(f"no labelled images in {folder} (images/ with masks/*.png, labels/*.txt or annotations.json)")
-    return SegSet(tuple(images), tuple(masks))
+    return SegSet(tuple(images), Masks(tuple(refs)))
 
 
 def find_seg_dataset(data: str | Path, yolo_classes: dict[int, int], val_split: float, seed: int,
@@ -142,13 +206,34 @@ def find_seg_dataset(data: str | Path, yolo_classes: dict[int, int], val_split: 
     n_val = max(1, round(len(order) * val_split))
 
     def take(idx) -> SegSet:
-        return SegSet(tuple(every.images[i] for i in idx), tuple(every.masks[i] for i in idx))
+        return SegSet(tuple(every.images[i] for i in idx), every.masks.take(idx))
 
     return take(sorted(order[n_val:])), take(sorted(order[:n_val]))
 
 
+def seg_source(data: SegSet, spec: TaskSpec, name: str) -> Source:
+    """The stream's samples: the image as the runner feeds it (``spec``: RGB, stretched), its mask
+    stretched alike (nearest), and (info) the source mask's foreground share and the placement."""
+
+    def load(i: int) -> tuple | None:
+        found = model_input(data.images[i], spec)
+        if found is None:
+            return None
+        image, placement = found
+        mask = data.masks.refs[i].load(placement.source_hw)
+        resized = cv2.resize(mask, spec.input_hw[::-1], interpolation=cv2.INTER_NEAREST)
+        return image, resized, np.float32((mask > 0).mean()), placement_row(placement)
+
+    (h, w), refs = spec.input_hw, data.masks.refs
+    yolo = sorted(refs[0].yolo.items()) if refs and refs[0].yolo else []
+    return Source(name, data.images, tuple(r.stamp() for r in refs), w, load,
+                  (("uint8", (h, w, 3)), ("uint8", (h, w)), ("float32", ()), PLACEMENT), info=2,
+                  variant=f"classes {list(spec.labels)} yolo {yolo}")
+
+
 def load_resized(data: SegSet, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images (n, s, s, 3) RGB uint8 and masks (n, s, s) uint8, stretched as the runner does."""
+    """Images (n, s, s, 3) RGB uint8 and masks (n, s, s) uint8, stretched as the runner does: every
+    image in memory (for small sets and checks; training streams them: seg_source)."""
     images, masks = [], []
     for path, mask in zip(data.images, data.masks):
         bgr = read_image(path)

@@ -1,6 +1,7 @@
 """training/stream.py: the tf.data pipeline gives the in-memory loader's images, and its cache is
 written once and read by the next run."""
 
+import math
 import os
 
 import cv2
@@ -12,7 +13,7 @@ pytest.importorskip("tensorflow", reason="the 'train' extra is not installed")
 from edgevision.deploy.errors import UserError
 from edgevision.training import stream as stream_module
 from edgevision.training.data import find_dataset, load_images
-from edgevision.training.stream import open_split
+from edgevision.training.stream import NumpyMap, even_count, open_split
 
 
 def photo_tree(root, per_class=7):
@@ -44,13 +45,48 @@ def test_the_stream_yields_the_same_images_and_labels_as_the_in_memory_loader(tm
             open_split(ds.val, 24, "v", "", 0, True, lambda _: None).skipped] == ["broken.jpg"]
 
 
-def test_every_epoch_of_the_shuffled_stream_holds_each_readable_image_once(tmp_path):
+def test_every_epoch_holds_each_readable_image_once_in_its_own_order_the_same_in_every_run(tmp_path):
+    ds = find_dataset(photo_tree(tmp_path / "data"), val_split=0.3, seed=2)
+    for cache in ("", str(tmp_path / "cache")):
+        stream = open_split(ds.train, 16, "train", cache, 0, True, lambda _: None)
+        batches, steps = stream.epochs(4, seed=1, count=3)
+        labels = [y for _, y in batches.as_numpy_iterator()]
+        assert len(labels) == 3 * steps == 3 * math.ceil(stream.count / 4)
+        epochs = [np.concatenate(labels[i * steps : (i + 1) * steps]) for i in range(3)]
+        assert all(sorted(e.tolist()) == sorted(stream.labels.tolist()) for e in epochs)
+        images = [x for x, _ in batches.as_numpy_iterator()]
+        assert any(not np.array_equal(a, b) for a, b in zip(images[:steps], images[steps : 2 * steps]))
+        again = [x for x, _ in stream.epochs(4, seed=1, count=3)[0].as_numpy_iterator()]  # a new dataset
+        assert all(np.array_equal(a, b) for a, b in zip(images, again))
+
+
+def test_augmentation_draws_depend_on_the_seed_the_epoch_and_the_sample_alone(tmp_path):
     ds = find_dataset(photo_tree(tmp_path / "data"), val_split=0.3, seed=2)
     stream = open_split(ds.train, 16, "train", "", 0, True, lambda _: None)
-    batches = stream.shuffled(4, seed=1)
-    first, second = ([label for _, y in batches.as_numpy_iterator() for label in y] for _ in range(2))
-    assert sorted(first) == sorted(second) == sorted(stream.labels.tolist())
-    assert len(first) == stream.count
+    draw = NumpyMap(lambda rng, index, image, label: (np.int64(index), rng.random()), (("int64", ()), ("float64", ())))
+
+    def draws(seed, first):
+        batches, _ = stream.epochs(5, seed, 2, draw, first=first)
+        pairs = [(int(i), float(v)) for index, value in batches.as_numpy_iterator() for i, v in zip(index, value)]
+        half = len(pairs) // 2
+        return dict(pairs[:half]), dict(pairs[half:])
+
+    one, two = draws(1, 0)
+    assert set(one) == set(two) == set(stream.kept.tolist())
+    assert all(one[i] != two[i] for i in one)  # a new draw every epoch
+    assert draws(1, 0) == (one, two)  # the same in every run
+    assert draws(1, 1)[0] == two  # epoch 1 is epoch 1, whichever stage asks
+    assert draws(2, 0)[0] != one
+
+
+def test_batches_split_evenly_over_the_devices_or_say_why_they_cannot(tmp_path):
+    ds = find_dataset(photo_tree(tmp_path / "data"), val_split=0.3, seed=2)
+    stream = open_split(ds.val, 16, "val", "", 0, False, lambda _: None)
+    sizes = [len(y) for _, y in stream.batches(4, devices=2).as_numpy_iterator()]
+    assert sum(sizes) == stream.count // 2 * 2 and all(n % 2 == 0 for n in sizes)
+    assert even_count(5, 2, "val") == 4 and even_count(5, 1, "val") == 5
+    with pytest.raises(UserError, match="val: 1 readable image cannot be shared by 2 devices"):
+        even_count(1, 2, "val")
 
 
 def test_the_cache_is_written_by_one_run_and_read_by_the_next(tmp_path, monkeypatch):
@@ -83,6 +119,15 @@ def test_a_changed_file_or_input_size_makes_a_new_cache(tmp_path):
     open_split(ds.val, 24, "val", str(cache), 0, False, log.append)
     open_split(ds.val, 32, "val", str(cache), 0, False, log.append)
     assert all("writing an image cache" in line for line in log) and len(list(cache.glob("*.index"))) == 3
+
+
+def test_images_resized_another_way_make_a_new_cache(tmp_path, monkeypatch):
+    ds = find_dataset(photo_tree(tmp_path / "data"), val_split=0.3, seed=2)
+    cache, log = tmp_path / "cache", []
+    open_split(ds.val, 24, "val", str(cache), 0, False, log.append)
+    monkeypatch.setattr(stream_module, "RESIZE_VERSION", "another-resize")
+    open_split(ds.val, 24, "val", str(cache), 0, False, log.append)
+    assert all("writing an image cache" in line for line in log) and len(list(cache.glob("*.index"))) == 2
 
 
 def test_a_split_with_no_readable_image_is_one_clear_error(tmp_path):

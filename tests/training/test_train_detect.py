@@ -4,7 +4,6 @@ on noise, exports with parity (in a fresh process), and the runner returns sourc
 import json
 
 import cv2
-import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow", reason="the 'train' extra is not installed")
@@ -14,36 +13,19 @@ from conftest import export_in_fresh_process
 from edgevision.deploy.runner import Runner, RunnerOptions
 from edgevision.training.options import make_config
 from edgevision.training.tasks.detect import train as train_detect
-
-VOC = ("<annotation><size><width>{w}</width><height>{h}</height></size><object><name>box</name><bndbox>"
-       "<xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object></annotation>")
+from taskdata import count_reads, rectangles, streamed_every_epoch
 
 
-def rectangles(root, n, seed, hw=(72, 96)):
-    """Noise frames, each with one bright rectangle of random size and place, labelled in VOC XML."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True)
-    h, w = hw
-    boxes = []
-    for i in range(n):
-        image = np.clip(rng.normal(90, 35, (h, w, 3)), 0, 255).astype(np.uint8)
-        bw, bh = int(rng.integers(16, 34)), int(rng.integers(16, 34))
-        x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
-        image[y0 : y0 + bh, x0 : x0 + bw] = (30, 220, 250)
-        cv2.imwrite(str(root / f"{i}.png"), image)
-        (root / f"{i}.xml").write_text(VOC.format(w=w, h=h, x0=x0 + 1, y0=y0 + 1, x1=x0 + bw, y1=y0 + bh))
-        boxes.append((x0, y0, x0 + bw, y0 + bh))
-    return root, boxes
-
-
-def test_a_tiny_detector_finds_rectangles_on_noise_and_exports_with_parity(tmp_path):
+def test_a_tiny_detector_finds_rectangles_on_noise_and_exports_with_parity(tmp_path, monkeypatch):
     rectangles(tmp_path / "rects" / "train", 48, seed=0)
     _, val_boxes = rectangles(tmp_path / "rects" / "val", 12, seed=1)
     config = make_config(dict(data=str(tmp_path / "rects"), task="detect", det_classes=("box",), backbone="tiny",
                          weights="none", mode="finetune", input_size=64, epochs=40, lr=3e-3, batch_size=8,
                          patience=0, zoom=0.2, translate=0.1, color=0.0, grayscale=0.0,
                          runs_dir=str(tmp_path / "runs"), seed=0))
+    reads = count_reads(monkeypatch)
     run_dir = train_detect(config, lambda _: None)
+    assert streamed_every_epoch(reads, run_dir, config.epochs)  # from the files, never all in memory
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["map50"] > 0.8, metrics  # random boxes score ~0
     out = tmp_path / "rects.onnx"

@@ -28,7 +28,7 @@ tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConf
 def run_python(code: str, env_extra: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     import os
 
-    env = {**os.environ, "PYTHONPATH": str(HERE), **(env_extra or {})}
+    env = {**os.environ, "PYTHONPATH": str(HERE), **(env_extra or {})}  # test_train_export, taskdata
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                           timeout=timeout, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -65,6 +65,64 @@ print("RESULT=" + json.dumps(out))
     assert one["metrics"]["accuracy"] >= 0.8
     assert two["metrics"]["accuracy"] == one["metrics"]["accuracy"]
     assert two["metrics"]["val_images"] == one["metrics"]["val_images"]
+
+
+@pytest.mark.train
+def test_keypoints_segment_and_detect_cache_their_images_and_train_on_two_devices_as_on_one(tmp_path):
+    """Per task: one device writes the --cache; mirrored over two logical CPUs with the same global
+    batch (4 per device) reads it, decodes no image (but mosaic's extra photos) and reaches the
+    same metric: the same samples, augmentation and loss per epoch. The unreadable image is
+    skipped and reported by both."""
+    proc = run_python(TWO_CPUS + f"""
+import json
+from collections import Counter
+from pathlib import Path
+import numpy as np
+from taskdata import task_data, tiny_config
+from edgevision.training.options import make_config
+from edgevision.training.tasks import task
+
+reads = Counter()
+real_fromfile = np.fromfile
+def counting_fromfile(file, *args, **kwargs):
+    reads[str(file)] += 1
+    return real_fromfile(file, *args, **kwargs)
+np.fromfile = counting_fromfile  # deploy.images.read_image decodes every image through it
+
+root = Path({str(tmp_path)!r})
+out = {{}}
+# sizes that split evenly over two devices: 12 readable training images (16 for detect)
+for kind, n in (("keypoints", 16), ("segment", 16), ("detect", 17)):
+    data, broken = task_data(kind, root / kind / "data", n=n)
+    for name, distribute, batch in (("write", "none", 8), ("read", "mirrored", 4)):
+        log = []
+        reads.clear()
+        values = tiny_config(kind, data, root / kind / name, batch_size=batch, distribute=distribute,
+                             cache=str(root / kind / "cache"))
+        run = task(kind).train(make_config(values), log=log.append)
+        out[kind + "/" + name] = dict(metrics=json.loads((run / "metrics.json").read_text()), log=log,
+                                      reads=dict(reads), broken=str(broken))
+print("RESULT=" + json.dumps(out))
+""")
+    result = json.loads(proc.stdout.split("RESULT=")[1])
+    for kind, name in (("keypoints", "pixel_error_mean"), ("segment", "miou"), ("detect", "map50")):
+        write, read = result[f"{kind}/write"], result[f"{kind}/read"]
+        for run in (write, read):
+            assert run["metrics"]["skipped_images"] == [write["broken"]]
+            assert any("1 unreadable images skipped" in line for line in run["log"])
+        assert sum("writing an image cache to" in line for line in write["log"]) == 2  # train and val
+        assert sum("reading the image cache" in line for line in read["log"]) == 2
+        assert len(list((tmp_path / kind / "cache").glob(f"{kind}-*.index"))) == 2
+        if kind == "detect":  # mosaic's three extra photos come from their files
+            write["reads"] = {path: n for path, n in write["reads"].items() if "/val/" in path}
+            read["reads"] = {path: n for path, n in read["reads"].items() if "/val/" in path}
+        assert write["reads"] and all(n == 1 for n in write["reads"].values())  # the scan; then the cache
+        assert read["reads"] == {}
+        assert write["metrics"]["devices"] == 1 and read["metrics"]["devices"] == 2
+        assert any(line.startswith("mirrored over 2 devices: CPU:0, CPU:1") for line in read["log"])
+        assert "global batch 8 (4 per device); learning rates as given" in read["log"]
+        assert read["metrics"][name] == pytest.approx(write["metrics"][name], rel=1e-4), (kind, name)
+    assert result["segment/read"]["metrics"]["miou"] > 0.6  # learned in these few steps: all background scores 0.45
 
 
 @pytest.mark.train
@@ -132,8 +190,10 @@ def test_a_bad_tf_config_is_named_in_one_line(text, message):
 def test_distribute_and_cache_values_are_checked_when_the_options_are_built(tmp_path):
     with pytest.raises(UserError, match="distribute must be one of none, mirrored, multiworker, got 'two'"):
         make_config(dict(data=str(tmp_path), distribute="two"))
-    with pytest.raises(UserError, match="distribute and cache are for classification; keypoints"):
-        make_config(dict(data=str(tmp_path), task="keypoints", distribute="mirrored"))
+    for task, extra in (("keypoints", {"points": ("nose",)}), ("segment", {}), ("detect", {"det_classes": ("box",)})):
+        config = make_config(dict(data=str(tmp_path), task=task, distribute="mirrored", cache=str(tmp_path / "c"),
+                                  **extra))
+        assert (config.distribute, config.cache) == ("mirrored", str(tmp_path / "c"))  # every task streams
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="cache must be a folder"):
         make_config(dict(data=str(tmp_path), cache=str(tmp_path / "file")))

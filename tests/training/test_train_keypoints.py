@@ -1,9 +1,7 @@
 """A tiny keypoint model learns where a bright dot is, exports, and the runner finds it in source pixels."""
 
-import csv
 import json
 
-import cv2
 import numpy as np
 import pytest
 
@@ -14,37 +12,18 @@ from conftest import export_in_fresh_process
 from edgevision.deploy.runner import Runner, RunnerOptions
 from edgevision.training.options import make_config
 from edgevision.training.tasks.keypoints import train as train_keypoints
-
-H, W = 48, 72  # non-square frames
-
-
-def dot_frame(x: float, y: float) -> np.ndarray:
-    image = np.full((H, W, 3), 30, np.uint8)
-    cv2.circle(image, (int(round(x)), int(round(y))), 3, (255, 255, 255), -1)
-    return image
+from taskdata import count_reads, dot_dataset, dot_frame, streamed_every_epoch
 
 
-def dot_dataset(root, n=60, seed=0):
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    with open(root / "labels.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["file", "dot_x", "dot_y"])
-        for i in range(n):
-            x, y = rng.uniform(8, W - 8), rng.uniform(8, H - 8)
-            cv2.imwrite(str(root / "images" / f"{i}.png"), dot_frame(x, y))
-            writer.writerow([f"{i}.png", f"{x:.1f}", f"{y:.1f}"])
-    return root
-
-
-def test_a_tiny_heatmap_model_learns_the_dot_and_the_runner_finds_it_in_source_pixels(tmp_path):
+def test_a_tiny_heatmap_model_learns_the_dot_and_the_runner_finds_it_in_source_pixels(tmp_path, monkeypatch):
     data = dot_dataset(tmp_path / "dots")
     config = make_config(dict(data=str(data), task="keypoints", points=("dot",), head="heatmap", backbone="tiny",
                          weights="none", mode="finetune", input_size=32, epochs=40, lr=3e-3, batch_size=8,
                          rotation_deg=0.0, zoom=0.0, translate=0.1, color=0.0, grayscale=0.0, hflip=True,
                          patience=0, runs_dir=str(tmp_path / "runs"), seed=1, flip_average=True))
-    lines = []
+    lines, reads = [], count_reads(monkeypatch)
     run_dir = train_keypoints(config, lines.append)
+    assert streamed_every_epoch(reads, run_dir, config.epochs)  # from the files, never all in memory
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["normalised_by"] == "diagonal" and metrics["flip_average"]
     assert metrics["pixel_error_mean"] < 6.0, lines[-4:]  # a guess at the centre is off by about 20 px

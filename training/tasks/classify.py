@@ -13,8 +13,6 @@ TensorBoard logs. Images stream from their files (training/stream.py), never all
 
 from __future__ import annotations
 
-import math
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,14 +25,16 @@ from ...deploy.errors import UserError
 from ...deploy.spec import TaskSpec
 from ..classify_text import card_section, check_text, output_text  # noqa: F401  (the card's texts)
 from ..data import ClassDataset, find_dataset, with_extra
-from ..distribute import is_chief, make_strategy, shard_by_data
+from ..distribute import global_batch, shard_by_data, train_on_strategy
 from ..fit import (
     EpochLine,
-    export_hint,
+    feature_batches,
     finetune_callbacks,
     finetune_schedule,
     log_line,
-    new_run_dir,
+    log_saved,
+    predict_all,
+    run_folder,
     unfreeze_backbone,
 )
 from ..metrics import classification_metrics, save_confusion_png, save_curves_png
@@ -61,31 +61,20 @@ def _compile(model: keras.Model, lr, config: TrainConfig) -> None:
 FEATURE_BATCH = 64  # images per step of the frozen backbone's feature pass
 
 
-def _features(extractor: keras.Model, batches: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs and labels of every (images, labels) batch, one batch of images in memory at a time.
-    Inference only: run on this process's first device also under a strategy."""
-    run = tf.function(lambda x: extractor(x, training=False))
-    outs, labels = [], []
-    for images, y in batches:
-        outs.append(run(tf.cast(images, tf.float32)).numpy())
-        labels.append(y.numpy())
-    return np.concatenate(outs), np.concatenate(labels)
-
-
 def fit_head(model, train_s: SplitStream, val_s: SplitStream, config, run_dir, log, weights, classes,
              strategy) -> dict:
     """Fit the softmax head on backbone features (computed once, streamed) and copy it into ``model``."""
     num_classes = len(classes)
     extractor = feature_extractor(model)
     t0 = time.perf_counter()
-    f_train, y_feat = _features(extractor, train_s.images(FEATURE_BATCH))
+    f_train, y_feat = predict_all(extractor, train_s.images(FEATURE_BATCH))
     if config.augment.copies:
         augment = augmenter(config.augment, num_classes, classes)
-        copies = [_features(extractor, train_s.images(FEATURE_BATCH).map(augment, num_parallel_calls=tf.data.AUTOTUNE))
-                  for _ in range(config.augment.copies)]
+        augmented = train_s.images(FEATURE_BATCH).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+        copies = [predict_all(extractor, augmented) for _ in range(config.augment.copies)]
         f_train = np.concatenate([f_train, *[c[0] for c in copies]])
         y_feat = np.concatenate([y_feat, *[c[1] for c in copies]])
-    f_val, y_val = _features(extractor, val_s.images(FEATURE_BATCH))
+    f_val, y_val = predict_all(extractor, val_s.images(FEATURE_BATCH))
     log(f"features: {len(f_train)} train, {len(f_val)} val in {time.perf_counter() - t0:.1f} s")
 
     hidden = [keras.layers.Dropout(config.dropout), keras.layers.Dense(MLP_UNITS, activation="relu")] if (
@@ -100,14 +89,17 @@ def fit_head(model, train_s: SplitStream, val_s: SplitStream, config, run_dir, l
             ]
         )
         _compile(head, config.head_lr, config)
-    batch = config.batch_size * strategy.num_replicas_in_sync
-    train_ds = (tf.data.Dataset.from_tensor_slices((f_train, keras.utils.to_categorical(y_feat, num_classes)))
-                .shuffle(len(f_train), seed=config.seed, reshuffle_each_iteration=True).batch(batch))
-    val_ds = tf.data.Dataset.from_tensor_slices((f_val, keras.utils.to_categorical(y_val, num_classes))).batch(batch)
+    devices = strategy.num_replicas_in_sync
+    batch = config.batch_size * devices
+    train_ds, steps = feature_batches(f_train, keras.utils.to_categorical(y_feat, num_classes), batch, devices,
+                                      config.seed, config.head_epochs)
+    val_ds, _ = feature_batches(f_val, keras.utils.to_categorical(y_val, num_classes), batch, devices)
     history = head.fit(
         shard_by_data(train_ds),
         validation_data=shard_by_data(val_ds),
         epochs=config.head_epochs,
+        steps_per_epoch=steps,
+        shuffle=False,
         class_weight=weights,
         verbose=0,
         callbacks=[
@@ -127,22 +119,24 @@ def fine_tune(model, train_s: SplitStream, val_s: SplitStream, config, run_dir, 
     num_classes = len(classes)
     unfreeze_backbone(model, config, log)
     augment = augmenter(config.augment, num_classes, classes)
-    batch = config.batch_size * strategy.num_replicas_in_sync
+    devices = strategy.num_replicas_in_sync
+    batch = config.batch_size * devices
 
     def one_hot(images, labels):
         return tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)
 
-    train_ds = (train_s.shuffled(batch, config.seed)
-                .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    train_ds, steps = train_s.epochs(batch, config.seed, config.epochs, devices=devices)
+    train_ds = (train_ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
                 .map(one_hot)
                 .prefetch(tf.data.AUTOTUNE))
-    val_ds = val_s.images(batch).map(one_hot)
+    val_ds = val_s.images(batch, devices).map(one_hot)
     with strategy.scope():
-        _compile(model, finetune_schedule(config, math.ceil(train_s.count / batch)), config)
+        _compile(model, finetune_schedule(config, steps), config)
     history = model.fit(
         shard_by_data(train_ds),
         validation_data=shard_by_data(val_ds),
         epochs=config.epochs,
+        steps_per_epoch=steps,
         class_weight=weights,
         shuffle=False,  # train_ds is shuffled each epoch already
         verbose=0,
@@ -152,15 +146,9 @@ def fine_tune(model, train_s: SplitStream, val_s: SplitStream, config, run_dir, 
 
 
 def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
-    """Train a classifier as ``config`` says; return the run folder. On a multiworker cluster only
-    the chief keeps its run folder; the other workers train in a temporary one."""
-    strategy = make_strategy(config.distribute, log)  # first: a multiworker strategy must start before TensorFlow
-    if is_chief(config.distribute):
-        return _train(config, log, strategy, None)
-    with tempfile.TemporaryDirectory(prefix="edgevision-worker-") as scratch:
-        run_dir = _train(config, log, strategy, Path(scratch))
-    log("this worker's copy of the run is removed: the chief writes the run folder")
-    return run_dir
+    """Train a classifier as ``config`` says; return the run folder (training/distribute.py: on a
+    multiworker cluster only the chief keeps it)."""
+    return train_on_strategy(config, log, _train)
 
 
 def _train(config: TrainConfig, log: Callable[[str], None], strategy, scratch: Path | None) -> Path:
@@ -188,9 +176,8 @@ def _train(config: TrainConfig, log: Callable[[str], None], strategy, scratch: P
         + (f"; {len(skipped)} unreadable images skipped" if skipped else "")
     )
     replicas = strategy.num_replicas_in_sync
-    if replicas > 1:
-        log(f"global batch {config.batch_size * replicas} ({config.batch_size} per device); learning rates as given")
-    run_dir = new_run_dir(config) if scratch is None else scratch
+    global_batch(config.batch_size, strategy, log)
+    run_dir = run_folder(config, scratch)
     with strategy.scope():
         model = build_classifier(len(classes), size, config.alpha, config.weights, config.dropout, config.backbone,
                                  hidden=MLP_UNITS if config.classify.head == "mlp" else 0)
@@ -203,7 +190,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], strategy, scratch: P
     if config.mode == "finetune":
         history["finetune"] = fine_tune(model, train_s, val_s, *stage_args)
 
-    probs, y_val = _features(model, val_s.images(FEATURE_BATCH))
+    probs, y_val = predict_all(model, val_s.images(FEATURE_BATCH))
     metrics = classification_metrics(y_val, probs, classes)
     metrics.update(
         {
@@ -240,9 +227,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], strategy, scratch: P
         f"val accuracy {metrics['accuracy']:.4f} (balanced {metrics['balanced_accuracy']:.4f}) on {val_s.count} "
         f"images; {metrics['train_seconds']:.0f} s in all"
     )
-    if scratch is None:
-        log(f"run saved to {run_dir}")
-        log(f"export it: edgevision export {run_dir} --out {export_hint(config.run_name)}")
+    log_saved(run_dir, config, scratch, log)
     return run_dir
 
 

@@ -7,7 +7,8 @@ stride 16 (``block_13_expand_relu``) plus stride 32 (``out_relu``) upsampled and
 two-level FPN folded into one grid). Losses: focal loss on the class scores, GIoU on the boxes
 (weighted by centre-ness), binary cross-entropy on centre-ness. The exported graph decodes the
 boxes (normalised ``xyxy``) and scores ``sqrt(class * centre-ness)``; the runtime thresholds them
-and runs NMS in numpy.
+and runs NMS in numpy. Photos stream from their files (training/stream.py); ``distribute`` trains on
+a tf.distribute strategy, batch_size per device.
 """
 
 from __future__ import annotations
@@ -17,30 +18,34 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers, ops
 
-from ...deploy import ops as rt_ops
-from ...deploy.boxdata import find_box_dataset, sample_from_json, sample_to_json
+from ...deploy.boxdata import BoxSample, find_box_dataset, sample_from_json, sample_to_json
+from ...deploy.errors import UserError
 from ...deploy.spec import TaskSpec
 from ...deploy.tasks import detect as detect_task
 from ...deploy.tasks.detect import detection_metrics
-from ..detection import augment_boxes, encode_targets, grid_centres, letterbox_sample, mosaic
+from ..detection import augment_boxes, encode_targets, grid_centres, mosaic, train_source, val_source
+from ..distribute import global_batch, shard_by_data, train_on_strategy
 from ..fit import (
-    AugmentedBatches,
     EpochLine,
-    export_hint,
     finetune_callbacks,
     finetune_schedule,
-    new_run_dir,
+    log_line,
+    log_saved,
+    predict_batches,
+    run_folder,
     unfreeze_backbone,
 )
 from ..metrics import save_curves_png
 from ..model import BACKBONE_NAME, build_backbone
 from ..options import TrainConfig
 from ..runfolder import shown_path, write_run_files
+from ..samples import placement_of
+from ..stream import NumpyMap, SampleStream, open_samples
 
 FEATURES = {16: ("block_13_expand_relu", "out_relu"),  # strides 16 and 32
             8: ("block_6_expand_relu", "block_13_expand_relu", "out_relu")}  # 8, 16 and 32
@@ -110,12 +115,25 @@ def build_detector(num_classes: int, size: int, alpha: float, weights: str, back
     return deploy, keras.Model(inputs, raw, name="detector_train"), grid
 
 
+def _batch_sums(*values) -> list:
+    """Each value summed over the global batch. Under a tf.distribute strategy each device holds a
+    share of the batch: its sums are added over all devices (as FCOS counts its positives over all
+    GPUs), so that the loss is normalised as on one device."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return list(values)
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, list(values))
+
+
 def detection_loss(grid: int, box_weight: float = 2.0):
-    """Focal + GIoU + centre-ness loss on (n, cells, 6 + classes) targets from encode_targets."""
+    """Focal + GIoU + centre-ness loss on (n, cells, 6 + classes) targets from encode_targets,
+    normalised by the positive cells (and their centre-ness) of the whole global batch."""
 
     def loss(y_true, y_pred):
         pos = y_true[..., 5]
-        n_pos = ops.maximum(ops.sum(pos), 1.0)
+        ctr_t = y_true[..., 4] * pos
+        n_pos, ctr_sum = _batch_sums(ops.sum(pos), ops.sum(ctr_t))
+        n_pos = ops.maximum(n_pos, 1.0)
         target, logits = y_true[..., 6:], y_pred[..., 5:]
         p = ops.sigmoid(logits)
         ce = ops.binary_crossentropy(target, logits, from_logits=True)
@@ -131,133 +149,145 @@ def detection_loss(grid: int, box_weight: float = 2.0):
         union = w_t * h_t + w_p * h_p - inter
         hull = (hi[..., 0] + hi[..., 2]) * (hi[..., 1] + hi[..., 3])
         giou = inter / (union + 1e-9) - (hull - union) / (hull + 1e-9)
-        ctr_t = y_true[..., 4] * pos
-        box = ops.sum(ctr_t * (1 - giou)) / ops.maximum(ops.sum(ctr_t), 1e-6)
+        box = ops.sum(ctr_t * (1 - giou)) / ops.maximum(ctr_sum, 1e-6)
 
         ctr_ce = ops.binary_crossentropy(y_true[..., 4:5], y_pred[..., 4:5], from_logits=True)[..., 0]
         centreness = ops.sum(ctr_ce * pos) / n_pos
+        # One number: Keras adds the devices' gradients of it as they are (it divides only per-sample
+        # losses by the devices), so each device gives its share of the global batch's loss.
         return focal + box_weight * box + centreness
 
     return loss
 
 
-def shrink(image_rgb: np.ndarray, xyxy: np.ndarray, longest: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep training sources at most ``longest`` px on their long side (faster warps, same result)."""
-    h, w = image_rgb.shape[:2]
-    scale = longest / max(h, w)
-    if scale >= 1:
-        return image_rgb, xyxy
-    small = cv2.resize(image_rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-    return small, xyxy * np.float32([small.shape[1] / w, small.shape[0] / h] * 2)
+EVAL_BATCH = 16  # validation images per prediction step
 
 
-def load_sources(samples) -> list[np.ndarray]:
-    from ...deploy.errors import UserError
-    from ...deploy.images import read_image
-
-    images = []
-    for s in samples:
-        bgr = read_image(s.path)
-        if bgr is None:
-            raise UserError(f"cannot read {s.path}")
-        images.append(rt_ops.to_model_color(bgr, "RGB"))
-    return images
+def predict_val(deploy: keras.Model, val_s: SampleStream, spec: TaskSpec, score_threshold: float = 0.01) -> list:
+    """Detections (source pixels) of every readable validation image, in split order, through the
+    runtime's own decoding and NMS of streamed predictions (scores down to ``score_threshold``)."""
+    kept, preds = iter(val_s.kept), []
+    for outputs, _ in predict_batches(deploy, val_s.batches(EVAL_BATCH)):
+        where = [placement_of(val_s.info[0][next(kept)]) for _ in range(len(outputs[0]))]
+        preds += detect_task.decode(outputs, spec, where, score_threshold=score_threshold)
+    return preds
 
 
-def evaluate_detector(predict: Callable[[np.ndarray], list], val, spec: TaskSpec, score_threshold: float = 0.01
-                      ) -> dict:
-    """AP50 and recall at source resolution, through the runtime's own preprocessing, decoding and NMS."""
-    from ...deploy.images import read_image
-
-    preds = []
-    for s in val:
-        batch, placements = rt_ops.preprocess([read_image(s.path)], spec)
-        preds.append(detect_task.decode(predict(batch), spec, placements, score_threshold=score_threshold)[0])
-    return detection_metrics(preds, val, spec.labels, operating_score=spec.score_threshold)
+def _as_float(images, targets):
+    return tf.cast(images, tf.float32), targets
 
 
-def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
+def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
+    """Train a detector as ``config`` says; return the run folder (training/distribute.py: on a
+    multiworker cluster only the chief keeps it)."""
+    return train_on_strategy(config, log, _train)
+
+
+def _train(config: TrainConfig, log: Callable[[str], None], strategy, scratch: Path | None) -> Path:
     t_start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     labels, size = config.detect.classes, config.input_size
     folders = (config.data, *config.extra_data)  # several box sets, merged; validation scored per set too
-    train, val, stats, val_source = [], [], {}, []
+    train, val, stats, val_source_of = [], [], {}, []
     for i, folder in enumerate(folders):
         t, v, st = find_box_dataset(folder, labels, config.detect.rename, config.val_split, config.seed)
-        train, val, val_source = train + t, val + v, val_source + [i] * len(v)
+        train, val, val_source_of = train + t, val + v, val_source_of + [i] * len(v)
         stats = {k: stats.get(k, 0) + n for k, n in st.items()}
-    counts = np.bincount(np.concatenate([s.label for s in train]), minlength=len(labels))
-    log(f"{len(train)} train / {len(val)} val images; train boxes "
+    spec = TaskSpec(kind="detect", input_hw=(size, size), labels=labels, resize="letterbox",
+                    score_threshold=config.detect.score_threshold)
+    sources = train_source(train, 2 * size, "detect-train")  # photos kept at most twice the input size
+    train_s = open_samples(sources, config.cache, config.seed, True, log)
+    val_s = open_samples(val_source(val, spec, "detect-val"), config.cache, config.seed, False, log)
+    skipped = train_s.skipped + val_s.skipped
+    counts = np.bincount(np.concatenate([train[i].label for i in train_s.kept]), minlength=len(labels))
+    log(f"{train_s.count} train / {val_s.count} val images; train boxes "
         + ", ".join(f"{n} {c}" for n, c in zip(labels, counts))
         + (f"; {stats['unmapped_boxes']} boxes of other names ignored" if stats["unmapped_boxes"] else "")
-        + (f"; {stats['unlabelled_images']} images without a label file skipped" if stats["unlabelled_images"] else ""))
-    run_dir = new_run_dir(config)
-    deploy, model, grid = build_detector(len(labels), size, config.alpha, config.weights, config.backbone,
-                                         stride=config.detect.stride)
-    sources = [shrink(img, s.xyxy, 2 * size) for img, s in zip(load_sources(train), train)]
-    targets = [(xyxy, s.label) for (_, xyxy), s in zip(sources, train)]
+        + (f"; {stats['unlabelled_images']} images without a label file skipped" if stats["unlabelled_images"] else "")
+        + (f"; {len(skipped)} unreadable images skipped" if skipped else ""))
+    batch = global_batch(config.batch_size, strategy, log)
+    run_dir = run_folder(config, scratch)
+    with strategy.scope():
+        deploy, model, grid = build_detector(len(labels), size, config.alpha, config.weights, config.backbone,
+                                             stride=config.detect.stride)
 
-    def augment(image, target, rng):
-        if config.augment.mosaic and rng.random() < config.augment.mosaic:
-            others = rng.integers(0, len(sources), 3)
-            x, boxes, label = mosaic([image, *(sources[i][0] for i in others)],
-                                     [target[0], *(targets[i][0] for i in others)],
-                                     [target[1], *(targets[i][1] for i in others)], size, rng, config.augment)
+    def source(i: int) -> tuple:
+        found = sources.load(int(train_s.kept[i]))
+        if found is None:
+            raise UserError(f"{sources.paths[train_s.kept[i]]} could not be read any more (it was at the scan)")
+        return found
+
+    def augment(rng, index, image, xyxy, label):
+        if config.augment.mosaic and rng.random() < config.augment.mosaic:  # three more photos, from their files
+            others = [source(i) for i in rng.integers(0, train_s.count, 3)]
+            x, boxes, label = mosaic([image, *(o[0] for o in others)], [xyxy, *(o[1] for o in others)],
+                                     [label, *(o[2] for o in others)], size, rng, config.augment)
         else:
-            x, boxes, label = augment_boxes(image, target[0], target[1], size, rng, config.augment)
+            x, boxes, label = augment_boxes(image, xyxy, label, size, rng, config.augment)
         return x, encode_targets(boxes, label, size, grid, len(labels))
 
-    val_x, val_y = [], []
-    for img, s in zip(load_sources(val), val):
-        x, boxes = letterbox_sample(img, s.xyxy, size)
-        val_x.append(x)
-        val_y.append(encode_targets(boxes, s.label, size, grid, len(labels)))
-    val_data = (np.stack(val_x).astype(np.float32), np.stack(val_y))
-    data = AugmentedBatches([img for img, _ in sources], targets, config.batch_size, augment, config.seed)
+    def targets(rng, index, x, xyxy, label, placement):
+        return x, encode_targets(xyxy, label, size, grid, len(labels))
+
+    pairs = (("uint8", (size, size, 3)), ("float32", (grid * grid, 6 + len(labels))))
+    devices = strategy.num_replicas_in_sync
+
+    def data(epochs: int, first: int = 0) -> tuple:
+        ds, steps = train_s.epochs(batch, config.seed, epochs, NumpyMap(augment, pairs), devices, first)
+        return shard_by_data(ds.map(_as_float)), steps
+
+    val_data = shard_by_data(val_s.batches(batch, NumpyMap(targets, pairs), devices).map(_as_float))
     loss = detection_loss(grid)
-    history = {}
+    history, epochs = {}, 0
     if config.weights != "none":  # the head first, on a frozen backbone
         deploy.get_layer(BACKBONE_NAME).trainable = False
-        model.compile(optimizer=keras.optimizers.AdamW(config.head_lr, weight_decay=config.weight_decay), loss=loss)
+        with strategy.scope():
+            model.compile(optimizer=keras.optimizers.AdamW(config.head_lr, weight_decay=config.weight_decay),
+                          loss=loss)
         epochs = min(config.head_epochs, 30)
         if config.head_epochs > 30:
             log(f"head stage: {epochs} epochs (--head-epochs {config.head_epochs} counts passes over cached "
                 "features for classifiers; here every epoch runs the backbone, so it is capped at 30)")
         callbacks = [keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")),
                      EpochLine("head", epochs, log, metric=None)]
-        history["head"] = model.fit(data, validation_data=val_data, epochs=epochs, verbose=0,
-                                    callbacks=callbacks).history
+        train_ds, steps = data(epochs)
+        history["head"] = model.fit(train_ds, validation_data=val_data, epochs=epochs, steps_per_epoch=steps,
+                                    shuffle=False, verbose=0, callbacks=callbacks).history
     if config.mode == "finetune":
         unfreeze_backbone(deploy, config, log)
-        model.compile(optimizer=keras.optimizers.AdamW(finetune_schedule(config, len(data)),
-                                                       weight_decay=config.weight_decay), loss=loss)
-        history["finetune"] = model.fit(data, validation_data=val_data, epochs=config.epochs, verbose=0,
+        train_ds, steps = data(config.epochs, first=epochs)  # new draws after the head stage's
+        with strategy.scope():
+            model.compile(optimizer=keras.optimizers.AdamW(finetune_schedule(config, steps),
+                                                           weight_decay=config.weight_decay), loss=loss)
+        history["finetune"] = model.fit(train_ds, validation_data=val_data, epochs=config.epochs,
+                                        steps_per_epoch=steps, shuffle=False, verbose=0,
                                         callbacks=finetune_callbacks(config, run_dir, log, None)).history
-    spec = TaskSpec(kind="detect", input_hw=(size, size), labels=labels, resize="letterbox",
-                    score_threshold=config.detect.score_threshold)
-    predict = lambda b: [np.asarray(o) for o in deploy.predict(b, verbose=0)]  # noqa: E731
-    metrics = evaluate_detector(predict, val, spec)
+    preds = predict_val(deploy, val_s, spec)
+    truths: list[BoxSample] = [val[i] for i in val_s.kept]
+    metrics = detection_metrics(preds, truths, spec.labels, operating_score=spec.score_threshold)
     if config.extra_data:  # each set's own AP50: a merged number can hide a weak one
         metrics["val_by_source"] = {}
+        kept_source = [val_source_of[i] for i in val_s.kept]
         for i, folder in enumerate(folders):
-            part = [s for s, src in zip(val, val_source) if src == i]
-            if part:
-                m = evaluate_detector(predict, part, spec)
+            mine = [k for k, src in enumerate(kept_source) if src == i]
+            if mine:
+                m = detection_metrics([preds[k] for k in mine], [truths[k] for k in mine], spec.labels,
+                                      operating_score=spec.score_threshold)
                 metrics["val_by_source"][str(folder)] = {"map50": m["map50"], "recall": m["recall"],
-                                                         "images": len(part)}
-                log(f"  {folder}: val AP50 {m['map50']:.4f}, recall {m['recall']:.3f} on {len(part)} images")
-    metrics.update({"train_images": len(train), "val_images": len(val), **stats,
+                                                         "images": len(mine)}
+                log(f"  {folder}: val AP50 {m['map50']:.4f}, recall {m['recall']:.3f} on {len(mine)} images")
+    metrics.update({"train_images": train_s.count, "val_images": val_s.count, **stats,
                     "train_seconds": round(time.perf_counter() - t_start, 1), "mode": config.mode,
-                    "task": "detect", "grid": grid, "skipped_images": []})
+                    "task": "detect", "grid": grid, "skipped_images": [str(p) for p in skipped],
+                    "devices": strategy.num_replicas_in_sync})
     deploy.save(run_dir / "model.keras")
-    write_run_files(run_dir, spec, config.to_toml(), metrics, history, [(s.path, [sample_to_json(s)]) for s in val])
+    write_run_files(run_dir, spec, config.to_toml(), metrics, history, [(s.path, [sample_to_json(s)]) for s in truths])
     save_curves_png(history, run_dir / "curves.png", metric=None)
     per_class = ", ".join(f"{n} {v['ap50']:.4f}" for n, v in metrics["per_class"].items())
     log(f"val AP50 {metrics['map50']:.4f} ({per_class}); recall {metrics['recall']:.3f}, "
         f"precision {metrics['precision']:.3f} at score "
         f"{spec.score_threshold}; {metrics['train_seconds']:.0f} s in all")
-    log(f"run saved to {run_dir}")
-    log(f"export it: edgevision export {run_dir} --out {export_hint(config.run_name)}")
+    log_saved(run_dir, config, scratch, log)
     return run_dir
 
 

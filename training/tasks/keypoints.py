@@ -1,32 +1,41 @@
 """Train a keypoint model: fast (head on cached backbone features) or finetune (then the top of
-the backbone, with augmentation that moves the points with the image)."""
+the backbone, with augmentation that moves the points with the image). Images stream from their
+files (training/stream.py); ``distribute`` trains on a tf.distribute strategy, batch_size per device."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from ...deploy.spec import TaskSpec
 from ...deploy.tasks.keypoints import keypoint_metrics
+from ..distribute import global_batch, shard_by_data, train_on_strategy
 from ..fit import (
-    AugmentedBatches,
     EpochLine,
-    export_hint,
+    feature_batches,
     finetune_callbacks,
     finetune_schedule,
-    new_run_dir,
+    log_line,
+    log_saved,
+    predict_all,
+    run_folder,
     unfreeze_backbone,
 )
 from ..keypoint_model import build_keypoint_model, normalised, with_flip_average
-from ..keypoints import augment_sample, find_point_dataset, flip_partner, load_resized
+from ..keypoints import PointSet, augment_sample, find_point_dataset, flip_partner, point_source, subset
 from ..metrics import save_curves_png
 from ..options import TrainConfig
 from ..runfolder import write_run_files
+from ..stream import NumpyMap, SampleStream, open_samples
+
+FEATURE_BATCH = 64  # images per step of the frozen backbone's feature pass and of evaluation
 
 
 def _compile(model: keras.Model, lr, config: TrainConfig) -> None:
@@ -37,24 +46,42 @@ def _compile(model: keras.Model, lr, config: TrainConfig) -> None:
     )
 
 
-def _fast_head(features, head, x_train, y_train, x_val, y_val, config, run_dir, log, partner) -> dict:
-    """Fit the head on cached features of the training images (plus augmented copies)."""
+def _targets(stream: SampleStream, augment=None) -> NumpyMap:
+    """(image, points 0..1) per sample; with ``augment(image, points, rng)`` an augmented copy."""
+    size = stream.source.size
+
+    def make(rng, index, image, points, scale):
+        if augment is not None:
+            image, points = augment(image, points, rng)
+        return image, normalised(points, size)
+
+    return NumpyMap(make, stream.source.specs[:2])
+
+
+def _as_float(images, points):
+    return tf.cast(images, tf.float32), points
+
+
+def _fast_head(features, head, train_s: SampleStream, val_s: SampleStream, config, run_dir, log, augment,
+               strategy) -> dict:
+    """Fit the head on features of the training images (plus augmented copies), computed once from
+    the stream and held in memory."""
     t0 = time.perf_counter()
-    size = x_train.shape[1]
-    rng = np.random.default_rng(config.seed)
-    xs, ys = [x_train], [y_train]
-    for _ in range(config.augment.copies):
-        pairs = [augment_sample(im, p, rng, config.augment, partner) for im, p in zip(x_train, y_train)]
-        xs.append(np.stack([a for a, _ in pairs]))
-        ys.append(np.stack([b for _, b in pairs]))
-    f_train = features.predict(np.concatenate(xs).astype(np.float32), batch_size=32, verbose=0)
-    f_val = features.predict(x_val.astype(np.float32), batch_size=32, verbose=0)
+    f_train, y_train = predict_all(features, train_s.batches(FEATURE_BATCH, fn=_targets(train_s)))
+    if config.augment.copies:  # each copy an epoch of the seeded stream: new draws, in a new order
+        copies, _ = train_s.epochs(FEATURE_BATCH, config.seed, config.augment.copies, _targets(train_s, augment))
+        f_copies, y_copies = predict_all(features, copies)
+        f_train, y_train = np.concatenate([f_train, f_copies]), np.concatenate([y_train, y_copies])
+    f_val, y_val = predict_all(features, val_s.batches(FEATURE_BATCH, fn=_targets(val_s)))
     log(f"features: {len(f_train)} train, {len(f_val)} val in {time.perf_counter() - t0:.1f} s")
-    _compile(head, config.head_lr, config)
+    with strategy.scope():
+        _compile(head, config.head_lr, config)
+    devices = strategy.num_replicas_in_sync
+    batch = config.batch_size * devices
+    train_ds, steps = feature_batches(f_train, y_train, batch, devices, config.seed, config.head_epochs)
     history = head.fit(
-        f_train, normalised(np.concatenate(ys), size),
-        validation_data=(f_val, normalised(y_val, size)),
-        epochs=config.head_epochs, batch_size=config.batch_size, verbose=0,
+        shard_by_data(train_ds), validation_data=shard_by_data(feature_batches(f_val, y_val, batch, devices)[0]),
+        epochs=config.head_epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
         callbacks=[
             keras.callbacks.EarlyStopping("val_loss", patience=max(config.patience, 20), restore_best_weights=True),
             keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")),
@@ -64,68 +91,93 @@ def _fast_head(features, head, x_train, y_train, x_val, y_val, config, run_dir, 
     return history.history
 
 
-def _fine_tune(model, features, x_train, y_train, x_val, y_val, config, run_dir, log, partner) -> dict:
+def _fine_tune(model, features, train_s: SampleStream, val_s: SampleStream, config, run_dir, log, augment,
+               strategy) -> dict:
     unfreeze_backbone(features, config, log)
-    size = x_train.shape[1]
-    def augment(image, points, rng):
-        image, points = augment_sample(image, points, rng, config.augment, partner)
-        return image, normalised(points, size)
-
-    data = AugmentedBatches(x_train, y_train, config.batch_size, augment, config.seed)
-    _compile(model, finetune_schedule(config, len(data)), config)
+    devices = strategy.num_replicas_in_sync
+    batch = config.batch_size * devices
+    train_ds, steps = train_s.epochs(batch, config.seed, config.epochs, _targets(train_s, augment), devices)
+    val_ds = val_s.batches(batch, _targets(val_s), devices)
+    with strategy.scope():
+        _compile(model, finetune_schedule(config, steps), config)
     history = model.fit(
-        data, validation_data=(x_val.astype(np.float32), normalised(y_val, size)),
-        epochs=config.epochs, verbose=0, callbacks=finetune_callbacks(config, run_dir, log, "mae"),
+        shard_by_data(train_ds.map(_as_float)), validation_data=shard_by_data(val_ds.map(_as_float)),
+        epochs=config.epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
+        callbacks=finetune_callbacks(config, run_dir, log, "mae"),
     )
     return history.history
 
 
-def evaluate_points(predict_norm: Callable[[np.ndarray], np.ndarray], data, names: tuple[str, ...]) -> dict:
-    """Metrics in source pixels: predictions are mapped back with each image's resize factor."""
-    size = data.images.shape[1]
-    pred = predict_norm(data.images.astype(np.float32)) * size  # input pixels
-    return keypoint_metrics(pred / data.scale_xy[:, None, :], data.kept.points, data.kept.norm, names,
-                            data.kept.norm_kind)
+def readable_points(points: PointSet, stream: SampleStream) -> PointSet:
+    """The labels of the images the scan could read; image diagonals (the norm without eye
+    corners) from the source sizes the scan saw."""
+    kept = subset(points, stream.readable)
+    if kept.norm_kind != "diagonal":
+        return kept
+    hw = stream.info[0][stream.kept, 4:6]  # (n, 2) source height, width
+    return replace(kept, norm=np.hypot(hw[:, 0], hw[:, 1]).astype(np.float32))
 
 
-def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
+def evaluate_points(model: keras.Model, val_s: SampleStream, kept: PointSet, names: tuple[str, ...]) -> dict:
+    """Metrics in source pixels: the streamed predictions are mapped back with each image's resize
+    factor (kept by the scan); ``kept`` holds the labels of the readable validation images."""
+    size = val_s.source.size
+    pred = predict_all(model, val_s.batches(FEATURE_BATCH))[0] * size  # (n, k, 2) input pixels
+    scale = val_s.info[0][val_s.kept, 0:2].astype(np.float32)  # (n, 2) input pixels per source pixel
+    return keypoint_metrics(pred / scale[:, None, :], kept.points, kept.norm, names, kept.norm_kind)
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
+    """Train a keypoint model as ``config`` says; return the run folder (training/distribute.py: on
+    a multiworker cluster only the chief keeps it)."""
+    return train_on_strategy(config, log, _train)
+
+
+def _train(config: TrainConfig, log: Callable[[str], None], strategy, scratch: Path | None) -> Path:
     t_start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     names, size = config.keypoints.points, config.input_size
-    train_set, val_set = find_point_dataset(config.data, names, config.val_split, config.seed)
-    train, val = load_resized(train_set, size), load_resized(val_set, size)
-    x_train, y_train, x_val, y_val = train.images, train.points, val.images, val.points
-    skipped = train.skipped + val.skipped
-    log(f"{len(x_train)} train / {len(x_val)} val images, points {', '.join(names)}, {config.keypoints.head} head"
+    spec = TaskSpec(kind="keypoints", input_hw=(size, size), labels=names)
+    train_set, val_set = find_point_dataset(config.data, names, config.val_split, config.seed, diagonals=False)
+    train_s = open_samples(point_source(train_set, spec, "keypoints-train"), config.cache, config.seed, True, log)
+    val_s = open_samples(point_source(val_set, spec, "keypoints-val"), config.cache, config.seed, False, log)
+    skipped = train_s.skipped + val_s.skipped
+    log(f"{train_s.count} train / {val_s.count} val images, points {', '.join(names)}, {config.keypoints.head} head"
         + (f"; {len(skipped)} unreadable images skipped" if skipped else ""))
-    run_dir = new_run_dir(config)
-    model, features, head = build_keypoint_model(len(names), size, config.alpha, config.weights, config.dropout,
-                                                 config.keypoints.head, config.backbone)
+    global_batch(config.batch_size, strategy, log)
+    run_dir = run_folder(config, scratch)
+    with strategy.scope():
+        model, features, head = build_keypoint_model(len(names), size, config.alpha, config.weights, config.dropout,
+                                                     config.keypoints.head, config.backbone)
     partner = flip_partner(names)
+
+    def augment(image, points, rng):
+        return augment_sample(image, points, rng, config.augment, partner)
+
     history = {}
+    stage_args = (train_s, val_s, config, run_dir, log, augment, strategy)
     if config.weights != "none":
-        history["head"] = _fast_head(features, head, x_train, y_train, x_val, y_val, config, run_dir, log, partner)
+        history["head"] = _fast_head(features, head, *stage_args)
     if config.mode == "finetune":
-        history["finetune"] = _fine_tune(model, features, x_train, y_train, x_val, y_val, config, run_dir, log,
-                                         partner)
+        history["finetune"] = _fine_tune(model, features, *stage_args)
     if config.keypoints.flip_average:
         model = with_flip_average(model, size, partner)
         log("the saved model averages each prediction with the one on the mirrored image")
-    metrics = evaluate_points(lambda x: model.predict(x, batch_size=32, verbose=0), val, names)
-    metrics.update({"train_images": len(x_train), "val_images": len(x_val), "skipped_images": [str(p) for p in skipped],
+    kept = readable_points(val_set, val_s)
+    metrics = evaluate_points(model, val_s, kept, names)
+    metrics.update({"train_images": train_s.count, "val_images": val_s.count,
+                    "skipped_images": [str(p) for p in skipped],
                     "train_seconds": round(time.perf_counter() - t_start, 1), "mode": config.mode,
-                    "head": config.keypoints.head, "task": "keypoints", "flip_average": config.keypoints.flip_average})
+                    "head": config.keypoints.head, "task": "keypoints", "flip_average": config.keypoints.flip_average,
+                    "devices": strategy.num_replicas_in_sync})
     model.save(run_dir / "model.keras")
-    spec = TaskSpec(kind="keypoints", input_hw=(size, size), labels=names)
-    kept = val.kept
     val_rows = [(p, [json.dumps(pts.tolist()), str(n)]) for p, pts, n in zip(kept.paths, kept.points, kept.norm)]
     write_run_files(run_dir, spec, config.to_toml(), metrics, history, val_rows)
     save_curves_png(history, run_dir / "curves.png", metric="mae")
     log(f"val NME {metrics['nme_mean']:.4f} mean, {metrics['nme_median']:.4f} median, "
         f"{metrics['nme_share_below_0.1']:.1%} below 0.1 ({metrics['normalised_by']}); "
         f"{metrics['pixel_error_mean']:.2f} px mean error; {metrics['train_seconds']:.0f} s in all")
-    log(f"run saved to {run_dir}")
-    log(f"export it: edgevision export {run_dir} --out {export_hint(config.run_name)}")
+    log_saved(run_dir, config, scratch, log)
     return run_dir
 
 

@@ -1,36 +1,42 @@
 """Train a segmenter: MobileNetV2 encoder with U-Net-style skips (strides 4, 8, 16) and a light
 decoder; class probabilities at stride 4, which the runner upsamples once to the source size.
-Loss: cross-entropy plus Dice on the foreground classes (people cover ~18% of the pixels)."""
+Loss: cross-entropy plus Dice on the foreground classes (people cover ~18% of the pixels).
+Images and masks stream from their files (training/stream.py); ``distribute`` trains on a
+tf.distribute strategy, batch_size per device."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers, ops
 
-from ...deploy import ops as rt_ops
 from ...deploy.spec import TaskSpec
 from ...deploy.tasks import segment as segment_task
 from ...deploy.tasks.segment import iou_metrics
+from ..distribute import global_batch, shard_by_data, train_on_strategy
 from ..fit import (
-    AugmentedBatches,
     EpochLine,
-    export_hint,
     finetune_callbacks,
     finetune_schedule,
-    new_run_dir,
+    log_line,
+    log_saved,
+    predict_batches,
+    run_folder,
     unfreeze_backbone,
 )
 from ..metrics import save_curves_png
 from ..model import BACKBONE_NAME, build_backbone
 from ..options import TrainConfig
 from ..runfolder import write_run_files
-from ..segmentation import augment_pair, find_seg_dataset, load_resized, object_crop
+from ..samples import placement_of
+from ..segmentation import SegSet, augment_pair, find_seg_dataset, object_crop, seg_source
+from ..stream import NumpyMap, SampleStream, open_samples
 
 SKIPS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "block_16_project")  # s4..s32
 OUTPUT_STRIDE = 4
@@ -79,16 +85,18 @@ def build_segmenter(num_classes: int, size: int, alpha: float, weights: str, dro
 
 @keras.saving.register_keras_serializable(package="edgevision")
 def ce_dice_loss(y_true, y_pred):
-    """Sparse cross-entropy plus (1 - soft Dice) averaged over the foreground classes."""
+    """Sparse cross-entropy plus (1 - soft Dice) averaged over the foreground classes, per image
+    (n,): Keras averages it over the batch (and, under a tf.distribute strategy, over the devices'
+    shares of it)."""
     classes = ops.shape(y_pred)[-1]
     labels = ops.cast(y_true, "int32")
-    ce = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, y_pred))
+    ce = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, y_pred), axis=(1, 2))  # (n,)
     onehot = ops.one_hot(labels, classes)[..., 1:]
     probs = y_pred[..., 1:]
     inter = ops.sum(onehot * probs, axis=(1, 2))
     total = ops.sum(onehot + probs, axis=(1, 2))
-    dice = (2 * inter + 1.0) / (total + 1.0)
-    return ce + (1.0 - ops.mean(dice))
+    dice = (2 * inter + 1.0) / (total + 1.0)  # (n, classes - 1)
+    return ce + (1.0 - ops.mean(dice, axis=1))
 
 
 def downsample_mask(mask: np.ndarray) -> np.ndarray:
@@ -97,41 +105,81 @@ def downsample_mask(mask: np.ndarray) -> np.ndarray:
     return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
 
 
-def evaluate_masks(predict: Callable[[np.ndarray], np.ndarray], val, spec: TaskSpec) -> dict:
-    """IoU at source resolution, through the runtime's own decode (one upsampling per image)."""
-    from ...deploy.images import read_image
-
-    preds = []
-    for path in val.images:
-        frame = read_image(path)
-        batch, placements = rt_ops.preprocess([frame], spec)
-        preds.append(segment_task.decode([predict(batch)], spec, placements)[0].class_map)
-    return iou_metrics(preds, list(val.masks), spec.labels)
+EVAL_BATCH = 16  # validation images per prediction step
 
 
-def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
+class _Sized:
+    """A sized iterable of class maps made batch by batch (iou_metrics reads each once, in order)."""
+
+    def __init__(self, count: int, items: Callable[[], Iterator[np.ndarray]]) -> None:
+        self.count, self.items = count, items
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self.items()
+
+
+def evaluate_masks(model: keras.Model, val_s: SampleStream, val: SegSet, spec: TaskSpec) -> dict:
+    """IoU at source resolution, through the runtime's own decode (one upsampling per image) of
+    streamed predictions; each source mask is read when its prediction is compared."""
+    placements = val_s.info[1]
+
+    def class_maps() -> Iterator[np.ndarray]:
+        kept = iter(val_s.kept)
+        for (probs,), _ in predict_batches(model, val_s.batches(EVAL_BATCH)):
+            where = [placement_of(placements[next(kept)]) for _ in range(len(probs))]
+            yield from (r.class_map for r in segment_task.decode([probs], spec, where))
+
+    return iou_metrics(_Sized(val_s.count, class_maps), (source_mask(val, val_s, i) for i in val_s.kept), spec.labels)
+
+
+def source_mask(data: SegSet, stream: SampleStream, i: int) -> np.ndarray:
+    """Sample i's mask at source size (YOLO polygons drawn at the size the scan saw)."""
+    return data.masks.refs[i].load(placement_of(stream.info[1][i]).source_hw)
+
+
+def _compile(model: keras.Model, lr, config: TrainConfig) -> None:
+    model.compile(optimizer=keras.optimizers.AdamW(lr, weight_decay=config.weight_decay), loss=ce_dice_loss,
+                  metrics=["accuracy"])
+
+
+def _as_float(images, masks):
+    return tf.cast(images, tf.float32), masks
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
+    """Train a segmenter as ``config`` says; return the run folder (training/distribute.py: on a
+    multiworker cluster only the chief keeps it)."""
+    return train_on_strategy(config, log, _train)
+
+
+def _train(config: TrainConfig, log: Callable[[str], None], strategy, scratch: Path | None) -> Path:
     t_start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     labels, size = config.segment.classes, config.input_size
     yolo = {cid: i + 1 for i, cid in enumerate(config.segment.yolo_classes)}
     train, val = find_seg_dataset(config.data, yolo, config.val_split, config.seed, labels)
-    x_train, m_train = load_resized(train, size)
-    x_val, m_val = load_resized(val, size)
-    share = float(np.mean([(m > 0).mean() for m in train.masks]))
-    log(f"{len(x_train)} train / {len(x_val)} val images, classes {', '.join(labels)}; "
-        f"foreground {share:.0%} of pixels")
-    run_dir = new_run_dir(config)
-    model, encoder = build_segmenter(len(labels), size, config.alpha, config.weights, config.dropout,
-                                     config.backbone, config.segment.head)
-    val_data = (x_val.astype(np.float32), np.stack([downsample_mask(m) for m in m_val]))
-    crop_p = config.augment.object_crop
-    if crop_p:  # views around one person are cut from the photos at twice the input size
-        x_src, m_src = load_resized(train, 2 * size)
+    spec = TaskSpec(kind="segment", input_hw=(size, size), labels=labels)
+    crop_p = config.augment.object_crop  # views around one person are cut from the photos at twice the input size
+    source_spec = TaskSpec(kind="segment", input_hw=(2 * size, 2 * size), labels=labels) if crop_p else spec
+    train_s = open_samples(seg_source(train, source_spec, "segment-train"), config.cache, config.seed, True, log)
+    val_s = open_samples(seg_source(val, spec, "segment-val"), config.cache, config.seed, False, log)
+    skipped = train_s.skipped + val_s.skipped
+    share = float(train_s.info[0][train_s.kept].mean())
+    log(f"{train_s.count} train / {val_s.count} val images, classes {', '.join(labels)}; "
+        f"foreground {share:.0%} of pixels" + (f"; {len(skipped)} unreadable images skipped" if skipped else ""))
+    if crop_p:
         log(f"object crops: {crop_p:.0%} of training views are cut around one foreground object")
-    else:
-        x_src, m_src = x_train, m_train
+    batch = global_batch(config.batch_size, strategy, log)
+    run_dir = run_folder(config, scratch)
+    with strategy.scope():
+        model, encoder = build_segmenter(len(labels), size, config.alpha, config.weights, config.dropout,
+                                         config.backbone, config.segment.head)
+    out = size // OUTPUT_STRIDE
 
-    def augment(image, mask, rng):
+    def augment(rng, index, image, mask, *info):
         if crop_p and rng.random() < crop_p:
             image, mask = object_crop(image, mask, rng, size)
         elif image.shape[0] != size:
@@ -140,43 +188,56 @@ def train(config: TrainConfig, log: Callable[[str], None]) -> Path:
         image, mask = augment_pair(image, mask, rng, config.augment)
         return image, downsample_mask(mask)
 
-    data = AugmentedBatches(x_src, m_src, config.batch_size, augment, config.seed)
-    history = {}
+    def plain(rng, index, image, mask, *info):
+        return image, downsample_mask(mask)
+
+    pairs = (("uint8", (size, size, 3)), ("uint8", (out, out)))
+    devices = strategy.num_replicas_in_sync
+
+    def data(epochs: int, first: int = 0) -> tuple:
+        ds, steps = train_s.epochs(batch, config.seed, epochs, NumpyMap(augment, pairs), devices, first)
+        return shard_by_data(ds.map(_as_float)), steps
+
+    val_data = shard_by_data(val_s.batches(batch, NumpyMap(plain, pairs), devices).map(_as_float))
+    history, epochs = {}, 0
     if config.weights != "none":  # the decoder first, on a frozen encoder
         encoder.trainable = False
-        model.compile(optimizer=keras.optimizers.AdamW(config.head_lr, weight_decay=config.weight_decay),
-                      loss=ce_dice_loss, metrics=["accuracy"])
+        with strategy.scope():
+            _compile(model, config.head_lr, config)
         epochs = min(config.head_epochs, 20)
         if config.head_epochs > 20:
             log(f"decoder stage: {epochs} epochs (--head-epochs {config.head_epochs} counts passes over cached "
                 "features for classifiers; here every epoch runs the backbone, so it is capped at 20)")
-        history["head"] = model.fit(data, validation_data=val_data, epochs=epochs, verbose=0, callbacks=[
-            keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")), EpochLine("decoder", epochs, log)]).history
+        train_ds, steps = data(epochs)
+        history["head"] = model.fit(train_ds, validation_data=val_data, epochs=epochs, steps_per_epoch=steps,
+                                    shuffle=False, verbose=0,
+                                    callbacks=[keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")),
+                                               EpochLine("decoder", epochs, log)]).history
     if config.mode == "finetune":
         unfreeze_backbone(model, config, log)
-        model.compile(optimizer=keras.optimizers.AdamW(finetune_schedule(config, len(data)),
-                                                       weight_decay=config.weight_decay),
-                      loss=ce_dice_loss, metrics=["accuracy"])
-        history["finetune"] = model.fit(data, validation_data=val_data, epochs=config.epochs, verbose=0,
+        train_ds, steps = data(config.epochs, first=epochs)  # new draws after the decoder stage's
+        with strategy.scope():
+            _compile(model, finetune_schedule(config, steps), config)
+        history["finetune"] = model.fit(train_ds, validation_data=val_data, epochs=config.epochs,
+                                        steps_per_epoch=steps, shuffle=False, verbose=0,
                                         callbacks=finetune_callbacks(config, run_dir, log, "accuracy")).history
-    spec = TaskSpec(kind="segment", input_hw=(size, size), labels=labels)
-    metrics = evaluate_masks(lambda b: model.predict(b, verbose=0), val, spec)
-    metrics.update({"train_images": len(x_train), "val_images": len(x_val), "foreground_share": share,
+    metrics = evaluate_masks(model, val_s, val, spec)
+    metrics.update({"train_images": train_s.count, "val_images": val_s.count, "foreground_share": share,
                     "train_seconds": round(time.perf_counter() - t_start, 1), "mode": config.mode,
-                    "task": "segment", "skipped_images": []})
+                    "task": "segment", "skipped_images": [str(p) for p in skipped],
+                    "devices": strategy.num_replicas_in_sync})
     model.save(run_dir / "model.keras")
     mask_dir = run_dir / "val_masks"
     mask_dir.mkdir()
     rows = []
-    for i, (path, mask) in enumerate(zip(val.images, val.masks)):
-        cv2.imwrite(str(mask_dir / f"{i}.png"), mask)
-        rows.append((path, [str(mask_dir / f"{i}.png")]))
+    for n, i in enumerate(val_s.kept):
+        cv2.imwrite(str(mask_dir / f"{n}.png"), source_mask(val, val_s, i))
+        rows.append((val.images[i], [str(mask_dir / f"{n}.png")]))
     write_run_files(run_dir, spec, config.to_toml(), metrics, history, rows)
     save_curves_png(history, run_dir / "curves.png")
     log(f"val mean IoU {metrics['miou']:.4f} ("
         + ", ".join(f"{n} {v:.4f}" for n, v in metrics["iou"].items()) + f"); {metrics['train_seconds']:.0f} s in all")
-    log(f"run saved to {run_dir}")
-    log(f"export it: edgevision export {run_dir} --out {export_hint(config.run_name)}")
+    log_saved(run_dir, config, scratch, log)
     return run_dir
 
 
