@@ -16,7 +16,7 @@ import tensorflow as tf
 from .model import set_trainable_top
 from .options import TrainConfig
 from .runfolder import export_hint, log_line, new_run_dir  # noqa: F401  (TF-free, here for the trainers)
-from .stream import epoch_seed, even_count, one_by_one
+from .stream import epoch_order, even_count, per_epoch
 
 
 class EpochLine(keras.callbacks.Callback):
@@ -60,16 +60,29 @@ def predict_all(model: keras.Model, batches: tf.data.Dataset) -> tuple[np.ndarra
 def feature_batches(x: np.ndarray, y: np.ndarray, batch: int, devices: int, seed: int | None = None,
                     epochs: int = 1) -> tuple[tf.data.Dataset, int]:
     """(batches of arrays held in memory, a head's features; batches per epoch): in order, or with
-    ``seed`` ``epochs`` epochs, each in its own seeded order, in one dataset (give Keras
+    ``seed`` ``epochs`` epochs, each in an order drawn from (seed, epoch), in one dataset (give Keras
     ``steps_per_epoch``; see training/stream.py); with several ``devices`` every batch splits
-    evenly over them."""
+    evenly over them. The arrays stay numpy arrays (no copy of them goes into the graph) and every
+    batch is gathered from them in one numpy call."""
     used = even_count(len(x), devices, "features")
     steps = math.ceil(used / batch)
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if seed is None:
-        return ds.take(used).batch(batch), steps
-    return one_by_one([ds.shuffle(len(x), seed=epoch_seed(seed, e), reshuffle_each_iteration=False).take(used)
-                       .batch(batch) for e in range(epochs)], steps), steps
+    specs = [tf.as_dtype(x.dtype), tf.as_dtype(y.dtype)]
+
+    def rows(epoch, step):
+        order = np.arange(len(x)) if seed is None else epoch_order(seed, epoch, len(x))
+        i = order[step * batch : min((step + 1) * batch, used)]
+        return x[i], y[i]
+
+    def one_epoch(epoch):
+        def gather(step):
+            xb, yb = tf.numpy_function(rows, [epoch, step], specs, stateful=False)
+            xb.set_shape((None, *x.shape[1:]))
+            yb.set_shape((None, *y.shape[1:]))
+            return xb, yb
+
+        return tf.data.Dataset.range(steps).map(gather)
+
+    return per_epoch(one_epoch, 0, 1 if seed is None else epochs, steps).prefetch(tf.data.AUTOTUNE), steps
 
 
 def run_folder(config: TrainConfig, scratch: Path | None) -> Path:

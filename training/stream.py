@@ -19,6 +19,7 @@ another, which a reshuffle per iteration would make a different epoch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable
@@ -49,13 +50,31 @@ class NumpyMap:
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of epoch ``epoch`` of a run seeded with ``seed`` (a Python int: tf.data's shuffle
-    cannot take a tensor seed when TensorFlow's global seed is 0)."""
+    """The seed of epoch ``epoch`` of a run seeded with ``seed``, as a Python int: a tensor seed in
+    tf.data's shuffle fails when TensorFlow's global seed is 0."""
     return (seed * 1_000_003 + epoch) % 2**31
 
 
+def epoch_order(seed: int, epoch, count: int) -> np.ndarray:
+    """A permutation of ``count`` drawn from (seed, epoch) alone (numpy; do not change it: cached)."""
+    return _epoch_order(seed % 2**32, int(epoch), count)
+
+
+@functools.lru_cache(maxsize=8)
+def _epoch_order(seed: int, epoch: int, count: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(count).astype(np.int64)
+
+
+def per_epoch(one_epoch: Callable, first: int, count: int, steps: int) -> tf.data.Dataset:
+    """``one_epoch(epoch tensor)``'s ``steps`` batches for epochs first .. first + count - 1, one
+    after another, as one dataset."""
+    ds = tf.data.Dataset.range(first, first + count).flat_map(one_epoch)
+    return ds.apply(tf.data.experimental.assert_cardinality(count * steps))
+
+
 def one_by_one(epochs: list[tf.data.Dataset], steps: int) -> tf.data.Dataset:
-    """The epochs' datasets (``steps`` batches each) read one after another, as one dataset."""
+    """The epochs' datasets (``steps`` batches each) read one after another, as one dataset (for
+    epochs that need Python-int seeds; every input gets its own iterator: share no large constants)."""
 
     def steps_of(epoch):
         return tf.data.Dataset.from_tensors(epoch).repeat(steps)
@@ -152,12 +171,18 @@ class SampleStream:
                    for dtype, shape in self.source.specs)
         return max(1, min(self.count, SHUFFLE_BUFFER, max(64, SHUFFLE_BYTES // max(size, 1))))
 
-    def batches(self, batch_size: int, fn: NumpyMap | None = None, devices: int = 1) -> tf.data.Dataset:
-        """Batches of the readable samples in ``order``: their arrays (without their index), or what
-        ``fn`` makes of each (with no generator: nothing random), prefetched. With several
-        ``devices`` every batch splits evenly over them (see :func:`even_count`)."""
+    def batches(self, batch_size: int, fn: NumpyMap | None = None, devices: int = 1,
+                keep: tuple[int, ...] | None = None) -> tf.data.Dataset:
+        """Batches of the readable samples in ``order``: their arrays (without their index; only
+        those numbered in ``keep``, e.g. to leave out arrays of varying length), or what ``fn`` makes
+        of each (with no generator: nothing random), prefetched. With several ``devices`` every
+        batch splits evenly over them (see :func:`even_count`)."""
         ds = self._readable(self.decoded()).take(even_count(self.count, devices, self.source.name))
-        ds = map_numpy(ds, fn, None) if fn is not None else ds.map(_without_index)
+        if fn is not None:
+            ds = map_numpy(ds, fn, None, 0)
+        else:
+            chosen = range(len(self.source.specs)) if keep is None else keep
+            ds = ds.map(lambda index, *arrays: tuple(arrays[k] for k in chosen))
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     def epochs(self, batch_size: int, seed: int, count: int, fn: NumpyMap | None = None, devices: int = 1,
@@ -168,21 +193,25 @@ class SampleStream:
         ``steps_per_epoch``."""
         used = even_count(self.count, devices, self.source.name)
         steps = math.ceil(used / batch_size)
-        cached = self._readable(self.decoded()) if self.cache_file else None
-        indices = tf.data.Dataset.from_tensor_slices(self.kept.astype(np.int64))
-        buffer = self._shuffle_buffer()
 
-        def one_epoch(epoch: int) -> tf.data.Dataset:
-            if cached is not None:
-                ds = cached.shuffle(buffer, seed=epoch_seed(seed, epoch), reshuffle_each_iteration=False)
-            else:
-                order = indices.shuffle(self.count, seed=epoch_seed(seed, epoch), reshuffle_each_iteration=False)
-                ds = self._readable(order.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE))
+        def finish(ds: tf.data.Dataset, epoch) -> tf.data.Dataset:
             ds = ds.take(used)
-            ds = map_numpy(ds, fn, (seed, epoch)) if fn is not None else ds.map(_without_index)
+            ds = map_numpy(ds, fn, seed, epoch) if fn is not None else ds.map(_without_index)
             return ds.batch(batch_size)
 
-        ds = one_by_one([one_epoch(e) for e in range(first, first + count)], steps)
+        if self.cache_file:  # a buffer shuffle, whose seed must be a Python int: a dataset per epoch
+            cached, buffer = self._readable(self.decoded()), self._shuffle_buffer()
+            ds = one_by_one([finish(cached.shuffle(buffer, seed=epoch_seed(seed, e), reshuffle_each_iteration=False), e)
+                             for e in range(first, first + count)], steps)
+        else:  # a full shuffle of the indices, drawn in numpy
+
+            def one_epoch(epoch):
+                order = tf.numpy_function(lambda e: self.kept[epoch_order(seed, e, self.count)], [epoch], tf.int64,
+                                          stateful=False)
+                order = tf.data.Dataset.from_tensor_slices(order)
+                return finish(self._readable(order.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)), epoch)
+
+            ds = per_epoch(one_epoch, first, count, steps)
         return ds.prefetch(tf.data.AUTOTUNE), steps
 
 
@@ -209,16 +238,18 @@ def _without_index(index, *arrays):
     return arrays
 
 
-def map_numpy(ds: tf.data.Dataset, fn: NumpyMap, seed: tuple[int, int] | None) -> tf.data.Dataset:
-    """``fn`` on every (index, *arrays) element, in parallel; with ``seed`` (run seed, epoch), each
-    element gets a numpy generator seeded by (run seed, epoch, index)."""
+def map_numpy(ds: tf.data.Dataset, fn: NumpyMap, seed: int | None, epoch) -> tf.data.Dataset:
+    """``fn`` on every (index, *arrays) element, in parallel; with ``seed``, each element gets a
+    numpy generator seeded by (seed, epoch, index); ``epoch`` may be a tensor."""
 
-    def call(index, *arrays) -> list:
-        rng = None if seed is None else np.random.default_rng([seed[0] % 2**32, seed[1], int(index)])
+    def call(epoch_value, index, *arrays) -> list:
+        rng = None if seed is None else np.random.default_rng([seed % 2**32, int(epoch_value), int(index)])
         return _as_arrays(fn.fn(rng, int(index), *arrays), fn.specs)
 
     def apply(index, *arrays):
-        return _shaped(tf.numpy_function(call, [index, *arrays], _tf_specs(fn.specs), stateful=False), fn.specs)
+        out = tf.numpy_function(call, [tf.cast(epoch, tf.int64), index, *arrays], _tf_specs(fn.specs),
+                                stateful=False)
+        return _shaped(out, fn.specs)
 
     return ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
 

@@ -107,12 +107,17 @@ def test_streamed_segmentation_and_detection_metrics_equal_the_image_by_image_ru
     assert got["iou"] == pytest.approx(expected["iou"], rel=1e-9)
 
     rectangles(tmp_path / "rects" / "val", 7, seed=1, hw=(72, 96))
+    second = ("<object><name>box</name><bndbox><xmin>3</xmin><ymin>3</ymin><xmax>20</xmax><ymax>24</ymax></bndbox>"
+              "</object></annotation>")
+    for xml in sorted((tmp_path / "rects" / "val").glob("*.xml"))[::2]:  # two boxes on some photos
+        xml.write_text(xml.read_text().replace("</annotation>", second))
     rectangles(tmp_path / "rects" / "train", 5, seed=2, hw=(60, 40))
     _, samples, _ = find_box_dataset(tmp_path / "rects", ("box",), (), 0.2, 0)
     samples = samples + find_box_dataset(tmp_path / "rects" / "train", ("box",), (), 0.2, 0)[0]  # other shapes
     spec = TaskSpec(kind="detect", input_hw=(64, 64), labels=("box",), resize="letterbox")
     val_s = open_samples(val_source(samples, spec, "v"), "", 0, False, quiet)
     deploy, _, _ = detect.build_detector(1, 64, 1.0, "none", "tiny")
+    assert {len(s.label) for s in samples} == {1, 2}
     got = detection_metrics(detect.predict_val(deploy, val_s, spec), samples, spec.labels)
     preds = []
     for s in samples:

@@ -167,7 +167,7 @@ def predict_val(deploy: keras.Model, val_s: SampleStream, spec: TaskSpec, score_
     """Detections (source pixels) of every readable validation image, in split order, through the
     runtime's own decoding and NMS of streamed predictions (scores down to ``score_threshold``)."""
     kept, preds = iter(val_s.kept), []
-    for outputs, _ in predict_batches(deploy, val_s.batches(EVAL_BATCH)):
+    for outputs, _ in predict_batches(deploy, val_s.batches(EVAL_BATCH, keep=(0,))):  # the images only
         where = [placement_of(val_s.info[0][next(kept)]) for _ in range(len(outputs[0]))]
         preds += detect_task.decode(outputs, spec, where, score_threshold=score_threshold)
     return preds
