@@ -52,9 +52,19 @@ def predict_batches(model: keras.Model, batches: tf.data.Dataset) -> Iterator[tu
 
 def predict_all(model: keras.Model, batches: tf.data.Dataset) -> tuple[np.ndarray, ...]:
     """The first output and the other arrays of every batch, concatenated (for small outputs:
-    features, probabilities, points)."""
-    parts = [(out[0], *others) for out, others in predict_batches(model, batches)]
-    return tuple(np.concatenate(column) for column in zip(*parts))
+    features, probabilities, points). The first output is written into one array as the batches
+    come (a list of parts and their concatenation would hold the features twice)."""
+    steps = int(batches.cardinality())
+    first, rest, n = None, [], 0
+    for out, others in predict_batches(model, batches):
+        if first is None:  # room for every batch at this batch's size (known cardinality), else grown
+            first = np.empty((max(steps, 1) * len(out[0]), *out[0].shape[1:]), out[0].dtype)
+        if n + len(out[0]) > len(first):
+            first = np.concatenate([first[:n], np.empty((n + len(out[0]), *first.shape[1:]), first.dtype)])
+        first[n : n + len(out[0])] = out[0]
+        n += len(out[0])
+        rest.append(others)
+    return (first[:n], *(np.concatenate(column) for column in zip(*rest)))
 
 
 def feature_batches(x: np.ndarray, y: np.ndarray, batch: int, devices: int, seed: int | None = None,
