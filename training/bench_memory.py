@@ -1,10 +1,13 @@
-"""Memory of classification training on a large folder: ``python -m edgevision.training.bench_memory``.
+"""Memory of training on a large folder: ``python -m edgevision.training.bench_memory``.
 
-Makes a synthetic folder of small JPEGs (10,000 by default, 160x120, four colour classes), runs
-``edgevision train`` on it in fast and finetune mode (one epoch) as a child process, samples the
-child's resident memory (VmRSS, Linux) every second from a thread, and prints a table: peak RSS,
-RSS when the data was scanned, RSS at the start, middle and end of the pass that reads every image
-(fast: the feature pass; finetune: the fine-tuning epoch) and images per second of that pass.
+Makes a synthetic folder of small JPEGs (10,000 by default, 160x120) in a task's layout
+(``--task``: classify, four colour classes; keypoints, images/ + labels.csv of a dot; segment,
+images/ + masks/ of a disc; detect, JPEGs + VOC XML of a rectangle), runs ``edgevision train`` on
+it in fast and finetune mode (one epoch) as a child process, samples the child's resident memory
+(VmRSS, Linux) every second from a thread, and prints a table: peak RSS, RSS when the data was
+scanned, RSS at the start, middle and end of the pass that reads every image (fast: the feature
+pass, or for segment and detect the decoder/head epoch on the frozen backbone; finetune: the
+fine-tuning epoch) and images per second of that pass.
 
 ``--code DIR`` runs the ``edgevision`` package found in DIR instead (for example an older version's
 files, laid out as the installed package), for a before/after comparison on the same folder.
@@ -27,21 +30,46 @@ import numpy as np
 
 COLOURS = {"red": (40, 40, 200), "green": (40, 180, 40), "blue": (200, 60, 40), "grey": (128, 128, 128)}  # BGR
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared/weights/mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
+TASKS = ("classify", "keypoints", "segment", "detect")
+TASK_FLAGS = {"classify": [], "keypoints": ["--task", "keypoints", "--points", "dot"],
+              "segment": ["--task", "segment"], "detect": ["--task", "detect", "--det-classes", "box"]}
+VOC = ("<annotation><size><width>160</width><height>120</height></size><object><name>box</name><bndbox>"
+       "<xmin>{}</xmin><ymin>{}</ymin><xmax>{}</xmax><ymax>{}</ymax></bndbox></object></annotation>")
 
 
-def make_folder(root: Path, count: int, seed: int = 0) -> Path:
-    """``count`` JPEGs of 160x120 in root/<colour>/: a colour, noise and a random rectangle."""
+def _photo(rng: np.random.Generator, bgr) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A 160x120 frame: a colour, noise and a random 40-pixel square (its x0, y0, x1, y1)."""
+    image = np.clip(rng.normal(bgr, 40, size=(120, 160, 3)), 0, 255).astype(np.uint8)
+    x, y = int(rng.integers(0, 120)), int(rng.integers(0, 80))
+    cv2.rectangle(image, (x, y), (x + 40, y + 40), tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
+    return image, (x, y, x + 41, y + 41)
+
+
+def make_folder(root: Path, count: int, seed: int = 0, task: str = "classify") -> Path:
+    """``count`` JPEGs of 160x120 in ``task``'s layout (see the module's text)."""
     rng = np.random.default_rng(seed)
     names = list(COLOURS)
-    for name in names:
+    folders = names if task == "classify" else ["images", "masks"] if task == "segment" else ["images"]
+    for name in folders if task != "detect" else ["."]:
         (root / name).mkdir(parents=True, exist_ok=True)
+    rows = ["file,dot_x,dot_y"]
     for i in range(count):
-        name = names[i % len(names)]
-        image = np.clip(rng.normal(COLOURS[name], 40, size=(120, 160, 3)), 0, 255).astype(np.uint8)
-        x, y = rng.integers(0, 120), rng.integers(0, 80)
-        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
-        cv2.rectangle(image, (int(x), int(y)), (int(x) + 40, int(y) + 40), colour, -1)
-        cv2.imwrite(str(root / name / f"{i:05d}.jpg"), image)
+        image, (x0, y0, x1, y1) = _photo(rng, COLOURS[names[i % len(names)]])
+        if task == "classify":
+            cv2.imwrite(str(root / names[i % len(names)] / f"{i:05d}.jpg"), image)
+        elif task == "keypoints":
+            cv2.imwrite(str(root / "images" / f"{i:05d}.jpg"), image)
+            rows.append(f"{i:05d}.jpg,{(x0 + x1) / 2},{(y0 + y1) / 2}")  # the square's centre
+        elif task == "segment":
+            cv2.imwrite(str(root / "images" / f"{i:05d}.jpg"), image)
+            mask = np.zeros((120, 160), np.uint8)
+            mask[y0:y1, x0:x1] = 1
+            cv2.imwrite(str(root / "masks" / f"{i:05d}.png"), mask)
+        else:
+            cv2.imwrite(str(root / f"{i:05d}.jpg"), image)
+            (root / f"{i:05d}.xml").write_text(VOC.format(x0 + 1, y0 + 1, x1, y1))
+    if task == "keypoints":
+        (root / "labels.csv").write_text("\n".join(rows) + "\n")
     return root
 
 
@@ -58,8 +86,11 @@ def rss_mb(pid: int) -> float | None:
 def run_once(data: Path, mode: str, args: argparse.Namespace, runs: Path) -> dict:
     """One training run in a child process: its log lines and RSS samples, each with a time."""
     flags = ["--mode", mode, "--input-size", str(args.input_size), "--weights", args.weights,
-             "--runs-dir", str(runs), "--batch-size", str(args.batch_size), "--name", f"bench-{mode}"]
-    flags += ["--head-epochs", "5"] if mode == "fast" else ["--epochs", "1", "--head-epochs", "1", "--patience", "0"]
+             "--runs-dir", str(runs), "--batch-size", str(args.batch_size), "--name", f"bench-{mode}",
+             *TASK_FLAGS[args.task]]
+    head_epochs = "5" if args.task in ("classify", "keypoints") else "1"  # segment, detect: an epoch of images
+    flags += ["--head-epochs", head_epochs] if mode == "fast" else ["--epochs", "1", "--head-epochs", "1",
+                                                                     "--patience", "0"]
     if args.cache:
         flags += ["--cache", str(args.cache)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -108,9 +139,12 @@ def summarise(run: dict) -> dict:
     if scanned is None:
         raise SystemExit("the training log has no 'N train / M val images' line")
     n_train, n_val = int(scanned[1][1]), int(scanned[1][2])
-    if run["mode"] == "fast":
+    if run["mode"] == "fast" and _when(lines, r"features: \d+ train"):
         start, end = scanned[0], _when(lines, r"features: \d+ train, \d+ val in ([\d.]+) s")
         images, seconds = n_train + n_val, float(end[1][1])
+    elif run["mode"] == "fast":  # segment and detect: one epoch of the head on the frozen backbone
+        start, end = scanned[0], _when(lines, r"(?:decoder|head) epoch +1/1 .* ([\d.]+) s$")
+        images, seconds = n_train, float(end[1][1])
     else:
         start, end = _when(lines, r"fine-tuning the top")[0], _when(lines, r"finetune epoch +1/1 .* ([\d.]+) s$")
         images, seconds = n_train, float(end[1][1])
@@ -125,6 +159,7 @@ def summarise(run: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=10_000, help="synthetic images (default 10000)")
+    p.add_argument("--task", choices=TASKS, default="classify", help="the data layout and trainer (default classify)")
     p.add_argument("--folder", type=Path, help="make (or reuse) the synthetic folder here (default: a temp folder)")
     p.add_argument("--input-size", type=int, default=96, help="model input side (default 96)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -137,14 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         data = args.folder or Path(tmp) / "data"
         if not (data.is_dir() and sum(1 for _ in data.rglob("*.jpg")) == args.images):
             t0 = time.perf_counter()
-            make_folder(data, args.images)
-            print(f"made {args.images} JPEGs (160x120) in {data} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+            make_folder(data, args.images, task=args.task)
+            print(f"made {args.images} JPEGs (160x120, {args.task}) in {data} in {time.perf_counter() - t0:.1f} s",
+                  file=sys.stderr)
         rows = []
         for mode in args.modes.split(","):
             print(f"training {mode} on {data} ...", file=sys.stderr, flush=True)
             rows.append(summarise(run_once(data, mode, args, Path(tmp) / "runs")))
     code = args.code or "this checkout"
-    print(f"\n{args.images} images, input {args.input_size} px, batch {args.batch_size}, code: {code}")
+    print(f"\n{args.task}: {args.images} images, input {args.input_size} px, batch {args.batch_size}, code: {code}")
     print("| mode | images | peak RSS MB | after scan/load MB | pass start MB | middle MB | end MB | images/s "
           "| wall s |")
     print("|---|---|---|---|---|---|---|---|---|")
