@@ -5,6 +5,7 @@ results)."""
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,19 +53,49 @@ def predict_batches(model: keras.Model, batches: tf.data.Dataset) -> Iterator[tu
 
 def predict_all(model: keras.Model, batches: tf.data.Dataset) -> tuple[np.ndarray, ...]:
     """The first output and the other arrays of every batch, concatenated (for small outputs:
-    features, probabilities, points). The first output is written into one array as the batches
-    come (a list of parts and their concatenation would hold the features twice)."""
-    steps = int(batches.cardinality())
-    first, rest, n = None, [], 0
-    for out, others in predict_batches(model, batches):
-        if first is None:  # room for every batch at this batch's size (known cardinality), else grown
-            first = np.empty((max(steps, 1) * len(out[0]), *out[0].shape[1:]), out[0].dtype)
-        if n + len(out[0]) > len(first):
-            first = np.concatenate([first[:n], np.empty((n + len(out[0]), *first.shape[1:]), first.dtype)])
-        first[n : n + len(out[0])] = out[0]
-        n += len(out[0])
-        rest.append(others)
-    return (first[:n], *(np.concatenate(column) for column in zip(*rest)))
+    probabilities, points; a head's features: ``features_of``)."""
+    parts = [(out[0], *others) for out, others in predict_batches(model, batches)]
+    return tuple(np.concatenate(column) for column in zip(*parts))
+
+
+FEATURES_IN_MEMORY = 256 << 20  # bytes of a head's features held in memory; more go to a file in the run folder
+
+
+def feature_array(shape: tuple[int, ...], dtype, folder: Path) -> np.ndarray:
+    """Room for a head's features: in memory up to FEATURES_IN_MEMORY bytes, else an array backed by
+    an unnamed file in ``folder`` (gone when the array is freed or the process ends), which the OS
+    pages in and out: 50,000 photos' 14x14x576 keypoint features are 22 GB."""
+    if math.prod(shape) * np.dtype(dtype).itemsize <= FEATURES_IN_MEMORY:
+        return np.empty(shape, dtype)
+    with tempfile.TemporaryFile(dir=folder, prefix="features-") as handle:  # the map keeps its own handle
+        return np.memmap(handle, dtype, "w+", shape=shape)
+
+
+def on_disk(*arrays: np.ndarray) -> str:
+    """' (N MB of them on disk ...)' for the log line, when some features went to a file."""
+    mb = sum(a.nbytes for a in arrays if isinstance(a, np.memmap)) / 2**20
+    return f" ({mb:,.0f} MB of them in a file in the run folder while training)" if mb else ""
+
+
+def features_of(model: keras.Model, parts: list[tf.data.Dataset], rows: int, folder: Path
+                ) -> tuple[np.ndarray, ...]:
+    """The first output of every batch of ``parts`` (one after another, ``rows`` in all), written
+    into one ``feature_array`` as the batches come, and the batches' other arrays concatenated (labels,
+    points). Nothing is held twice: a list of batches and its concatenation would be."""
+    out, n, rest = None, 0, []
+    for part in parts:
+        for outputs, others in predict_batches(model, part):
+            first = outputs[0]
+            if out is None:
+                out = feature_array((rows, *first.shape[1:]), first.dtype, folder)
+            if n + len(first) > rows:
+                raise RuntimeError(f"features_of: more than the {rows} rows expected")
+            out[n : n + len(first)] = first
+            n += len(first)
+            rest.append(others)
+    if n != rows:
+        raise RuntimeError(f"features_of: {n} rows where {rows} were expected")
+    return (out, *(np.concatenate(column) for column in zip(*rest)))
 
 
 def feature_batches(x: np.ndarray, y: np.ndarray, batch: int, devices: int, seed: int | None = None,
@@ -81,7 +112,7 @@ def feature_batches(x: np.ndarray, y: np.ndarray, batch: int, devices: int, seed
     def rows(epoch, step):
         order = np.arange(len(x)) if seed is None else epoch_order(seed, epoch, len(x))
         i = order[step * batch : min((step + 1) * batch, used)]
-        return x[i], y[i]
+        return np.asarray(x[i]), y[i]  # a file-backed x gives a plain array
 
     def one_epoch(epoch):
         def gather(step):

@@ -29,10 +29,12 @@ from ..distribute import global_batch, shard_by_data, train_on_strategy
 from ..fit import (
     EpochLine,
     feature_batches,
+    features_of,
     finetune_callbacks,
     finetune_schedule,
     log_line,
     log_saved,
+    on_disk,
     predict_all,
     run_folder,
     unfreeze_backbone,
@@ -67,15 +69,15 @@ def fit_head(model, train_s: SplitStream, val_s: SplitStream, config, run_dir, l
     num_classes = len(classes)
     extractor = feature_extractor(model)
     t0 = time.perf_counter()
-    f_train, y_feat = predict_all(extractor, train_s.images(FEATURE_BATCH))
+    parts = [train_s.images(FEATURE_BATCH)]
     if config.augment.copies:
         augment = augmenter(config.augment, num_classes, classes)
         augmented = train_s.images(FEATURE_BATCH).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-        copies = [predict_all(extractor, augmented) for _ in range(config.augment.copies)]
-        f_train = np.concatenate([f_train, *[c[0] for c in copies]])
-        y_feat = np.concatenate([y_feat, *[c[1] for c in copies]])
-    f_val, y_val = predict_all(extractor, val_s.images(FEATURE_BATCH))
-    log(f"features: {len(f_train)} train, {len(f_val)} val in {time.perf_counter() - t0:.1f} s")
+        parts += [augmented] * config.augment.copies
+    f_train, y_feat = features_of(extractor, parts, train_s.count * (1 + config.augment.copies), run_dir)
+    f_val, y_val = features_of(extractor, [val_s.images(FEATURE_BATCH)], val_s.count, run_dir)
+    log(f"features: {len(f_train)} train, {len(f_val)} val in {time.perf_counter() - t0:.1f} s"
+        + on_disk(f_train, f_val))
 
     hidden = [keras.layers.Dropout(config.dropout), keras.layers.Dense(MLP_UNITS, activation="relu")] if (
         config.classify.head == "mlp") else []

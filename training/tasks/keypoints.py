@@ -20,10 +20,12 @@ from ..distribute import global_batch, shard_by_data, train_on_strategy
 from ..fit import (
     EpochLine,
     feature_batches,
+    features_of,
     finetune_callbacks,
     finetune_schedule,
     log_line,
     log_saved,
+    on_disk,
     predict_all,
     run_folder,
     unfreeze_backbone,
@@ -65,15 +67,15 @@ def _as_float(images, points):
 def _fast_head(features, head, train_s: SampleStream, val_s: SampleStream, config, run_dir, log, augment,
                strategy) -> dict:
     """Fit the head on features of the training images (plus augmented copies), computed once from
-    the stream and held in memory."""
+    the stream and held in memory, or in a file in the run folder when large (fit.feature_array)."""
     t0 = time.perf_counter()
-    f_train, y_train = predict_all(features, train_s.batches(FEATURE_BATCH, fn=_targets(train_s)))
+    parts = [train_s.batches(FEATURE_BATCH, fn=_targets(train_s))]
     if config.augment.copies:  # each copy an epoch of the seeded stream: new draws, in a new order
-        copies, _ = train_s.epochs(FEATURE_BATCH, config.seed, config.augment.copies, _targets(train_s, augment))
-        f_copies, y_copies = predict_all(features, copies)
-        f_train, y_train = np.concatenate([f_train, f_copies]), np.concatenate([y_train, y_copies])
-    f_val, y_val = predict_all(features, val_s.batches(FEATURE_BATCH, fn=_targets(val_s)))
-    log(f"features: {len(f_train)} train, {len(f_val)} val in {time.perf_counter() - t0:.1f} s")
+        parts.append(train_s.epochs(FEATURE_BATCH, config.seed, config.augment.copies, _targets(train_s, augment))[0])
+    f_train, y_train = features_of(features, parts, train_s.count * (1 + config.augment.copies), run_dir)
+    f_val, y_val = features_of(features, [val_s.batches(FEATURE_BATCH, fn=_targets(val_s))], val_s.count, run_dir)
+    log(f"features: {len(f_train)} train, {len(f_val)} val in {time.perf_counter() - t0:.1f} s"
+        + on_disk(f_train, f_val))
     with strategy.scope():
         _compile(head, config.head_lr, config)
     devices = strategy.num_replicas_in_sync

@@ -1,0 +1,83 @@
+"""The head stage on a frozen pretrained backbone (fast mode, and the first stage of fine-tuning with
+weights), for the two trainers that compute the backbone's features once and fit the head on them:
+the head trains, and features too large to hold in memory go to a file in the run folder and give
+the same model. A random MobileNetV2 weights file stands in for ImageNet's (no download, no
+../shared): it checks the plumbing, not the quality."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="the 'train' extra is not installed")
+pytestmark = pytest.mark.train
+
+from edgevision.training import fit
+from edgevision.training.bench_memory import make_folder
+from edgevision.training.options import make_config
+from edgevision.training.tasks.classify import train as train_classify
+from edgevision.training.tasks.keypoints import train as train_keypoints
+from taskdata import dot_dataset
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory):
+    """A MobileNetV2 (alpha 0.35, no top) weights file with seeded random weights, each BatchNorm's
+    statistics set from one batch of random images (with Keras' defaults the random net's features
+    vanish, ~1e-12, and a head would learn nothing from them)."""
+    import keras
+
+    path = tmp_path_factory.mktemp("weights") / "mobilenet_v2_0.35_random.weights.h5"
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, alpha=0.35, weights=None)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = 0.0  # the moving statistics become this batch's
+    model(np.random.default_rng(0).uniform(-1, 1, (32, 32, 32, 3)).astype(np.float32), training=True)
+    model.save_weights(path)
+    return path
+
+
+def _fast(task: str, data, runs, weights, **extra) -> dict:
+    return dict(data=str(data), runs_dir=str(runs), task=task, mode="fast", weights=str(weights), alpha=0.35,
+                input_size=32, head_epochs=4, head_lr=3e-3, batch_size=8, seed=0, augment_copies=1, color=0.0,
+                grayscale=0.0, **extra)
+
+
+@pytest.mark.parametrize("task", ["classify", "keypoints"])
+def test_features_too_large_for_memory_go_to_a_file_and_give_the_same_model(task, tmp_path, monkeypatch,
+                                                                                random_weights):
+    if task == "classify":
+        data, train = make_folder(tmp_path / "colours", 24), train_classify
+        extra, metric = {}, "accuracy"
+    else:
+        data, train = dot_dataset(tmp_path / "dots", 24), train_keypoints
+        extra, metric = dict(points=("dot",), head="heatmap", rotation_deg=0.0, zoom=0.0), "nme_mean"
+    results = {}
+    for limit in (fit.FEATURES_IN_MEMORY, 0):  # the default (these features are a few kB), then all on disk
+        monkeypatch.setattr(fit, "FEATURES_IN_MEMORY", limit)
+        lines: list[str] = []
+        run_dir = train(make_config(_fast(task, data, tmp_path / f"runs{limit}", random_weights, **extra)),
+                        lines.append)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        feature_line = next(line for line in lines if line.startswith("features: "))
+        # every training image and its augmented copy, every validation image
+        assert feature_line.startswith(f"features: {2 * metrics['train_images']} train, "
+                                       f"{metrics['val_images']} val in "), feature_line
+        assert ("in a file in the run folder" in feature_line) == (limit == 0), feature_line
+        assert not list(run_dir.glob("features-*"))  # the file has no name and is gone with the array
+        assert any(line.startswith("head epoch") for line in lines)
+        history = json.loads((run_dir / "history.json").read_text())["head"]
+        results[limit] = (metrics[metric], history["loss"], history["val_loss"])
+    in_memory, on_disk = results.values()  # the metric and every epoch's training and validation loss
+    assert np.isfinite(in_memory[0]) and np.allclose(np.hstack(on_disk), np.hstack(in_memory), rtol=1e-5, atol=1e-7)
+
+
+def test_feature_array_is_in_memory_below_the_limit_and_file_backed_above(tmp_path, monkeypatch):
+    monkeypatch.setattr(fit, "FEATURES_IN_MEMORY", 1000)
+    small = fit.feature_array((10, 25), np.float32, tmp_path)  # 1,000 bytes
+    large = fit.feature_array((10, 26), np.float32, tmp_path)
+    assert not isinstance(small, np.memmap) and isinstance(large, np.memmap)
+    large[:] = np.arange(260).reshape(10, 26)
+    assert large[3, 5] == 83 and not list(tmp_path.iterdir())  # unnamed: nothing left in the folder
+    assert fit.on_disk(small) == "" and "0 MB of them in a file" in fit.on_disk(large, small)
