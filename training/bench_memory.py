@@ -4,7 +4,8 @@ Makes a synthetic folder of small JPEGs (10,000 by default, 160x120) in a task's
 (``--task``: classify, four colour classes; keypoints, images/ + labels.csv of a dot; segment,
 images/ + masks/ of a disc; detect, JPEGs + VOC XML of a rectangle), runs ``edgevision train`` on
 it in fast and finetune mode (one epoch) as a child process, samples the child's resident memory
-(VmRSS, Linux) every second from a thread, and prints a table: peak RSS, RSS when the data was
+(VmRSS, Linux) every second from a thread, and prints a table: peak RSS, peak anonymous RSS
+(RssAnon: RSS less the pages of files, which the kernel can drop), RSS when the data was
 scanned, RSS at the start, middle and end of the pass that reads every image (fast: the feature
 pass, or for segment and detect the decoder/head epoch on the frozen backbone; finetune: the
 fine-tuning epoch) and images per second of that pass.
@@ -73,14 +74,14 @@ def make_folder(root: Path, count: int, seed: int = 0, task: str = "classify") -
     return root
 
 
-def rss_mb(pid: int) -> float | None:
+def rss_mb(pid: int) -> tuple[float, float] | None:
+    """(VmRSS, RssAnon) in MB: all resident pages, and those that are not a file's (a file's pages,
+    such as the fast heads' features in a file, are dropped by the kernel when memory is short)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["RssAnon"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
         return None
-    return None
 
 
 def run_once(data: Path, mode: str, args: argparse.Namespace, runs: Path) -> dict:
@@ -99,14 +100,14 @@ def run_once(data: Path, mode: str, args: argparse.Namespace, runs: Path) -> dic
     t0 = time.monotonic()
     child = subprocess.Popen([sys.executable, "-m", "edgevision.cli", "train", str(data), *flags],
                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-    samples: list[tuple[float, float]] = []
+    samples: list[tuple[float, float, float]] = []  # (time, RSS, anonymous RSS)
     lines: list[tuple[float, str]] = []
 
     def sample() -> None:
         while child.poll() is None:
             value = rss_mb(child.pid)
             if value is not None:
-                samples.append((time.monotonic() - t0, value))
+                samples.append((time.monotonic() - t0, *value))
             time.sleep(1.0)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -129,7 +130,7 @@ def _when(lines: list[tuple[float, str]], pattern: str) -> tuple[float, re.Match
     return None
 
 
-def _rss_at(samples: list[tuple[float, float]], t: float) -> float:
+def _rss_at(samples: list[tuple[float, float, float]], t: float) -> float:
     return min(samples, key=lambda s: abs(s[0] - t))[1]
 
 
@@ -149,7 +150,8 @@ def summarise(run: dict) -> dict:
         start, end = _when(lines, r"fine-tuning the top")[0], _when(lines, r"finetune epoch +1/1 .* ([\d.]+) s$")
         images, seconds = n_train, float(end[1][1])
     return {
-        "mode": run["mode"], "images": n_train + n_val, "peak": max(v for _, v in samples),
+        "mode": run["mode"], "images": n_train + n_val, "peak": max(s[1] for s in samples),
+        "peak_anon": max(s[2] for s in samples),
         "scanned": _rss_at(samples, scanned[0]), "start": _rss_at(samples, start),
         "middle": _rss_at(samples, (start + end[0]) / 2), "end": _rss_at(samples, end[0]),
         "per_s": images / max(seconds, 1e-9), "wall": run["seconds"],
@@ -181,12 +183,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(summarise(run_once(data, mode, args, Path(tmp) / "runs")))
     code = args.code or "this checkout"
     print(f"\n{args.task}: {args.images} images, input {args.input_size} px, batch {args.batch_size}, code: {code}")
-    print("| mode | images | peak RSS MB | after scan/load MB | pass start MB | middle MB | end MB | images/s "
-          "| wall s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| mode | images | peak RSS MB | peak anon MB | after scan/load MB | pass start MB | middle MB | end MB "
+          "| images/s | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['images']} | {r['peak']:.0f} | {r['scanned']:.0f} | {r['start']:.0f} | "
-              f"{r['middle']:.0f} | {r['end']:.0f} | {r['per_s']:.0f} | {r['wall']:.0f} |")
+        print(f"| {r['mode']} | {r['images']} | {r['peak']:.0f} | {r['peak_anon']:.0f} | {r['scanned']:.0f} | "
+              f"{r['start']:.0f} | {r['middle']:.0f} | {r['end']:.0f} | {r['per_s']:.0f} | {r['wall']:.0f} |")
     return 0
 
 

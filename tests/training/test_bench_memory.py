@@ -50,3 +50,15 @@ def test_detect_folder_boxes_the_square(tmp_path):
         (x0, y0, x1, y1), = sample.xyxy
         assert x1 - x0 == pytest.approx(41, abs=1) and y1 - y0 == pytest.approx(41, abs=1)
         assert np.allclose([(x0 + x1) / 2, (y0 + y1) / 2], square_centre(sample.path), atol=2.5)
+
+
+def test_rss_reads_the_resident_and_the_anonymous_memory_of_a_process():
+    import os
+
+    from edgevision.training.bench_memory import rss_mb
+
+    before = rss_mb(os.getpid())
+    block = np.ones(64 << 20, np.uint8)  # 64 MB written: anonymous pages
+    rss, anon = rss_mb(os.getpid())
+    assert 0 < anon <= rss and anon - before[1] > 60 and block[-1] == 1
+    assert rss_mb(2**22 + 7) is None  # no such process
