@@ -32,6 +32,7 @@ import numpy as np
 COLOURS = {"red": (40, 40, 200), "green": (40, 180, 40), "blue": (200, 60, 40), "grey": (128, 128, 128)}  # BGR
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared/weights/mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
 TASKS = ("classify", "keypoints", "segment", "detect")
+MARKER = ".bench_memory"  # in a folder this benchmark made: its task and image count
 TASK_FLAGS = {"classify": [], "keypoints": ["--task", "keypoints", "--points", "dot"],
               "segment": ["--task", "segment"], "detect": ["--task", "detect", "--det-classes", "box"]}
 VOC = ("<annotation><size><width>160</width><height>120</height></size><object><name>box</name><bndbox>"
@@ -172,9 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="edgevision-bench-") as tmp:
         data = args.folder or Path(tmp) / "data"
-        if not (data.is_dir() and sum(1 for _ in data.rglob("*.jpg")) == args.images):
+        made_for, marker = f"{args.task} {args.images}\n", data / MARKER
+        if not (marker.is_file() and marker.read_text() == made_for):  # else: made by an earlier run, reused
+            if data.is_dir() and any(data.iterdir()):
+                raise SystemExit(f"{data} is not empty and was not made by this benchmark for --task {args.task} "
+                                 f"--images {args.images}: give a new or empty --folder")
             t0 = time.perf_counter()
             make_folder(data, args.images, task=args.task)
+            marker.write_text(made_for)
             print(f"made {args.images} JPEGs (160x120, {args.task}) in {data} in {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr)
         rows = []

@@ -5,6 +5,7 @@ results)."""
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..deploy.errors import UserError
 from .model import set_trainable_top
 from .options import TrainConfig
 from .runfolder import export_hint, log_line, new_run_dir  # noqa: F401  (TF-free, here for the trainers)
@@ -58,16 +60,24 @@ def predict_all(model: keras.Model, batches: tf.data.Dataset) -> tuple[np.ndarra
     return tuple(np.concatenate(column) for column in zip(*parts))
 
 
-FEATURES_IN_MEMORY = 256 << 20  # bytes of a head's features held in memory; more go to a file in the run folder
+FEATURES_IN_MEMORY = 256 << 20  # bytes of a head's features (per array) held in memory; more go to a file
 
 
 def feature_array(shape: tuple[int, ...], dtype, folder: Path) -> np.ndarray:
     """Room for a head's features: in memory up to FEATURES_IN_MEMORY bytes, else an array backed by
     an unnamed file in ``folder`` (gone when the array is freed or the process ends), which the OS
     pages in and out: 50,000 photos' 14x14x576 keypoint features are 22 GB."""
-    if math.prod(shape) * np.dtype(dtype).itemsize <= FEATURES_IN_MEMORY:
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes <= FEATURES_IN_MEMORY:
         return np.empty(shape, dtype)
     with tempfile.TemporaryFile(dir=folder, prefix="features-") as handle:  # the map keeps its own handle
+        try:  # the room now: a map of a file that cannot grow dies of SIGBUS mid-pass, with no message
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(handle.fileno(), 0, nbytes)
+        except OSError as exc:
+            raise UserError(f"no room in {folder} for the head's features ({nbytes / 2**20:,.0f} MB; up to "
+                            f"{FEATURES_IN_MEMORY >> 20} MB stay in memory): {exc.strerror}. Free disk space or "
+                            "give --runs-dir on a larger disk") from exc
         return np.memmap(handle, dtype, "w+", shape=shape)
 
 
@@ -98,27 +108,45 @@ def features_of(model: keras.Model, parts: list[tf.data.Dataset], rows: int, fol
     return (out, *(np.concatenate(column) for column in zip(*rest)))
 
 
-def feature_batches(x: np.ndarray, y: np.ndarray, batch: int, devices: int, seed: int | None = None,
+class FeatureRows:
+    """A head's features and targets as ``feature_batches`` reads them, for a ``with`` block around
+    the head's training. TF keeps a dataset's numpy functions, and what they hold, until the process
+    ends: leaving the block drops the arrays, so that they (and a features file) can go."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x, self.y = x, y
+
+    def __enter__(self) -> FeatureRows:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.x = self.y = None
+
+
+def feature_batches(rows: FeatureRows, batch: int, devices: int, seed: int | None = None,
                     epochs: int = 1) -> tuple[tf.data.Dataset, int]:
-    """(batches of arrays held in memory, a head's features; batches per epoch): in order, or with
-    ``seed`` ``epochs`` epochs, each in an order drawn from (seed, epoch), in one dataset (give Keras
+    """(batches of a head's features and targets; batches per epoch): in order, or with ``seed``
+    ``epochs`` epochs, each in an order drawn from (seed, epoch), in one dataset (give Keras
     ``steps_per_epoch``; see training/stream.py); with several ``devices`` every batch splits
     evenly over them. The arrays stay numpy arrays (no copy of them goes into the graph) and every
     batch is gathered from them in one numpy call."""
-    used = even_count(len(x), devices, "features")
+    x, y = rows.x, rows.y
+    count, x_shape, y_shape = len(x), x.shape[1:], y.shape[1:]
+    used = even_count(count, devices, "features")
     steps = math.ceil(used / batch)
     specs = [tf.as_dtype(x.dtype), tf.as_dtype(y.dtype)]
+    del x, y  # the function below reads them through ``rows`` only
 
-    def rows(epoch, step):
-        order = np.arange(len(x)) if seed is None else epoch_order(seed, epoch, len(x))
+    def gather_rows(epoch, step):
+        order = np.arange(count) if seed is None else epoch_order(seed, epoch, count)
         i = order[step * batch : min((step + 1) * batch, used)]
-        return np.asarray(x[i]), y[i]  # a file-backed x gives a plain array
+        return np.asarray(rows.x[i]), rows.y[i]  # a file-backed x gives a plain array
 
     def one_epoch(epoch):
         def gather(step):
-            xb, yb = tf.numpy_function(rows, [epoch, step], specs, stateful=False)
-            xb.set_shape((None, *x.shape[1:]))
-            yb.set_shape((None, *y.shape[1:]))
+            xb, yb = tf.numpy_function(gather_rows, [epoch, step], specs, stateful=False)
+            xb.set_shape((None, *x_shape))
+            yb.set_shape((None, *y_shape))
             return xb, yb
 
         return tf.data.Dataset.range(steps).map(gather)

@@ -62,3 +62,17 @@ def test_rss_reads_the_resident_and_the_anonymous_memory_of_a_process():
     rss, anon = rss_mb(os.getpid())
     assert 0 < anon <= rss and anon - before[1] > 60 and block[-1] == 1
     assert rss_mb(2**22 + 7) is None  # no such process
+
+
+def test_a_folder_made_for_another_task_or_by_someone_else_is_refused_not_mixed(tmp_path, capsys):
+    from edgevision.training.bench_memory import MARKER, main
+
+    theirs = tmp_path / "photos"
+    (theirs / "cats").mkdir(parents=True)
+    (theirs / "cats" / "a.jpg").write_bytes(b"mine")
+    with pytest.raises(SystemExit, match="is not empty and was not made by this benchmark for --task detect"):
+        main(["--task", "detect", "--images", "8", "--folder", str(theirs)])
+    assert sorted(p.name for p in theirs.rglob("*")) == ["a.jpg", "cats"]  # nothing written there
+    (theirs / MARKER).write_text("classify 8\n")  # one the benchmark made for classify
+    with pytest.raises(SystemExit, match="not made by this benchmark for --task keypoints"):
+        main(["--task", "keypoints", "--images", "8", "--folder", str(theirs)])

@@ -4,7 +4,11 @@ the head trains, and features too large to hold in memory go to a file in the ru
 the same model. A random MobileNetV2 weights file stands in for ImageNet's (no download, no
 ../shared): it checks the plumbing, not the quality."""
 
+import errno
+import gc
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +16,7 @@ import pytest
 pytest.importorskip("tensorflow", reason="the 'train' extra is not installed")
 pytestmark = pytest.mark.train
 
+from edgevision.deploy.errors import UserError
 from edgevision.training import fit
 from edgevision.training.bench_memory import make_folder
 from edgevision.training.options import make_config
@@ -65,12 +70,27 @@ def test_features_too_large_for_memory_go_to_a_file_and_give_the_same_model(task
         assert feature_line.startswith(f"features: {2 * metrics['train_images']} train, "
                                        f"{metrics['val_images']} val in "), feature_line
         assert ("in a file in the run folder" in feature_line) == (limit == 0), feature_line
-        assert not list(run_dir.glob("features-*"))  # the file has no name and is gone with the array
+        gc.collect()
+        assert not open_files_in(run_dir)  # the features file is let go once the head is trained
         assert any(line.startswith("head epoch") for line in lines)
         history = json.loads((run_dir / "history.json").read_text())["head"]
         results[limit] = (metrics[metric], history["loss"], history["val_loss"])
     in_memory, on_disk = results.values()  # the metric and every epoch's training and validation loss
     assert np.isfinite(in_memory[0]) and np.allclose(np.hstack(on_disk), np.hstack(in_memory), rtol=1e-5, atol=1e-7)
+
+
+def open_files_in(folder) -> list[str]:
+    """This process's open files and file maps under ``folder`` (an unnamed temporary file shows
+    as 'folder/#inode (deleted)')."""
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    maps = [line.split(maxsplit=5)[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+            if len(line.split(maxsplit=5)) == 6]
+    return [name for name in links + maps if name.startswith(str(folder))]
 
 
 def test_feature_array_is_in_memory_below_the_limit_and_file_backed_above(tmp_path, monkeypatch):
@@ -79,5 +99,18 @@ def test_feature_array_is_in_memory_below_the_limit_and_file_backed_above(tmp_pa
     large = fit.feature_array((10, 26), np.float32, tmp_path)
     assert not isinstance(small, np.memmap) and isinstance(large, np.memmap)
     large[:] = np.arange(260).reshape(10, 26)
-    assert large[3, 5] == 83 and not list(tmp_path.iterdir())  # unnamed: nothing left in the folder
+    assert large[3, 5] == 83 and open_files_in(tmp_path)
     assert fit.on_disk(small) == "" and "0 MB of them in a file" in fit.on_disk(large, small)
+    del large
+    gc.collect()
+    assert not open_files_in(tmp_path)  # gone with the array
+
+
+def test_no_room_for_the_features_file_is_one_line_not_a_crash(tmp_path, monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fit, "FEATURES_IN_MEMORY", 1000)
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(UserError, match=r"no room in .* for the head's features .*No space left on device.*--runs-dir"):
+        fit.feature_array((100, 26), np.float32, tmp_path)

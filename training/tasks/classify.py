@@ -28,6 +28,7 @@ from ..data import ClassDataset, find_dataset, with_extra
 from ..distribute import global_batch, shard_by_data, train_on_strategy
 from ..fit import (
     EpochLine,
+    FeatureRows,
     feature_batches,
     features_of,
     finetune_callbacks,
@@ -93,23 +94,24 @@ def fit_head(model, train_s: SplitStream, val_s: SplitStream, config, run_dir, l
         _compile(head, config.head_lr, config)
     devices = strategy.num_replicas_in_sync
     batch = config.batch_size * devices
-    train_ds, steps = feature_batches(f_train, keras.utils.to_categorical(y_feat, num_classes), batch, devices,
-                                      config.seed, config.head_epochs)
-    val_ds, _ = feature_batches(f_val, keras.utils.to_categorical(y_val, num_classes), batch, devices)
-    history = head.fit(
-        shard_by_data(train_ds),
-        validation_data=shard_by_data(val_ds),
-        epochs=config.head_epochs,
-        steps_per_epoch=steps,
-        shuffle=False,
-        class_weight=weights,
-        verbose=0,
-        callbacks=[
-            keras.callbacks.EarlyStopping("val_loss", patience=max(config.patience, 20), restore_best_weights=True),
-            keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")),
-            EpochLine("head", config.head_epochs, log, every=max(1, config.head_epochs // 10)),
-        ],
-    )
+    with (FeatureRows(f_train, keras.utils.to_categorical(y_feat, num_classes)) as train_rows,
+          FeatureRows(f_val, keras.utils.to_categorical(y_val, num_classes)) as val_rows):
+        train_ds, steps = feature_batches(train_rows, batch, devices, config.seed, config.head_epochs)
+        val_ds, _ = feature_batches(val_rows, batch, devices)
+        history = head.fit(
+            shard_by_data(train_ds),
+            validation_data=shard_by_data(val_ds),
+            epochs=config.head_epochs,
+            steps_per_epoch=steps,
+            shuffle=False,
+            class_weight=weights,
+            verbose=0,
+            callbacks=[
+                keras.callbacks.EarlyStopping("val_loss", patience=max(config.patience, 20), restore_best_weights=True),
+                keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")),
+                EpochLine("head", config.head_epochs, log, every=max(1, config.head_epochs // 10)),
+            ],
+        )
     model.get_layer("probs").set_weights(head.layers[-1].get_weights())
     if hidden:
         model.get_layer("hidden").set_weights(hidden[1].get_weights())

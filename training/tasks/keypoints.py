@@ -19,6 +19,7 @@ from ...deploy.tasks.keypoints import keypoint_metrics
 from ..distribute import global_batch, shard_by_data, train_on_strategy
 from ..fit import (
     EpochLine,
+    FeatureRows,
     feature_batches,
     features_of,
     finetune_callbacks,
@@ -80,16 +81,17 @@ def _fast_head(features, head, train_s: SampleStream, val_s: SampleStream, confi
         _compile(head, config.head_lr, config)
     devices = strategy.num_replicas_in_sync
     batch = config.batch_size * devices
-    train_ds, steps = feature_batches(f_train, y_train, batch, devices, config.seed, config.head_epochs)
-    history = head.fit(
-        shard_by_data(train_ds), validation_data=shard_by_data(feature_batches(f_val, y_val, batch, devices)[0]),
-        epochs=config.head_epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
-        callbacks=[
-            keras.callbacks.EarlyStopping("val_loss", patience=max(config.patience, 20), restore_best_weights=True),
-            keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")),
-            EpochLine("head", config.head_epochs, log, every=max(1, config.head_epochs // 10), metric="mae"),
-        ],
-    )
+    with FeatureRows(f_train, y_train) as train_rows, FeatureRows(f_val, y_val) as val_rows:
+        train_ds, steps = feature_batches(train_rows, batch, devices, config.seed, config.head_epochs)
+        history = head.fit(
+            shard_by_data(train_ds), validation_data=shard_by_data(feature_batches(val_rows, batch, devices)[0]),
+            epochs=config.head_epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
+            callbacks=[
+                keras.callbacks.EarlyStopping("val_loss", patience=max(config.patience, 20), restore_best_weights=True),
+                keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")),
+                EpochLine("head", config.head_epochs, log, every=max(1, config.head_epochs // 10), metric="mae"),
+            ],
+        )
     return history.history
 
 
