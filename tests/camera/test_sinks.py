@@ -80,29 +80,31 @@ def test_summary_text_covers_every_task_kind(result, expected):
     assert sinks.summary_text(result) == expected
 
 
+class _Keep:
+    """A sink that keeps every record."""
+
+    def __init__(self):
+        self.records = []
+
+    def write(self, image, record):
+        self.records.append(record)
+        return True
+
+    def close(self):
+        pass
+
+
 def test_the_pipelined_loop_keeps_every_frame_of_a_file_in_order(tiny_model, synthetic_video):
     from edgevision.camera.live import run_loop
     from edgevision.camera.sources import open_source
     from edgevision.deploy.runner import Runner, RunnerOptions
 
-    class Collect:
-        def __init__(self):
-            self.records = []
-
-        def write(self, image, record):
-            self.records.append(record)
-            return True
-
-        def close(self):
-            pass
-
-    sink = Collect()
+    sink = _Keep()
     with open_source(str(synthetic_video(45))) as source:
         stats = run_loop(source, Runner(tiny_model("classify"), RunnerOptions(providers="cpu")), [sink], draw=False)
     assert [r["frame"] for r in sink.records] == list(range(45)) and stats.frames == 45
     assert [r["result"]["label"] for r in sink.records[::10]] == ["red", "green", "blue", "red", "green"]
     assert all(r["timings_ms"]["preprocess_ms"] >= 0 and "capture_ms" in r["timings_ms"] for r in sink.records)
-
 
 
 def test_webm_is_vp8_and_the_codec_is_said(tmp_path):
@@ -145,18 +147,6 @@ class _FakeSource:
         yield from self.frames
         if self.fail is not None:
             raise self.fail
-
-
-class _Keep:
-    def __init__(self):
-        self.records = []
-
-    def write(self, image, record):
-        self.records.append(record)
-        return True
-
-    def close(self):
-        pass
 
 
 def _counting_runner(tiny_model, monkeypatch, threads=0):
