@@ -78,14 +78,18 @@ def log_line(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+MADE_HERE: list[Path] = []  # the run folders this process made: the only ones a failed run may remove
+
+
 def new_run_dir(config) -> Path:
-    """runs/<name>-<date>-<time>, never an existing folder."""
+    """runs/<name>-<date>-<time>, never an existing folder (recorded in ``MADE_HERE``)."""
     base = Path(config.runs_dir) / f"{config.run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = base, 1
     while path.exists():
         n += 1
         path = base.with_name(f"{base.name}-{n}")
     path.mkdir(parents=True)
+    MADE_HERE.append(path)
     return path
 
 

@@ -12,7 +12,7 @@ from ..deploy.errors import UserError
 from .distribute import is_chief
 from .fit import log_line
 from .options import config_from_args
-from .runfolder import check_export_target
+from .runfolder import MADE_HERE, check_export_target
 from .tasks import task
 
 
@@ -21,17 +21,16 @@ def train_from_args(args, config=None) -> Path:
         raise UserError("--int8, --fp16 and --overwrite go with --export OUT.onnx: add it, or drop them")
     config = config or config_from_args(args, notice=log_line)
     log = check_export_target(args.export, args.overwrite)  # fail before training, not after
-    runs = Path(config.runs_dir)
-    before = set(runs.iterdir()) if runs.is_dir() else set()
+    made_before = len(MADE_HERE)
     try:
         run_dir = task(config.task).train(config, log)
     except tf.errors.ResourceExhaustedError as exc:
-        _drop_unfinished(runs, before)
+        _drop_unfinished(MADE_HERE[made_before:])
         raise UserError(
             f"out of memory while training: lower --batch-size or --input-size ({exc.message[:80]})"
         ) from exc
     except BaseException:
-        _drop_unfinished(runs, before)
+        _drop_unfinished(MADE_HERE[made_before:])
         raise
     if args.export is not None and is_chief(config.distribute):  # a multiworker cluster's chief exports
         from .export import export
@@ -41,12 +40,11 @@ def train_from_args(args, config=None) -> Path:
     return run_dir
 
 
-def _drop_unfinished(runs: Path, before: set[Path]) -> None:
-    """A run that failed or was stopped leaves no half-made folder behind (only folders this run made
-    and that hold no model are removed)."""
-    if not runs.is_dir():
-        return
-    for folder in set(runs.iterdir()) - before:
+def _drop_unfinished(made: list[Path]) -> None:
+    """A run that failed or was stopped leaves no half-made folder behind: only the run folders this
+    process made and that hold no model are removed, never a folder another command (crops, collect,
+    a second training) made beside them meanwhile."""
+    for folder in made:
         if folder.is_dir() and not (folder / "model.keras").exists():
             shutil.rmtree(folder, ignore_errors=True)
             log_line(f"removed the unfinished run folder {folder}")
