@@ -2,8 +2,10 @@
 (The chain's result type and crop geometry are in deploy/tasks/chain.py.)
 
 ``edgevision run --model models/hands.onnx --then models/fingers.onnx``: every hand box is widened
-by a margin, made square around its centre (the classifier then sees the hand undistorted),
+by a margin, made square around its centre (the second model then sees the hand undistorted),
 cropped from the full-resolution frame, and the crops go through the second model as one batch.
+The second model classifies each crop (fingers, emotions) or finds points on it (a nose); points
+come back in the frame's pixels.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from .errors import UserError
 from .runner import Prepared, Runner
 from .tasks.chain import DEFAULT_MARGIN, Chained, crop, square_crop_box
 from .tasks.detect import Detections
+from .tasks.keypoints import Keypoints
+
+THEN_KINDS = ("classify", "keypoints")  # what a second stage may be: one answer, or points, per crop
 
 
 class ChainRunner:
@@ -24,8 +29,9 @@ class ChainRunner:
     def __init__(self, first: Runner, then: Runner, margin: float = DEFAULT_MARGIN, max_boxes: int = 16) -> None:
         if first.spec.kind != "detect":
             raise UserError(f"--then needs a detection model first; {first.path.name} is a {first.spec.kind} model")
-        if then.spec.kind != "classify":
-            raise UserError(f"--then takes a classification model; {then.path.name} is a {then.spec.kind} model")
+        if then.spec.kind not in THEN_KINDS:
+            raise UserError(f"--then takes a classification or keypoint model; {then.path.name} is a "
+                            f"{then.spec.kind} model")
         if not 0 <= margin <= 1:
             raise UserError(f"--crop-margin must be within 0..1, got {margin}")
         self.first, self.then, self.margin, self.max_boxes = first, then, margin, max_boxes
@@ -49,6 +55,9 @@ class ChainRunner:
         crops = [crop(frame, box) for frame, boxes in zip(frames_bgr, squares) for box in boxes]
         t1 = time.perf_counter()
         then_results, then_timings = self.then.infer(crops) if crops else ([], {})
+        if self.then.spec.kind == "keypoints":  # crop pixels -> frame pixels: a crop starts at its rounded corner
+            corners = [np.round(box[:2]) for boxes in squares for box in boxes]
+            then_results = [Keypoints(r.names, r.xy + corner, r.conf) for r, corner in zip(then_results, corners)]
         out, start = [], 0
         for det, boxes in zip(detections, squares):  # the crops went in frame order
             n = len(boxes)

@@ -1,5 +1,6 @@
-"""The chain's result (a detector's boxes, each with a classifier's answer on its crop): crop
-geometry, result type, draw, summary. The runner that makes it is deploy/chain.py."""
+"""The chain's result (a detector's boxes, each with a second model's answer on its crop: a class,
+or points in the frame's pixels): crop geometry, result type, draw, summary. The runner that makes
+it is deploy/chain.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 from ..ops import LETTERBOX_FILL
 from .classify import Classification
 from .detect import Detections
+from .keypoints import Keypoints
 
 KIND = "chain"
 DEFAULT_MARGIN = 0.15  # of the box's longer side, on each side
@@ -40,10 +42,11 @@ def crop(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Chained:
-    """A detector's boxes, and for each the second model's result on its crop."""
+    """A detector's boxes, and for each the second model's result on its crop (keypoints in the
+    frame's pixels, not the crop's)."""
 
     detections: Detections
-    then: tuple[Classification, ...]
+    then: tuple[Classification | Keypoints, ...]
     crop_xyxy: np.ndarray  # (n, 4) the square regions cropped, source pixels
     kind: ClassVar[str] = KIND
 
@@ -52,14 +55,19 @@ class Chained:
             raise ValueError(f"{len(self.detections)} boxes but {len(self.then)} chained results")
 
     def top_label(self) -> str | None:
-        """The second model's answer on the most confident box; None when nothing was found."""
-        return self.then[0].label if self.then else None
+        """The second model's class on the most confident box; None when nothing was found or the
+        second model gives points."""
+        first = self.then[0] if self.then else None
+        return first.label if isinstance(first, Classification) else None
 
     def box_texts(self) -> list[str]:
-        """What to write on each box: the second model's answer first, then the detector's label."""
+        """What to write on each box: the second model's class first (points are drawn, not written),
+        then the detector's label."""
         texts = []
         for result, score, cls in zip(self.then, self.detections.score, self.detections.label_id):
-            texts.append(f"{result.label} ({result.score:.0%})  {self.detections.labels[int(cls)]} {score:.2f}")
+            found = f"{self.detections.labels[int(cls)]} {score:.2f}"
+            texts.append(f"{result.label} ({result.score:.0%})  {found}" if isinstance(result, Classification)
+                         else found)
         return texts
 
     def to_dict(self) -> dict:
@@ -72,9 +80,18 @@ class Chained:
 
     def draw(self, frame: np.ndarray) -> None:
         self.detections.draw(frame, self.box_texts(), text_scale=0.8)  # the answer is the point: larger
+        for result in self.then:
+            if isinstance(result, Keypoints):
+                result.draw(frame)
+
+
+def _then_text(then: dict) -> str:
+    if "points" in then:
+        return " ".join(f"{n}=({x:.0f},{y:.0f})" for n, (x, y) in then["points"].items())
+    return then["label"]
 
 
 def summary(result: dict) -> str:
     return f"{len(result['detections'])} found: " + ", ".join(
-        f"{d['label']} {d['score']:.2f} -> {d['then']['label']}" for d in result["detections"][:5]
+        f"{d['label']} {d['score']:.2f} -> {_then_text(d['then'])}" for d in result["detections"][:5]
     )

@@ -7,7 +7,9 @@ import pytest
 from edgevision.deploy.chain import ChainRunner
 from edgevision.deploy.errors import UserError
 from edgevision.deploy.runner import Runner, RunnerOptions
+from edgevision.deploy.tasks import summary_text
 from edgevision.deploy.tasks.chain import crop, square_crop_box
+from tinymodels import KEYPOINTS
 
 
 def test_square_crop_box_hand_computed():
@@ -55,7 +57,7 @@ def test_a_chain_needs_a_detector_then_a_classifier(tiny_model):
     det, cls = Runner(tiny_model("detect"), options), Runner(tiny_model("classify"), options)
     with pytest.raises(UserError, match="detection model first"):
         ChainRunner(cls, det)
-    with pytest.raises(UserError, match="classification model"):
+    with pytest.raises(UserError, match="classification or keypoint model"):
         ChainRunner(det, Runner(tiny_model("segment"), options))
     with pytest.raises(UserError, match="crop-margin"):
         ChainRunner(det, cls, margin=2.0)
@@ -66,3 +68,35 @@ def test_frames_without_boxes_give_empty_chained_results(tiny_model):
     chain = ChainRunner(Runner(tiny_model("detect"), options), Runner(tiny_model("classify"), options))
     results, _ = chain.infer([_painted_frame(64, 64), _painted_frame(32, 48)])
     assert [len(r.detections) for r in results] == [0, 0] and all(r.then == () for r in results)
+
+
+@pytest.mark.parametrize("hw,margin", [((200, 300), 0.0), ((300, 200), 0.3), ((97, 131), 0.45)])
+def test_a_keypoint_stage_gives_its_points_in_the_frames_pixels(tiny_model, hw, margin):
+    """The tiny keypoint model puts 'nose' at (0.25, 0.75) and 'chin' at (0.5, 0.5) of its square input:
+    on each square crop of side s that starts at the rounded corner (x0, y0) they are at (x0 + 0.25 s,
+    y0 + 0.75 s) and (x0 + 0.5 s, y0 + 0.5 s) of the frame, also where the square leaves the frame."""
+    options = RunnerOptions(providers="cpu")
+    then = Runner(tiny_model("keypoints", input_hw=(32, 32)), options)
+    chain = ChainRunner(Runner(tiny_model("detect"), options), then, margin=margin)
+    frame = _painted_frame(*hw)
+    result = chain(frame)
+    assert len(result.then) == 2 and result.top_label() is None
+    for points, square in zip(result.then, result.crop_xyxy):
+        x0, y0, x1, y1 = (int(round(float(v))) for v in square)
+        side = np.float32([x1 - x0, y1 - y0])
+        np.testing.assert_allclose(points.xy, np.float32([x0, y0]) + KEYPOINTS * side, atol=1e-3)
+        # the same as the keypoint model on the crop by hand, moved by the crop's corner
+        alone = then(crop(frame, square))
+        np.testing.assert_allclose(points.xy, alone.xy + np.float32([x0, y0]), atol=1e-4)
+    if margin > 0.4:  # the squares reach past the frame's edge: the points may lie outside it
+        assert (result.crop_xyxy[:, :2] < 0).any() or (result.crop_xyxy[:, 2:] > hw[::-1]).any()
+    record = result.to_dict()
+    nose = record["detections"][0]["then"]["points"]["nose"]
+    np.testing.assert_allclose(nose, result.then[0].xy[0], atol=0.01)
+    assert record["detections"][0]["then"]["task"] == "keypoints"
+    assert "nose=(" in summary_text(record)
+    drawn = frame.copy()
+    result.draw(drawn)
+    x, y = (int(round(v)) for v in result.then[0].xy[0])
+    if 0 <= x < hw[1] and 0 <= y < hw[0]:
+        assert (drawn[y, x] != frame[y, x]).any()  # the point is drawn where it is
