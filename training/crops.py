@@ -185,6 +185,11 @@ def crops_from_args(args, say) -> dict:
         raise UserError(f"--jitter must be 0 or more, got {args.jitter}")
     if not 0 <= args.margin <= 1:
         raise UserError(f"--margin must be within 0..1, got {args.margin}")
+    if args.boxes == "landmarks":
+        if args.detector is not None:
+            raise UserError("--boxes landmarks cuts around the landmarks: drop --detector")
+        return write_keypoint_crops(args.data, args.out, args.margin, args.jitter, seed=args.seed, log=say,
+                                    command=_command_line())
     if (args.boxes == "detector") != (args.detector is not None):
         raise UserError("--boxes detector and --detector MODEL.onnx (e.g. models/hands.onnx) go together")
     detector = None if args.detector is None else _open_model(args.detector, "detect", "--detector", args.providers,
@@ -212,10 +217,8 @@ def write_pseudo_boxes(data: Path, out: Path, detector, confirm=None, box_name: 
     gives the photo's folder label with at least ``min_confirm``: a lamp found instead of a hand is
     left out. Returns counts (kept, no box, not confirmed) per split."""
     import shutil
-    from xml.sax.saxutils import escape
 
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} exists and is not empty: choose a new folder (nothing is overwritten)")
+    _check_new_folder(out)
     if not SAFE_LABEL.fullmatch(box_name):
         raise UserError(f"--box-name must be a plain name, got {box_name!r}")
     splits = _class_splits(Path(data), 0.2, 0)
@@ -239,14 +242,155 @@ def write_pseudo_boxes(data: Path, out: Path, detector, confirm=None, box_name: 
             folder = out / split / label
             folder.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, folder / path.name)
-            h, w = image.shape[:2]
-            x0, y0, x1, y1 = (int(round(v)) for v in box)
-            (folder / f"{path.stem}.xml").write_text(
-                f"<annotation><filename>{escape(path.name)}</filename><size><width>{w}</width><height>{h}</height>"
-                f"<depth>3</depth></size><object><name>{box_name}</name><difficult>0</difficult><bndbox>"
-                f"<xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
-                "</annotation>\n")
+            write_voc(folder / f"{path.stem}.xml", path.name, image.shape[:2], box[None], box_name)
             c["kept"] += 1
     for split, c in counts.items():
         log(f"{split}: {c['kept']} photos boxed, {c['no box']} without a box, {c['not confirmed']} not confirmed")
+    return counts
+
+
+def _check_new_folder(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not empty: choose a new folder (nothing is overwritten)")
+
+
+def write_voc(path: Path, image_name: str, hw: tuple[int, int], xyxy: np.ndarray, name: str) -> None:
+    """One Pascal VOC file: boxes ``xyxy`` (n, 4) in 0-based source pixels, all named ``name``."""
+    from xml.sax.saxutils import escape
+
+    h, w = hw
+    objects = "".join(
+        f"<object><name>{escape(name)}</name><difficult>0</difficult><bndbox><xmin>{x0 + 1}</xmin>"
+        f"<ymin>{y0 + 1}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+        for x0, y0, x1, y1 in (tuple(int(round(float(v))) for v in box) for box in xyxy))
+    path.write_text(f"<annotation><filename>{escape(image_name)}</filename><size><width>{w}</width>"
+                    f"<height>{h}</height><depth>3</depth></size>{objects}</annotation>\n")
+
+
+# A face box from 68 iBUG landmarks, shaped like the boxes of ordinary face sets (faces/, WIDER FACE):
+# the jaw's width, from a little above the brows to the chin. Measured by eye against faces/' unmasked
+# close-ups, whose boxes start at mid-forehead.
+JAW, BROWS = slice(0, 17), slice(17, 27)
+BROW_LIFT = 0.15  # the top edge: the brows' top, raised by this share of the brows-to-chin height
+
+
+def landmark_face_box(points: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(4,) xyxy face box, clipped to the image, from (68, 2) iBUG landmarks in source pixels."""
+    if points.shape != (68, 2):
+        raise ValueError(f"points must have shape (68, 2), got {points.shape}")
+    x0, x1 = points[JAW, 0].min(), points[JAW, 0].max()
+    brow, chin = points[BROWS, 1].min(), points[JAW, 1].max()
+    y0 = brow - BROW_LIFT * (chin - brow)
+    h, w = hw
+    return np.clip(np.array([x0, y0, x1, chin], np.float32), 0, [w, h, w, h])
+
+
+def write_landmark_boxes(data: Path, out: Path, box_name: str = "face", log=print) -> dict:
+    """A keypoint set with 68-point landmarks (``DATA/{train,val}/images/`` + ``landmarks68.csv``, as
+    ../shared/data/nose) -> a box set for a face detector: a copy of each photo with a VOC file
+    holding the face box drawn from its landmarks (``landmark_face_box``). Returns photos per split."""
+    import csv
+    import shutil
+
+    _check_new_folder(out)
+    if not SAFE_LABEL.fullmatch(box_name):
+        raise UserError(f"--box-name must be a plain name, got {box_name!r}")
+    data = Path(data)
+    splits = [s for s in ("train", "val") if (data / s / "landmarks68.csv").is_file()]
+    if not splits and (data / "landmarks68.csv").is_file():
+        splits = [""]
+    if not splits:
+        raise UserError(f"{data} has no landmarks68.csv (in DATA/ or DATA/train/ and DATA/val/)")
+    counts: dict[str, int] = {}
+    for split in splits:
+        table = data / split / "landmarks68.csv"
+        with table.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+        folder = out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        counts[split or "."] = 0
+        for n, row in enumerate(rows[1:], 2):
+            if len(row) != 1 + 68 * 2:
+                raise UserError(f"{table}:{n}: expected a file name and 136 numbers, got {len(row)} cells")
+            try:
+                points = np.array(row[1:], np.float32).reshape(68, 2)
+            except ValueError as exc:
+                raise UserError(f"{table}:{n}: {exc}") from exc
+            path = data / split / "images" / row[0]
+            image = read_image(path)
+            if image is None:
+                log(f"skipped {path}: not a readable image")
+                continue
+            shutil.copyfile(path, folder / path.name)
+            write_voc(folder / f"{path.stem}.xml", path.name, image.shape[:2],
+                      landmark_face_box(points, image.shape[:2])[None], box_name)
+            counts[split or "."] += 1
+    _write_source(data, out, _command_line(), "face boxes drawn from 68-point landmarks")
+    for split, c in counts.items():
+        log(f"{split}: {c} photos boxed")
+    return counts
+
+
+def write_keypoint_crops(data: Path, out: Path, margin: float = DEFAULT_MARGIN, jitter: int = 4, size: int = 224,
+                         seed: int = 0, log=print, command: str = "") -> dict:
+    """A keypoint set with 68-point landmarks (``DATA/{train,val}/images/`` + ``labels.csv`` +
+    ``landmarks68.csv``, as ../shared/data/nose) -> the same layout of square face crops, cut as a
+    face chain cuts them: the face box from the landmarks (``landmark_face_box``), widened by
+    ``margin`` (val) or by jittered margins and centres (``jitter`` extra copies per training face).
+    Every point of both CSVs is moved into the crop's pixels, so the NME is still normalised by the
+    outer eye corners. Returns crops per split."""
+    import csv
+
+    _check_new_folder(out)
+    data = Path(data)
+    splits = [s for s in ("train", "val") if (data / s / "labels.csv").is_file()]
+    if not splits:
+        raise UserError(f"{data} has no train/labels.csv and val/labels.csv")
+    rng = np.random.default_rng(seed)
+    counts: dict[str, int] = {}
+    for split in splits:
+        tables = {}
+        for name in ("labels.csv", "landmarks68.csv"):
+            path = data / split / name
+            if not path.is_file():
+                raise UserError(f"{path} is missing: the face box comes from the 68 landmarks")
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                rows = list(csv.reader(f))
+            tables[name] = (rows[0], {r[0]: r[1:] for r in rows[1:] if r})
+        (out / split / "images").mkdir(parents=True, exist_ok=True)
+        written = {name: [header] for name, (header, _) in tables.items()}
+        counts[split] = 0
+        for file, landmark_row in tables["landmarks68.csv"][1].items():
+            label_row = tables["labels.csv"][1].get(file)
+            image = read_image(data / split / "images" / file) if label_row is not None else None
+            if image is None:
+                continue
+            try:
+                landmarks = np.array(landmark_row, np.float32).reshape(68, 2)
+                labelled = np.array(label_row, np.float32).reshape(-1, 2)
+            except ValueError as exc:
+                raise UserError(f"{data / split}: the row of {file} is not all numbers: {exc}") from exc
+            box = landmark_face_box(landmarks, image.shape[:2])
+            copies = jitter if split == "train" else 0
+            squares = [square_crop_box(box, margin)[0]] + [jittered(box, rng) for _ in range(copies)]
+            for k, square in enumerate(squares):
+                corner = np.round(square[:2])
+                patch = crop(image, square)
+                scale = np.float32([size / patch.shape[1], size / patch.shape[0]])
+                patch = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+                name = f"{Path(file).stem}{f'_j{k}' if k else ''}.jpg"
+                if not cv2.imwrite(str(out / split / "images" / name), patch, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+                    raise UserError(f"could not write {out / split / 'images' / name} (disk full or not writable)")
+                for table, points in (("labels.csv", labelled), ("landmarks68.csv", landmarks)):
+                    moved = (points - corner) * scale
+                    written[table].append([name, *(f"{v:.2f}" for v in moved.reshape(-1))])
+                counts[split] += 1
+        for table, rows in written.items():
+            with (out / split / table).open("w", newline="") as f:
+                csv.writer(f).writerows(rows)
+    _write_source(data, out, command or _command_line(),
+                  f"square face crops from 68-landmark boxes; margin {margin}, {jitter} jittered copies per "
+                  f"training face, {size} px, seed {seed}")
+    for split, c in counts.items():
+        log(f"{split}: {c} crops")
     return counts

@@ -16,6 +16,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO_ROOT / "models"
 SAMPLE_CLIP = REPO_ROOT / "camera" / "samples" / "thumbs_demo.mp4"
 DEMO_MODEL = MODELS_DIR / "thumbs_chain.json"  # the hand detector, then thumbs up/down on each hand
+# The course's four projects, each the pipeline that answers it best (see README, Shipped models).
+DEMO_PROJECTS = {
+    "thumbs": MODELS_DIR / "thumbs_chain.json",  # hands.onnx, then thumbs up/down on each hand
+    "fingers": MODELS_DIR / "fingers_chain.json",  # hands.onnx, then 0-5 fingers on each hand
+    "emotions": MODELS_DIR / "emotions_chain.json",  # faces.onnx, then happy/sad on each face
+    "nose": MODELS_DIR / "nose_chain.json",  # faces.onnx, then the nose tip on each face
+}
 
 
 def say(message: str) -> None:
@@ -80,7 +87,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from edgevision.camera.sinks import display_available
     from edgevision.camera.sources import SourceError, open_source
 
-    model = args.model or DEMO_MODEL
+    if args.project is not None and args.model is not None:
+        raise UserError(f"'demo {args.project}' runs {DEMO_PROJECTS[args.project].name}: drop --model, or the project")
+    model = args.model or DEMO_PROJECTS.get(args.project, DEMO_MODEL)
     if not model.is_file():
         raise UserError(f"model not found: {model} (this install has no shipped models: pass --model)")
     source = args.source
@@ -213,8 +222,11 @@ def cmd_crops(args: argparse.Namespace) -> int:
     from edgevision.training.crops import crops_from_args
 
     crops_from_args(args, say)
-    say(f"wrote {args.out}; train a classifier on it (with --extra-data {args.out} beside another set of the "
-        "same classes, as training/configs/fingers.toml does)")
+    if args.boxes == "landmarks":
+        say(f"wrote {args.out}; train a keypoint model on it (as training/configs/nose.toml does)")
+    else:
+        say(f"wrote {args.out}; train a classifier on it (with --extra-data {args.out} beside another set of the "
+            "same classes, as training/configs/fingers.toml does)")
     return 0
 
 
@@ -223,6 +235,13 @@ def cmd_pseudo_boxes(args: argparse.Namespace) -> int:
 
     pseudo_boxes_from_args(args, say)
     say(f"wrote {args.out}: add it to a detector's training with --extra-data {args.out}")
+    return 0
+
+
+def cmd_landmark_boxes(args: argparse.Namespace) -> int:
+    from edgevision.training.crops import write_landmark_boxes
+
+    write_landmark_boxes(args.data, args.out, args.box_name, log=say)
     return 0
 
 
@@ -298,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the live app: webcam 0, or the sample clip when there is no camera")
+    p.add_argument("project", nargs="?", choices=sorted(DEMO_PROJECTS),
+                   help="one of the course's projects (default thumbs): "
+                        + ", ".join(f"{k} runs models/{v.name}" for k, v in DEMO_PROJECTS.items()))
     p.add_argument("--model", type=Path, help=f"default: {DEMO_MODEL.relative_to(REPO_ROOT)}")
     p.add_argument("--source", help="default: webcam 0, else the shipped sample clip")
     add_loop_args(p)
@@ -357,9 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=r"box name -> label, the first group, e.g. '(\d)-hand' (default: the whole name)")
     p.add_argument("--margin", type=float, default=0.15, help="as 'run --crop-margin' (default 0.15)")
     p.add_argument("--jitter", type=int, default=4, help="extra jittered crops per training box (default 4)")
-    p.add_argument("--boxes", choices=["labels", "detector", "whole"], default="labels",
+    p.add_argument("--boxes", choices=["labels", "detector", "whole", "landmarks"], default="labels",
                    help="where boxes come from: label files (VOC/YOLO), a --detector on class-folder photos, "
-                        "or the whole photo (class folders of photos that are already crops)")
+                        "the whole photo (class folders of photos that are already crops), or a face around "
+                        "68 landmarks (a keypoint set with landmarks68.csv: keypoint crops, points moved)")
     p.add_argument("--detector", type=Path, metavar="MODEL.onnx",
                    help="--boxes detector: its most confident box on each photo is cut (e.g. models/hands.onnx)")
     p.add_argument("--providers", help="--detector: execution providers (default: best available)")
@@ -378,6 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-threshold", type=float, help="the detector's minimum score (default: the model's)")
     p.add_argument("--providers", help="execution providers (default: best available)")
     p.set_defaults(func=cmd_pseudo_boxes)
+
+    p = sub.add_parser("landmark-boxes", help="a face box around each photo's 68 landmarks (VOC files): "
+                                             "more training boxes for a face detector")
+    p.add_argument("data", type=Path, help="DATA/{train,val}/images/ with landmarks68.csv, e.g. ../shared/data/nose")
+    p.add_argument("out", type=Path, help="a new folder: copies of the photos with a VOC .xml each")
+    p.add_argument("--box-name", default="face", help="the name written for each box (default face)")
+    p.set_defaults(func=cmd_landmark_boxes)
 
     from edgevision.training.options import add_train_args  # argparse only: no TensorFlow import
 
