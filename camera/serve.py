@@ -8,7 +8,14 @@ Jetson needs nothing more. Routes:
 - ``/frame.jpg``: the newest frame as one JPEG;
 - ``/result``: the newest record, the same JSON that ``--jsonl`` writes; ``/events``: the same as
   server-sent events; ``/info``: the model, provider, source and mode;
-- ``POST /key`` and ``POST /click`` (collect and review only): the page's keys, buttons and clicks.
+- ``POST /key`` and ``POST /click`` (collect; review takes keys only): the page's keys, buttons and clicks.
+
+Who may ask (as Jupyter does it): every route needs the token, random unless ``--serve-token`` gives
+one, shown in the printed URL; the page's first visit sets it as an HttpOnly, SameSite=Strict cookie
+for its own requests. The Host header must name this server (loopback names, the bound address, this
+machine's name when it listens beyond loopback, ``--serve-allow-host`` names): a DNS-rebinding page
+cannot use it. A post must be JSON from the page's own origin (Origin, Sec-Fetch-Site). Every refusal
+closes the connection, so a body that was not read is never parsed as a second request.
 
 The loop never waits for a viewer: ``publish`` only keeps a reference to the newest frame; one
 encoder thread turns it into a JPEG at most ``fps`` times a second, and only while someone watches,
@@ -23,13 +30,14 @@ import hmac
 import ipaddress
 import json
 import queue
+import secrets
 import socket
 import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote_to_bytes, urlsplit
 
 import cv2
 import numpy as np
@@ -40,7 +48,10 @@ PAGE = Path(__file__).with_name("web") / "index.html"
 BOUNDARY = "edgevisionframe"
 CLIENT_TIMEOUT_S = 10.0  # a viewer that takes no data for this long is dropped
 MAX_VIEWERS = 64  # streams at once (MJPEG + events); more get 503
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+LOOPBACK_NAMES = ("localhost",)  # and every loopback address (127.0.0.0/8, ::1)
+NETWORK_WARNING = ("warning: the page is reachable from the network over plain HTTP: anyone on the network who has "
+                   "the URL or sees its traffic (the token travels in it) can watch and use the page; on a network "
+                   "you do not trust, serve on 127.0.0.1 and open it through ssh -L")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -60,11 +71,76 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, number
 
 
-def _all_interfaces(host: str) -> bool:
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address (an IPv4-mapped IPv6 one as its IPv4 address), or None for a name."""
     try:
-        return ipaddress.ip_address(host).is_unspecified
+        address = ipaddress.ip_address(text)
     except ValueError:
-        return False
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped or address
+
+
+def reach(bound: str) -> str:
+    """Who can connect to a socket bound to the numeric address ``bound`` (as the socket reports it):
+    'loopback' (this machine only), 'all' (every interface) or 'network' (one address of this machine)."""
+    address = _ip(bound.split("%")[0])
+    if address is None:
+        raise ValueError(f"a numeric address is expected, got {bound!r}")
+    return "loopback" if address.is_loopback else "all" if address.is_unspecified else "network"
+
+
+def _url(host: str, port: int, token: str | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/" + (f"?token={quote(token, safe='')}" if token else "")
+
+
+def banner_lines(host: str, bound: str, port: int, token: str | None, lan: str | None = None,
+                 hostname: str | None = None) -> list[str]:
+    """What to open: ``host`` as the user wrote it, ``bound`` the address the socket listens on; URLs
+    name the bound address (or the user's host name), never a spelling like '0' a browser cannot use."""
+    where = reach(bound)
+    shown = host if any(c.isalpha() for c in host) and ":" not in host else bound
+    if where == "loopback":
+        return [f"serving on {_url(shown, port, token)} (open it in a browser)",
+                f"from another machine: ssh -L {port}:localhost:{port} USER@THIS-DEVICE, then open "
+                f"{_url('localhost', port, token)} there (or --serve 0.0.0.0:{port})"]
+    if where == "network":
+        return [f"serving on {_url(shown, port, token)} (open it in a browser; it listens on {bound} only)",
+                NETWORK_WARNING]
+    here = "::1" if _ip(bound).version == 6 else "127.0.0.1"
+    names = [n for n in (lan, hostname) if n] or [here]
+    return [f"serving on all interfaces: open {' or '.join(_url(n, port, token) for n in names)} "
+            f"(on this machine: {_url(here, port, token)})", NETWORK_WARNING]
+
+
+def host_name(header: str) -> str | None:
+    """A Host header's name or address, lowercased, without port or brackets; None when malformed."""
+    text = header.strip().lower()
+    if text.startswith("["):
+        name, _, rest = text[1:].partition("]")
+        port_ok = rest == "" or (rest[:1] == ":" and rest[1:].isdigit())
+        return name if name and port_ok and _ip(name) is not None else None
+    name, sep, port = text.rpartition(":")
+    if not sep:
+        name, port = text, ""
+    if (sep and not port.isdigit()) or ":" in name or not name.rstrip("."):
+        return None
+    return name.rstrip(".")
+
+
+def check_host_names(names: list[str] | None) -> tuple[str, ...]:
+    """``--serve-allow-host`` values (repeated or comma-separated): plain host names as a browser's address
+    bar shows them, without scheme, port or path."""
+    out = []
+    for text in names or ():
+        for name in filter(None, (n.strip() for n in text.split(","))):
+            parsed = host_name(name)
+            if parsed is None or name.count(":") == 1 or any(c in name for c in "/*@?# "):
+                raise UserError(f"--serve-allow-host takes a host name (as in the browser's address bar, without "
+                                f"http:// or a port), e.g. jetson.lan; got {name!r}")
+            out.append(parsed)
+    return tuple(out)
 
 
 def _lan_address() -> str | None:
@@ -75,6 +151,22 @@ def _lan_address() -> str | None:
             return s.getsockname()[0]
     except OSError:
         return None
+
+
+def _linger(connection: socket.socket) -> None:
+    """After a refusal: send our end (FIN), then drop what the client still sends (64 KB, 1 s at most), so
+    that closing over its unread body is not a reset that can lose the answer on the way."""
+    try:
+        connection.shutdown(socket.SHUT_WR)
+        connection.settimeout(1.0)
+        left, deadline = 65536, time.monotonic() + 1.0
+        while left > 0 and time.monotonic() < deadline:
+            chunk = connection.recv(min(left, 16384))
+            if not chunk:
+                return
+            left -= len(chunk)
+    except OSError:
+        pass
 
 
 class FrameHub:
@@ -177,6 +269,13 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = CLIENT_TIMEOUT_S  # socket timeout: a stalled viewer's write fails instead of hanging
     protocol_version = "HTTP/1.1"
+    set_cookie = False  # the token came in the URL or a header: the page's answer sets the cookie
+    refused = False  # answered with an error, and closes: what the client still sends is dropped unread
+
+    def finish(self) -> None:
+        super().finish()
+        if self.refused:
+            _linger(self.connection)
 
     def log_message(self, format: str, *args) -> None:  # quiet: the loop's status line says enough
         pass
@@ -184,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
     # --- routing ----------------------------------------------------------------------------
     def do_GET(self) -> None:
         url = urlsplit(self.path)
-        if not self._allowed(url.query):
+        if not self._admitted(post=False):
             return
         route = {
             "/": self._page, "/index.html": self._page, "/stream.mjpg": self._mjpeg, "/frame.jpg": self._frame,
@@ -197,25 +296,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
-        if not self._allowed(url.query):
+        if not self._admitted(post=True):
             return
         inbox = self.server.inbox
-        if inbox is None or url.path not in ("/key", "/click"):
+        if inbox is None or url.path.lstrip("/") not in self.server.inputs:
             self._send(HTTPStatus.NOT_FOUND, b"nothing to post here\n", "text/plain")
             return
         # Another site open in the user's browser must not save, undo or delete: the page posts JSON (a
         # cross-site form cannot, and a cross-site fetch of JSON needs a preflight this server refuses)
-        # from its own origin.
+        # from its own origin. Browsers send Origin on every POST; other clients need the token.
         origin = self.headers.get("Origin")
-        if (self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json"
-                or (origin is not None and urlsplit(origin).netloc != self.headers.get("Host"))):
+        if (self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json"
+                or (origin is not None and origin.lower() != f"http://{self.headers.get('Host', '').lower()}")):
             self._send(HTTPStatus.FORBIDDEN, b"only the page itself may post here (JSON, same origin)\n",
                        "text/plain")
             return
         try:
             length = int(self.headers.get("Content-Length", "0"))
-            if not 0 < length <= 4096:
-                raise ValueError("body too large or empty")
+        except ValueError:
+            length = -1
+        if not 0 < length <= 4096 or "Transfer-Encoding" in self.headers:
+            self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE if length > 4096 else HTTPStatus.BAD_REQUEST,
+                       b"a post is a JSON body of 1..4096 bytes with its Content-Length\n", "text/plain")
+            return
+        try:
             body = json.loads(self.rfile.read(length))
             event = ("key", str(body["key"])) if url.path == "/key" else ("click", float(body["x"]), float(body["y"]))
         except (ValueError, KeyError, TypeError) as exc:
@@ -228,15 +332,50 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(HTTPStatus.OK, b"{}", "application/json")
 
-    def _allowed(self, query: str) -> bool:
-        token = self.server.token
-        if token is None:
-            return True
-        given = parse_qs(query).get("token", [""])[0] or self.headers.get("X-Edgevision-Token", "")
+    def _admitted(self, post: bool) -> bool:
+        """The Host names this server, the request comes from the page or the address bar, and carries the
+        token; otherwise one refusal (which closes the connection)."""
+        host = self.headers.get("Host", "")
+        name = host_name(host)
+        if name is None or not self.server.host_allowed(name):
+            self._send(HTTPStatus.FORBIDDEN, f"this server does not answer to Host {host!r} (a DNS-rebinding "
+                       f"page?); open the URL edgevision printed, or add --serve-allow-host NAME\n"
+                       .encode("utf-8", "replace"), "text/plain")
+            return False
+        if not post and ("Transfer-Encoding" in self.headers or self.headers.get("Content-Length", "0") != "0"):
+            self._send(HTTPStatus.BAD_REQUEST, b"a GET has no body\n", "text/plain")
+            return False
+        # Fetch metadata (sent by browsers): another site, or another port of this host, may link to the
+        # page, never embed, fetch or post to it.
+        site = self.headers.get("Sec-Fetch-Site")
+        if site not in (None, "same-origin", "none") and (
+                post or self.headers.get("Sec-Fetch-Mode") != "navigate"
+                or self.headers.get("Sec-Fetch-Dest") not in (None, "document")):
+            self._send(HTTPStatus.FORBIDDEN, b"only the page itself may ask for this\n", "text/plain")
+            return False
+        return self._authorised()
+
+    def _presented(self) -> list[tuple[str, bytes]]:
+        """The tokens the request carries, as bytes: the query's (UTF-8), the headers' (the bytes sent), the
+        cookie's (percent-encoded UTF-8)."""
+        given = []
+        for value in parse_qs(urlsplit(self.path).query).get("token", [])[:1]:
+            given.append(("query", value.encode("utf-8", "replace")))
         auth = self.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            given = given or auth[7:]
-        if hmac.compare_digest(given.encode(), token.encode()):
+        for value in (self.headers.get("X-Edgevision-Token"), auth[7:] if auth.startswith("Bearer ") else None):
+            if value:
+                given.append(("header", str(value).encode("latin-1", "replace")))  # http.server read latin-1
+        for part in self.headers.get("Cookie", "").split(";"):
+            key, _, value = part.strip().partition("=")
+            if key == self.server.cookie_name and value:
+                given.append(("cookie", unquote_to_bytes(value)))
+        return given
+
+    def _authorised(self) -> bool:
+        given = self._presented()
+        matched = [how for how, value in given if hmac.compare_digest(value, self.server.token)]
+        if matched:
+            self.set_cookie = "cookie" not in matched
             return True
         said = "a wrong token" if given else "no token"
         self._send(HTTPStatus.UNAUTHORIZED, f"{said}: open the URL printed by edgevision (with ?token=...)\n"
@@ -244,16 +383,26 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     # --- responses --------------------------------------------------------------------------
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+    def _send(self, status: HTTPStatus, body: bytes, content_type: str, headers: dict | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if status >= 400:  # a refused request's body may be unread: never parse it as the next request
+            self.send_header("Connection", "close")
+            self.refused = True
         self.end_headers()
         self.wfile.write(body)
 
     def _page(self) -> None:
-        self._send(HTTPStatus.OK, PAGE.read_bytes(), "text/html; charset=utf-8")
+        headers = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'",
+                   "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+        if self.set_cookie:  # the page's own requests (MJPEG, events, posts) carry the token from now on
+            headers["Set-Cookie"] = (f"{self.server.cookie_name}={quote(self.server.token_text, safe='')}; "
+                                     "Path=/; HttpOnly; SameSite=Strict")
+        self._send(HTTPStatus.OK, PAGE.read_bytes(), "text/html; charset=utf-8", headers)
 
     def _info(self) -> None:
         self._send(HTTPStatus.OK, json.dumps(self.server.info).encode(), "application/json")
@@ -353,9 +502,22 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     hub: FrameHub
-    token: str | None
+    token: bytes  # UTF-8
+    token_text: str
+    cookie_name: str
     info: dict
     inbox: queue.Queue | None
+    inputs: tuple[str, ...]  # what the page may post: "key", "click"
+    names: frozenset[str]  # host names (not addresses) this server answers to
+    beyond_loopback: bool
+
+    def host_allowed(self, name: str) -> bool:
+        """A Host header's name: a loopback address always; any address when listening beyond loopback (a
+        browser sends an address only for a page at that address: no DNS rebinding); else a known name."""
+        address = _ip(name)
+        if address is None:
+            return name in self.names
+        return address.is_loopback or self.beyond_loopback
 
 
 class _Server6(_Server):
@@ -377,14 +539,24 @@ def _cap_malloc_arenas(count: int = 2) -> None:
 
 
 class WebServer:
-    """The server in a background thread; ``url`` is what to open. ``inbox`` receives the page's keys
-    and clicks (collect and review); the run page only watches."""
+    """The server in a background thread; ``url()`` is what to open. Every route needs ``token`` (random
+    when None, as Jupyter's). ``inputs`` are what the page may post ("key", "click"; collect and review)
+    into ``inbox``; the run page only watches. ``allow_hosts`` are more names the Host header may carry."""
 
     def __init__(self, address: str, info: dict, fps: float = 15.0, quality: int = 70, token: str | None = None,
-                 inputs: bool = False, say=None) -> None:
+                 inputs: tuple[str, ...] = (), say=None, allow_hosts: tuple[str, ...] = ()) -> None:
         host, port = parse_address(address)
         if token is not None and not token.strip():
-            raise UserError("--serve-token is empty (an unset variable?): give a secret, or drop the option")
+            raise UserError("--serve-token is empty (an unset variable?): give a secret, or drop the option "
+                            "(a random one is made)")
+        token = token if token is not None else secrets.token_urlsafe(24)
+        try:
+            secret = token.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError("--serve-token is not valid text (bytes that are not UTF-8?): give a secret in "
+                            "letters and digits") from None
+        if unknown := set(inputs) - {"key", "click"}:
+            raise ValueError(f"inputs are 'key' and 'click', got {sorted(unknown)}")
         _cap_malloc_arenas()
         self.hub = FrameHub(fps, quality)
         self.inbox: queue.Queue | None = queue.Queue(maxsize=256) if inputs else None
@@ -397,34 +569,36 @@ class WebServer:
         except UnicodeError as exc:
             self.hub.close()
             raise UserError(f"--serve {address}: not a host name ({exc})") from exc
-        self.httpd.hub, self.httpd.token, self.httpd.info, self.httpd.inbox = self.hub, token, info, self.inbox
-        self.port = self.httpd.server_address[1]
-        self.host = host
+        self.host, self.port = host, self.httpd.server_address[1]
+        self.bound = self.httpd.server_address[0]  # as the socket resolved it: '0' -> '0.0.0.0'
+        self.reach = reach(self.bound)
+        self.token = token
+        names = {*LOOPBACK_NAMES, *(n.lower().rstrip(".") for n in allow_hosts)}
+        if _ip(host) is None:
+            names.add(host.lower().rstrip("."))
+        if self.reach != "loopback":  # this machine's own name, and its mDNS name
+            me = socket.gethostname().lower()
+            names.update((me, f"{me}.local") if "." not in me else (me,))
+        httpd = self.httpd
+        httpd.hub, httpd.info, httpd.inbox, httpd.inputs = self.hub, info, self.inbox, tuple(inputs)
+        httpd.token, httpd.token_text, httpd.cookie_name = secret, token, f"edgevision-{self.port}"
+        httpd.names, httpd.beyond_loopback = frozenset(names), self.reach != "loopback"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="edgevision-serve", daemon=True)
         self._thread.start()
         if say is not None:
-            for line in self.banner(token):
+            for line in self.banner():
                 say(line)
 
-    def url(self, host: str | None = None, token: str | None = None) -> str:
-        host = host or ("127.0.0.1" if _all_interfaces(self.host) else self.host)
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.port}/" + (f"?token={quote(token, safe='')}" if token else "")
+    def url(self) -> str:
+        """The URL to open on this machine, with the token."""
+        here = self.bound if self.reach != "all" else "::1" if _ip(self.bound).version == 6 else "127.0.0.1"
+        return _url(here, self.port, self.token)
 
-    def banner(self, token: str | None) -> list[str]:
-        if not _all_interfaces(self.host):
-            lines = [f"serving on {self.url(token=token)} (open it in a browser)"]
-            if self.host in LOCAL_HOSTS:
-                lines.append(f"from another machine: ssh -L {self.port}:localhost:{self.port} USER@THIS-DEVICE, "
-                             f"then open {self.url('localhost', token)} there (or --serve 0.0.0.0:{self.port})")
-            return lines
-        lan = _lan_address()
-        names = [n for n in (lan, socket.gethostname()) if n]
-        lines = [f"serving on all interfaces: open {' or '.join(self.url(n, token) for n in names)}"]
-        if token is None:
-            lines.append("warning: anyone on the network can watch this stream (add --serve-token SECRET)")
-        return lines
+    def banner(self) -> list[str]:
+        lan = _lan_address() if self.reach == "all" else None
+        return banner_lines(self.host, self.bound, self.port, self.token, lan,
+                            socket.gethostname() if self.reach == "all" else None)
 
     def publish(self, image: np.ndarray, record: dict | None = None, state: dict | None = None) -> None:
         self.hub.publish(image, record, state)
