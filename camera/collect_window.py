@@ -125,7 +125,8 @@ def _live_state(live_head) -> dict:
 
 def _web_window(serve: dict, mode: str, source: str, say) -> WebWindow:
     from ..deploy.errors import mask_credentials
-    from .serve import WebServer, check_host_names
+    from .serve import WebServer
+    from .serve_access import check_host_names
 
     info = {"mode": mode, "source": mask_credentials(source)}
     inputs = ("key",) if mode == "review" else ("key", "click")  # review has nothing to click on

@@ -213,7 +213,8 @@ def _prepared_frames(source: Source, runner, batch: int = 1):
 
 def _serve_sink(args, runner, source, say):
     from ..deploy.errors import mask_credentials
-    from .serve import ServeSink, WebServer, check_host_names
+    from .serve import ServeSink, WebServer
+    from .serve_access import check_host_names
 
     first = getattr(runner, "first", runner)
     model = first.path.name + (f" -> {runner.then.path.name}" if first is not runner else "")

@@ -10,12 +10,7 @@ Jetson needs nothing more. Routes:
   server-sent events; ``/info``: the model, provider, source and mode;
 - ``POST /key`` and ``POST /click`` (collect; review takes keys only): the page's keys, buttons and clicks.
 
-Who may ask (as Jupyter does it): every route needs the token, random unless ``--serve-token`` gives
-one, shown in the printed URL; the page's first visit sets it as an HttpOnly, SameSite=Strict cookie
-for its own requests. The Host header must name this server (loopback names, the bound address, this
-machine's name when it listens beyond loopback, ``--serve-allow-host`` names): a DNS-rebinding page
-cannot use it. A post must be JSON from the page's own origin (Origin, Sec-Fetch-Site). Every refusal
-closes the connection, so a body that was not read is never parsed as a second request.
+Who may ask, and from where: ``serve_access`` (a token, the Host, the origin; refusals close).
 
 The loop never waits for a viewer: ``publish`` only keeps a reference to the newest frame; one
 encoder thread turns it into a JPEG at most ``fps`` times a second, and only while someone watches,
@@ -27,7 +22,6 @@ that vanishes ends its thread at the next write.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import queue
 import secrets
@@ -37,232 +31,30 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, quote, unquote_to_bytes, urlsplit
+from urllib.parse import quote, urlsplit
 
-import cv2
 import numpy as np
 
 from ..deploy.errors import UserError
+from .serve_access import (
+    LOOPBACK_NAMES,
+    as_ip,
+    banner_lines,
+    from_elsewhere,
+    host_name,
+    lan_address,
+    linger,
+    parse_address,
+    presented_tokens,
+    reach,
+    url_for,
+)
+from .serve_hub import FrameHub
 
 PAGE = Path(__file__).with_name("web") / "index.html"
 BOUNDARY = "edgevisionframe"
 CLIENT_TIMEOUT_S = 10.0  # a viewer that takes no data for this long is dropped
 MAX_VIEWERS = 64  # streams at once (MJPEG + events); more get 503
-LOOPBACK_NAMES = ("localhost",)  # and every loopback address (127.0.0.0/8, ::1)
-NETWORK_WARNING = ("warning: the page is reachable from the network over plain HTTP: anyone on the network who has "
-                   "the URL or sees its traffic (the token travels in it) can watch and use the page; on a network "
-                   "you do not trust, serve on 127.0.0.1 and open it through ssh -L")
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """'8080' -> ('127.0.0.1', 8080); '0.0.0.0:8080', 'myhost:8080', '[::]:8080' as written."""
-    if not text.strip():
-        raise UserError("--serve takes [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080; got an empty value")
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = "127.0.0.1", text
-    host = host.strip("[]") or "127.0.0.1"
-    try:
-        number = int(port)
-    except ValueError:
-        raise UserError(f"--serve takes [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080; got {text!r}") from None
-    if not 0 <= number <= 65535:
-        raise UserError(f"--serve: port {number} is outside 0..65535")
-    return host, number
-
-
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An address (an IPv4-mapped IPv6 one as its IPv4 address), or None for a name."""
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    mapped = getattr(address, "ipv4_mapped", None)
-    return mapped or address
-
-
-def reach(bound: str) -> str:
-    """Who can connect to a socket bound to the numeric address ``bound`` (as the socket reports it):
-    'loopback' (this machine only), 'all' (every interface) or 'network' (one address of this machine)."""
-    address = _ip(bound.split("%")[0])
-    if address is None:
-        raise ValueError(f"a numeric address is expected, got {bound!r}")
-    return "loopback" if address.is_loopback else "all" if address.is_unspecified else "network"
-
-
-def _url(host: str, port: int, token: str | None) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/" + (f"?token={quote(token, safe='')}" if token else "")
-
-
-def banner_lines(host: str, bound: str, port: int, token: str | None, lan: str | None = None,
-                 hostname: str | None = None) -> list[str]:
-    """What to open: ``host`` as the user wrote it, ``bound`` the address the socket listens on; URLs
-    name the bound address (or the user's host name), never a spelling like '0' a browser cannot use."""
-    where = reach(bound)
-    shown = host if any(c.isalpha() for c in host) and ":" not in host else bound
-    if where == "loopback":
-        return [f"serving on {_url(shown, port, token)} (open it in a browser)",
-                f"from another machine: ssh -L {port}:localhost:{port} USER@THIS-DEVICE, then open "
-                f"{_url('localhost', port, token)} there (or --serve 0.0.0.0:{port})"]
-    if where == "network":
-        return [f"serving on {_url(shown, port, token)} (open it in a browser; it listens on {bound} only)",
-                NETWORK_WARNING]
-    here = "::1" if _ip(bound).version == 6 else "127.0.0.1"
-    names = [n for n in (lan, hostname) if n] or [here]
-    return [f"serving on all interfaces: open {' or '.join(_url(n, port, token) for n in names)} "
-            f"(on this machine: {_url(here, port, token)})", NETWORK_WARNING]
-
-
-def host_name(header: str) -> str | None:
-    """A Host header's name or address, lowercased, without port or brackets; None when malformed."""
-    text = header.strip().lower()
-    if text.startswith("["):
-        name, _, rest = text[1:].partition("]")
-        port_ok = rest == "" or (rest[:1] == ":" and rest[1:].isdigit())
-        return name if name and port_ok and _ip(name) is not None else None
-    name, sep, port = text.rpartition(":")
-    if not sep:
-        name, port = text, ""
-    if (sep and not port.isdigit()) or ":" in name or not name.rstrip("."):
-        return None
-    return name.rstrip(".")
-
-
-def check_host_names(names: list[str] | None) -> tuple[str, ...]:
-    """``--serve-allow-host`` values (repeated or comma-separated): plain host names as a browser's address
-    bar shows them, without scheme, port or path."""
-    out = []
-    for text in names or ():
-        for name in filter(None, (n.strip() for n in text.split(","))):
-            parsed = host_name(name)
-            if parsed is None or name.count(":") == 1 or any(c in name for c in "/*@?# "):
-                raise UserError(f"--serve-allow-host takes a host name (as in the browser's address bar, without "
-                                f"http:// or a port), e.g. jetson.lan; got {name!r}")
-            out.append(parsed)
-    return tuple(out)
-
-
-def _lan_address() -> str | None:
-    """This machine's address on its default route (no packet is sent), for the URL to print."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("10.255.255.255", 1))
-            return s.getsockname()[0]
-    except OSError:
-        return None
-
-
-def _linger(connection: socket.socket) -> None:
-    """After a refusal: send our end (FIN), then drop what the client still sends (64 KB, 1 s at most), so
-    that closing over its unread body is not a reset that can lose the answer on the way."""
-    try:
-        connection.shutdown(socket.SHUT_WR)
-        connection.settimeout(1.0)
-        left, deadline = 65536, time.monotonic() + 1.0
-        while left > 0 and time.monotonic() < deadline:
-            chunk = connection.recv(min(left, 16384))
-            if not chunk:
-                return
-            left -= len(chunk)
-    except OSError:
-        pass
-
-
-class FrameHub:
-    """The newest frame, its JPEG (made by one thread, only while someone watches) and the newest record."""
-
-    def __init__(self, fps: float = 15.0, quality: int = 70) -> None:
-        if not fps > 0:
-            raise UserError(f"--serve-fps must be above 0, got {fps}")
-        if not 1 <= quality <= 100:
-            raise UserError(f"--serve-quality must be within 1..100, got {quality}")
-        self.interval = 1.0 / fps
-        self.quality = quality
-        self.cond = threading.Condition()
-        self._image: np.ndarray | None = None
-        self._image_seq = 0
-        self.jpeg: bytes | None = None
-        self.jpeg_seq = 0
-        self.record: dict | None = None
-        self.record_seq = 0
-        self.state: dict | None = None  # collect/review: counts, active class, message...
-        self.viewers = 0
-        self.wanted_until = 0.0  # a single /frame.jpg asked for a fresh encode
-        self.encoded = 0
-        self.closed = False
-        self._thread = threading.Thread(target=self._encode_loop, name="edgevision-serve-encode", daemon=True)
-        self._thread.start()
-
-    # --- the loop's side: never blocks on a viewer ----------------------------------------------
-    def publish(self, image: np.ndarray, record: dict | None = None, state: dict | None = None) -> None:
-        with self.cond:
-            self._image = image
-            self._image_seq += 1
-            if record is not None:
-                self.record, self.record_seq = record, self.record_seq + 1
-            if state is not None and state != self.state:
-                self.state, self.record_seq = state, self.record_seq + 1
-            self.cond.notify_all()
-
-    def close(self) -> None:
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()
-        self._thread.join(timeout=2.0)
-
-    def _encode_loop(self) -> None:
-        done_seq, last = 0, 0.0
-        params = [cv2.IMWRITE_JPEG_QUALITY, self.quality]
-        while True:
-            with self.cond:
-                due = lambda seen=done_seq: self.closed or (self._image_seq != seen and self._watched())  # noqa: E731
-                self.cond.wait_for(due, 0.5)
-                if self.closed:
-                    return
-                if self._image_seq == done_seq or not self._watched():
-                    continue
-                image, seq = self._image, self._image_seq
-            wait = last + self.interval - time.monotonic()
-            if wait > 0:  # at most `fps` encodes a second; the newest frame at the end of the wait wins
-                time.sleep(wait)
-                with self.cond:
-                    image, seq = self._image, self._image_seq
-            ok, buf = cv2.imencode(".jpg", image, params)
-            last = time.monotonic()
-            done_seq = seq
-            if ok:
-                with self.cond:
-                    self.jpeg, self.jpeg_seq = buf.tobytes(), self.jpeg_seq + 1
-                    self.encoded += 1
-                    self.cond.notify_all()
-
-    def _watched(self) -> bool:
-        return self.viewers > 0 or time.monotonic() < self.wanted_until
-
-    # --- the viewers' side ------------------------------------------------------------------
-    def wait_jpeg(self, after: int, timeout: float) -> tuple[bytes | None, int]:
-        with self.cond:
-            self.cond.wait_for(lambda: self.closed or (self.jpeg is not None and self.jpeg_seq != after), timeout)
-            return self.jpeg, self.jpeg_seq
-
-    def fresh_jpeg(self, timeout: float = 2.0) -> bytes | None:
-        with self.cond:
-            self.wanted_until = time.monotonic() + timeout
-            seq = self.jpeg_seq
-            self.cond.notify_all()
-        jpeg, _ = self.wait_jpeg(seq, timeout)
-        return jpeg
-
-    def wait_event(self, after: int, timeout: float) -> tuple[dict | None, int]:
-        with self.cond:
-            self.cond.wait_for(lambda: self.closed or self.record_seq != after, timeout)
-            return self.event(), self.record_seq
-
-    def event(self) -> dict | None:
-        if self.state is not None:
-            return {"state": self.state, **({"record": self.record} if self.record else {})}
-        return self.record
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -275,7 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         super().finish()
         if self.refused:
-            _linger(self.connection)
+            linger(self.connection)
 
     def log_message(self, format: str, *args) -> None:  # quiet: the loop's status line says enough
         pass
@@ -345,34 +137,13 @@ class _Handler(BaseHTTPRequestHandler):
         if not post and ("Transfer-Encoding" in self.headers or self.headers.get("Content-Length", "0") != "0"):
             self._send(HTTPStatus.BAD_REQUEST, b"a GET has no body\n", "text/plain")
             return False
-        # Fetch metadata (sent by browsers): another site, or another port of this host, may link to the
-        # page, never embed, fetch or post to it.
-        site = self.headers.get("Sec-Fetch-Site")
-        if site not in (None, "same-origin", "none") and (
-                post or self.headers.get("Sec-Fetch-Mode") != "navigate"
-                or self.headers.get("Sec-Fetch-Dest") not in (None, "document")):
+        if from_elsewhere(self.headers, post):
             self._send(HTTPStatus.FORBIDDEN, b"only the page itself may ask for this\n", "text/plain")
             return False
         return self._authorised()
 
-    def _presented(self) -> list[tuple[str, bytes]]:
-        """The tokens the request carries, as bytes: the query's (UTF-8), the headers' (the bytes sent), the
-        cookie's (percent-encoded UTF-8)."""
-        given = []
-        for value in parse_qs(urlsplit(self.path).query).get("token", [])[:1]:
-            given.append(("query", value.encode("utf-8", "replace")))
-        auth = self.headers.get("Authorization", "")
-        for value in (self.headers.get("X-Edgevision-Token"), auth[7:] if auth.startswith("Bearer ") else None):
-            if value:
-                given.append(("header", str(value).encode("latin-1", "replace")))  # http.server read latin-1
-        for part in self.headers.get("Cookie", "").split(";"):
-            key, _, value = part.strip().partition("=")
-            if key == self.server.cookie_name and value:
-                given.append(("cookie", unquote_to_bytes(value)))
-        return given
-
     def _authorised(self) -> bool:
-        given = self._presented()
+        given = presented_tokens(self.path, self.headers, self.server.cookie_name)
         matched = [how for how, value in given if hmac.compare_digest(value, self.server.token)]
         if matched:
             self.set_cookie = "cookie" not in matched
@@ -514,7 +285,7 @@ class _Server(ThreadingHTTPServer):
     def host_allowed(self, name: str) -> bool:
         """A Host header's name: a loopback address always; any address when listening beyond loopback (a
         browser sends an address only for a page at that address: no DNS rebinding); else a known name."""
-        address = _ip(name)
+        address = as_ip(name)
         if address is None:
             return name in self.names
         return address.is_loopback or self.beyond_loopback
@@ -574,7 +345,7 @@ class WebServer:
         self.reach = reach(self.bound)
         self.token = token
         names = {*LOOPBACK_NAMES, *(n.lower().rstrip(".") for n in allow_hosts)}
-        if _ip(host) is None:
+        if as_ip(host) is None:
             names.add(host.lower().rstrip("."))
         if self.reach != "loopback":  # this machine's own name, and its mDNS name
             me = socket.gethostname().lower()
@@ -592,11 +363,11 @@ class WebServer:
 
     def url(self) -> str:
         """The URL to open on this machine, with the token."""
-        here = self.bound if self.reach != "all" else "::1" if _ip(self.bound).version == 6 else "127.0.0.1"
-        return _url(here, self.port, self.token)
+        here = self.bound if self.reach != "all" else "::1" if as_ip(self.bound).version == 6 else "127.0.0.1"
+        return url_for(here, self.port, self.token)
 
     def banner(self) -> list[str]:
-        lan = _lan_address() if self.reach == "all" else None
+        lan = lan_address() if self.reach == "all" else None
         return banner_lines(self.host, self.bound, self.port, self.token, lan,
                             socket.gethostname() if self.reach == "all" else None)
 

@@ -195,7 +195,7 @@ def test_run_serves_page_mjpeg_result_and_events_on_localhost(served, synthetic_
     with pytest.raises(urllib.error.HTTPError) as err:
         s.get("/nothing")
     assert err.value.code == 404
-    lan = S._lan_address()
+    lan = S.lan_address()
     if lan and not lan.startswith("127."):  # bound to loopback only: not reachable on the LAN address
         with pytest.raises(OSError):
             socket.create_connection((lan, int(s.url.rsplit(":", 1)[1].strip("/"))), timeout=2).close()

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from edgevision.camera import serve as S
 from edgevision.camera.collect_window import WEB_KEYS, WebWindow
+from edgevision.camera.serve_access import check_host_names
 from edgevision.deploy.errors import UserError
 from test_cli import EDGEVISION, HEADLESS
 from test_serve import mjpeg_frames
@@ -267,5 +268,5 @@ def test_inputs_and_allowed_hosts_are_checked_when_built():
         S.WebServer("127.0.0.1:0", {"mode": "collect"}, inputs=("keys",))
     for bad in ("devbox:8080", "http://devbox", "*", "a/b"):
         with pytest.raises(UserError, match="--serve-allow-host"):
-            S.check_host_names([bad])
-    assert S.check_host_names(["Devbox.LAN., other", "x"]) == ("devbox.lan", "other", "x")
+            check_host_names([bad])
+    assert check_host_names(["Devbox.LAN., other", "x"]) == ("devbox.lan", "other", "x")
