@@ -69,6 +69,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.refused:
             linger(self.connection)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        self.refused = True  # http.server's own refusals (a bad request line, PUT...) close the connection too
+        super().send_error(code, message, explain)
+
     def log_message(self, format: str, *args) -> None:  # quiet: the loop's status line says enough
         pass
 

@@ -82,6 +82,7 @@ def test_a_refused_request_closes_the_connection_and_its_body_is_never_run(serve
         "no token": (request("POST", "/key", here, json_type, second), 401),
         "no such route": (request("POST", s.path("/nothing"), here, json_type, second), 404),
         "GET with a body": (request("GET", s.path("/result"), here, {}, second), 400),
+        "unknown method": (request("PUT", s.path("/key"), here, json_type, second), 501),
         "foreign Host": (request("POST", s.path("/key"), f"evil.example:{s.port}", json_type, second), 403),
     }
     answers = {name: exchange(s.port, raw) for name, (raw, _) in refusals.items()}
