@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import urllib.request
+from urllib.parse import quote
 
 from ..deploy.runner import Runner, RunnerOptions
 from .bench import resident_mb
@@ -24,10 +25,11 @@ from .serve import ServeSink, WebServer
 from .sources import open_source
 
 
-def _viewers(port: int, count: int, mode: str, stop, ready) -> None:
+def _viewers(port: int, token: str, count: int, mode: str, stop, ready) -> None:
     """In a child process: ``count`` viewers that read the MJPEG stream ('read'), connect and never
     read ('stall'), or take one frame and leave, again and again ('vanish')."""
-    url = f"http://127.0.0.1:{port}/stream.mjpg"
+    path = f"/stream.mjpg?token={quote(token, safe='')}"
+    url = f"http://127.0.0.1:{port}{path}"
 
     def read() -> None:
         with urllib.request.urlopen(url, timeout=30) as r:
@@ -37,7 +39,7 @@ def _viewers(port: int, count: int, mode: str, stop, ready) -> None:
 
     def stall() -> None:
         s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
         stop.wait()
         s.close()
 
@@ -66,7 +68,7 @@ def measure(runner, video: str, server: WebServer, frames: int, viewers: int, mo
     stop, ready = mp.Event(), mp.Event()
     child = None
     if viewers:
-        child = mp.Process(target=_viewers, args=(server.port, viewers, mode, stop, ready), daemon=True)
+        child = mp.Process(target=_viewers, args=(server.port, server.token, viewers, mode, stop, ready), daemon=True)
         child.start()
         ready.wait(30)
         time.sleep(0.5)

@@ -149,7 +149,8 @@ class FlippedSource:
         self.close()
 
 
-SERVE_DEFAULTS = {"serve_token": None, "serve_fps": 15.0, "serve_quality": 70}  # the --serve options' defaults
+SERVE_DEFAULTS = {"serve_token": None, "serve_allow_host": None, "serve_fps": 15.0,
+                  "serve_quality": 70}  # the --serve options' defaults
 
 
 def add_serve_args(p, what: str = "the annotated frames and results") -> None:
@@ -159,7 +160,11 @@ def add_serve_args(p, what: str = "the annotated frames and results") -> None:
                    help=f"serve {what} as a web page on this port (127.0.0.1 unless HOST is given, "
                         "e.g. 0.0.0.0:8080 for every interface)")
     g.add_argument("--serve-token", metavar="SECRET",
-                   help="--serve: the page and its streams need ?token=SECRET (or an X-Edgevision-Token header)")
+                   help="--serve: the secret every route needs (?token=SECRET in the printed URL, then a cookie; "
+                        "or an X-Edgevision-Token header); default: a random one, printed")
+    g.add_argument("--serve-allow-host", action="append", metavar="NAME",
+                   help="--serve: another host name the browser may use for this device (a DNS name, a proxy's "
+                        "name; repeat or separate by commas); loopback names and the --serve host always work")
     g.add_argument("--serve-fps", type=float, default=SERVE_DEFAULTS["serve_fps"],
                    help="--serve: most frames a second sent (default 15)")
     g.add_argument("--serve-quality", type=int, default=SERVE_DEFAULTS["serve_quality"],

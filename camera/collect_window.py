@@ -76,12 +76,12 @@ class WebWindow:
 
     def show(self, view, state: dict | None = None) -> int:
         self.server.publish(view, state=state)
-        try:
+        try:  # every click waiting, up to the first key: a burst of clicks never holds back a key
             event = self.server.inbox.get(timeout=0.015)
+            while event[0] == "click":
+                self.clicks.append((event[1], event[2]))
+                event = self.server.inbox.get_nowait()
         except queue.Empty:
-            return -1
-        if event[0] == "click":
-            self.clicks.append((event[1], event[2]))
             return -1
         name = event[1]
         code = WEB_KEYS.get(name, ord(name) if len(name) == 1 else -1)
@@ -126,10 +126,13 @@ def _live_state(live_head) -> dict:
 def _web_window(serve: dict, mode: str, source: str, say) -> WebWindow:
     from ..deploy.errors import mask_credentials
     from .serve import WebServer
+    from .serve_access import check_host_names
 
     info = {"mode": mode, "source": mask_credentials(source)}
+    inputs = ("key",) if mode == "review" else ("key", "click")  # review has nothing to click on
     return WebWindow(WebServer(serve["address"], info, fps=serve["fps"], quality=serve["quality"],
-                               token=serve["token"], inputs=True, say=say))
+                               token=serve["token"], inputs=inputs, say=say,
+                               allow_hosts=check_host_names(serve.get("allow_hosts"))))
 
 
 def collect(options: CollectOptions, source_text: str, capture: CaptureOptions | None = None,
@@ -191,6 +194,7 @@ def review(options: CollectOptions, serve: dict | None = None, say=None) -> Revi
                 break
             key = (window.show(view, collector_state(reviewer.collector, reviewer)) if serve
                    else window.show(view))
+            window.take_clicks()  # review places no points: a click does nothing, and is not kept
             if not reviewer.on_key(key) or window.closed():
                 break
     except KeyboardInterrupt:

@@ -214,13 +214,14 @@ def _prepared_frames(source: Source, runner, batch: int = 1):
 def _serve_sink(args, runner, source, say):
     from ..deploy.errors import mask_credentials
     from .serve import ServeSink, WebServer
+    from .serve_access import check_host_names
 
     first = getattr(runner, "first", runner)
     model = first.path.name + (f" -> {runner.then.path.name}" if first is not runner else "")
     info = {"mode": "run", "model": model, "provider": short_name(runner.report.running),
             "source": mask_credentials(source.description), "labels": list(first.spec.labels)}
-    return ServeSink(WebServer(args.serve, info, fps=args.serve_fps, quality=args.serve_quality,
-                               token=args.serve_token, say=say))
+    return ServeSink(WebServer(args.serve, info, fps=args.serve_fps, quality=args.serve_quality, token=args.serve_token,
+                               say=say, allow_hosts=check_host_names(args.serve_allow_host)))
 
 
 EXIT_CODES = {"Ctrl-C": 130, "SIGTERM": 143}  # a lost live source is 3 (SourceLost), bad input 2

@@ -8,7 +8,9 @@ Jetson needs nothing more. Routes:
 - ``/frame.jpg``: the newest frame as one JPEG;
 - ``/result``: the newest record, the same JSON that ``--jsonl`` writes; ``/events``: the same as
   server-sent events; ``/info``: the model, provider, source and mode;
-- ``POST /key`` and ``POST /click`` (collect and review only): the page's keys, buttons and clicks.
+- ``POST /key`` and ``POST /click`` (collect; review takes keys only): the page's keys, buttons and clicks.
+
+Who may ask, and from where: ``serve_access`` (a token, the Host, the origin; refusals close).
 
 The loop never waits for a viewer: ``publish`` only keeps a reference to the newest frame; one
 encoder thread turns it into a JPEG at most ``fps`` times a second, and only while someone watches,
@@ -20,163 +22,56 @@ that vanishes ends its thread at the next write.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import queue
+import secrets
 import socket
 import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote, urlsplit
 
-import cv2
 import numpy as np
 
 from ..deploy.errors import UserError
+from .serve_access import (
+    LOOPBACK_NAMES,
+    as_ip,
+    banner_lines,
+    from_elsewhere,
+    host_name,
+    lan_address,
+    linger,
+    parse_address,
+    presented_tokens,
+    reach,
+    url_for,
+)
+from .serve_hub import FrameHub
 
 PAGE = Path(__file__).with_name("web") / "index.html"
 BOUNDARY = "edgevisionframe"
 CLIENT_TIMEOUT_S = 10.0  # a viewer that takes no data for this long is dropped
 MAX_VIEWERS = 64  # streams at once (MJPEG + events); more get 503
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """'8080' -> ('127.0.0.1', 8080); '0.0.0.0:8080', 'myhost:8080', '[::]:8080' as written."""
-    if not text.strip():
-        raise UserError("--serve takes [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080; got an empty value")
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = "127.0.0.1", text
-    host = host.strip("[]") or "127.0.0.1"
-    try:
-        number = int(port)
-    except ValueError:
-        raise UserError(f"--serve takes [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080; got {text!r}") from None
-    if not 0 <= number <= 65535:
-        raise UserError(f"--serve: port {number} is outside 0..65535")
-    return host, number
-
-
-def _all_interfaces(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
-
-
-def _lan_address() -> str | None:
-    """This machine's address on its default route (no packet is sent), for the URL to print."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("10.255.255.255", 1))
-            return s.getsockname()[0]
-    except OSError:
-        return None
-
-
-class FrameHub:
-    """The newest frame, its JPEG (made by one thread, only while someone watches) and the newest record."""
-
-    def __init__(self, fps: float = 15.0, quality: int = 70) -> None:
-        if not fps > 0:
-            raise UserError(f"--serve-fps must be above 0, got {fps}")
-        if not 1 <= quality <= 100:
-            raise UserError(f"--serve-quality must be within 1..100, got {quality}")
-        self.interval = 1.0 / fps
-        self.quality = quality
-        self.cond = threading.Condition()
-        self._image: np.ndarray | None = None
-        self._image_seq = 0
-        self.jpeg: bytes | None = None
-        self.jpeg_seq = 0
-        self.record: dict | None = None
-        self.record_seq = 0
-        self.state: dict | None = None  # collect/review: counts, active class, message...
-        self.viewers = 0
-        self.wanted_until = 0.0  # a single /frame.jpg asked for a fresh encode
-        self.encoded = 0
-        self.closed = False
-        self._thread = threading.Thread(target=self._encode_loop, name="edgevision-serve-encode", daemon=True)
-        self._thread.start()
-
-    # --- the loop's side: never blocks on a viewer ----------------------------------------------
-    def publish(self, image: np.ndarray, record: dict | None = None, state: dict | None = None) -> None:
-        with self.cond:
-            self._image = image
-            self._image_seq += 1
-            if record is not None:
-                self.record, self.record_seq = record, self.record_seq + 1
-            if state is not None and state != self.state:
-                self.state, self.record_seq = state, self.record_seq + 1
-            self.cond.notify_all()
-
-    def close(self) -> None:
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()
-        self._thread.join(timeout=2.0)
-
-    def _encode_loop(self) -> None:
-        done_seq, last = 0, 0.0
-        params = [cv2.IMWRITE_JPEG_QUALITY, self.quality]
-        while True:
-            with self.cond:
-                due = lambda seen=done_seq: self.closed or (self._image_seq != seen and self._watched())  # noqa: E731
-                self.cond.wait_for(due, 0.5)
-                if self.closed:
-                    return
-                if self._image_seq == done_seq or not self._watched():
-                    continue
-                image, seq = self._image, self._image_seq
-            wait = last + self.interval - time.monotonic()
-            if wait > 0:  # at most `fps` encodes a second; the newest frame at the end of the wait wins
-                time.sleep(wait)
-                with self.cond:
-                    image, seq = self._image, self._image_seq
-            ok, buf = cv2.imencode(".jpg", image, params)
-            last = time.monotonic()
-            done_seq = seq
-            if ok:
-                with self.cond:
-                    self.jpeg, self.jpeg_seq = buf.tobytes(), self.jpeg_seq + 1
-                    self.encoded += 1
-                    self.cond.notify_all()
-
-    def _watched(self) -> bool:
-        return self.viewers > 0 or time.monotonic() < self.wanted_until
-
-    # --- the viewers' side ------------------------------------------------------------------
-    def wait_jpeg(self, after: int, timeout: float) -> tuple[bytes | None, int]:
-        with self.cond:
-            self.cond.wait_for(lambda: self.closed or (self.jpeg is not None and self.jpeg_seq != after), timeout)
-            return self.jpeg, self.jpeg_seq
-
-    def fresh_jpeg(self, timeout: float = 2.0) -> bytes | None:
-        with self.cond:
-            self.wanted_until = time.monotonic() + timeout
-            seq = self.jpeg_seq
-            self.cond.notify_all()
-        jpeg, _ = self.wait_jpeg(seq, timeout)
-        return jpeg
-
-    def wait_event(self, after: int, timeout: float) -> tuple[dict | None, int]:
-        with self.cond:
-            self.cond.wait_for(lambda: self.closed or self.record_seq != after, timeout)
-            return self.event(), self.record_seq
-
-    def event(self) -> dict | None:
-        if self.state is not None:
-            return {"state": self.state, **({"record": self.record} if self.record else {})}
-        return self.record
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = CLIENT_TIMEOUT_S  # socket timeout: a stalled viewer's write fails instead of hanging
     protocol_version = "HTTP/1.1"
+    set_cookie = False  # the token came in the URL or a header: the page's answer sets the cookie
+    refused = False  # answered with an error, and closes: what the client still sends is dropped unread
+
+    def finish(self) -> None:
+        super().finish()
+        if self.refused:
+            linger(self.connection)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        self.refused = True  # http.server's own refusals (a bad request line, PUT...) close the connection too
+        super().send_error(code, message, explain)
 
     def log_message(self, format: str, *args) -> None:  # quiet: the loop's status line says enough
         pass
@@ -184,7 +79,7 @@ class _Handler(BaseHTTPRequestHandler):
     # --- routing ----------------------------------------------------------------------------
     def do_GET(self) -> None:
         url = urlsplit(self.path)
-        if not self._allowed(url.query):
+        if not self._admitted(post=False):
             return
         route = {
             "/": self._page, "/index.html": self._page, "/stream.mjpg": self._mjpeg, "/frame.jpg": self._frame,
@@ -197,25 +92,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
-        if not self._allowed(url.query):
+        if not self._admitted(post=True):
             return
         inbox = self.server.inbox
-        if inbox is None or url.path not in ("/key", "/click"):
+        if inbox is None or url.path.lstrip("/") not in self.server.inputs:
             self._send(HTTPStatus.NOT_FOUND, b"nothing to post here\n", "text/plain")
             return
         # Another site open in the user's browser must not save, undo or delete: the page posts JSON (a
         # cross-site form cannot, and a cross-site fetch of JSON needs a preflight this server refuses)
-        # from its own origin.
+        # from its own origin. Browsers send Origin on every POST; other clients need the token.
         origin = self.headers.get("Origin")
-        if (self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json"
-                or (origin is not None and urlsplit(origin).netloc != self.headers.get("Host"))):
+        if (self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json"
+                or (origin is not None and origin.lower() != f"http://{self.headers.get('Host', '').lower()}")):
             self._send(HTTPStatus.FORBIDDEN, b"only the page itself may post here (JSON, same origin)\n",
                        "text/plain")
             return
         try:
             length = int(self.headers.get("Content-Length", "0"))
-            if not 0 < length <= 4096:
-                raise ValueError("body too large or empty")
+        except ValueError:
+            length = -1
+        if not 0 < length <= 4096 or "Transfer-Encoding" in self.headers:
+            self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE if length > 4096 else HTTPStatus.BAD_REQUEST,
+                       b"a post is a JSON body of 1..4096 bytes with its Content-Length\n", "text/plain")
+            return
+        try:
             body = json.loads(self.rfile.read(length))
             event = ("key", str(body["key"])) if url.path == "/key" else ("click", float(body["x"]), float(body["y"]))
         except (ValueError, KeyError, TypeError) as exc:
@@ -228,15 +128,29 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(HTTPStatus.OK, b"{}", "application/json")
 
-    def _allowed(self, query: str) -> bool:
-        token = self.server.token
-        if token is None:
-            return True
-        given = parse_qs(query).get("token", [""])[0] or self.headers.get("X-Edgevision-Token", "")
-        auth = self.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            given = given or auth[7:]
-        if hmac.compare_digest(given.encode(), token.encode()):
+    def _admitted(self, post: bool) -> bool:
+        """The Host names this server, the request comes from the page or the address bar, and carries the
+        token; otherwise one refusal (which closes the connection)."""
+        host = self.headers.get("Host", "")
+        name = host_name(host)
+        if name is None or not self.server.host_allowed(name):
+            self._send(HTTPStatus.FORBIDDEN, f"this server does not answer to Host {host!r} (a DNS-rebinding "
+                       f"page?); open the URL edgevision printed, or add --serve-allow-host NAME\n"
+                       .encode("utf-8", "replace"), "text/plain")
+            return False
+        if not post and ("Transfer-Encoding" in self.headers or self.headers.get("Content-Length", "0") != "0"):
+            self._send(HTTPStatus.BAD_REQUEST, b"a GET has no body\n", "text/plain")
+            return False
+        if from_elsewhere(self.headers, post):
+            self._send(HTTPStatus.FORBIDDEN, b"only the page itself may ask for this\n", "text/plain")
+            return False
+        return self._authorised()
+
+    def _authorised(self) -> bool:
+        given = presented_tokens(self.path, self.headers, self.server.cookie_name)
+        matched = [how for how, value in given if hmac.compare_digest(value, self.server.token)]
+        if matched:
+            self.set_cookie = "cookie" not in matched
             return True
         said = "a wrong token" if given else "no token"
         self._send(HTTPStatus.UNAUTHORIZED, f"{said}: open the URL printed by edgevision (with ?token=...)\n"
@@ -244,16 +158,26 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     # --- responses --------------------------------------------------------------------------
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+    def _send(self, status: HTTPStatus, body: bytes, content_type: str, headers: dict | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if status >= 400:  # a refused request's body may be unread: never parse it as the next request
+            self.send_header("Connection", "close")
+            self.refused = True
         self.end_headers()
         self.wfile.write(body)
 
     def _page(self) -> None:
-        self._send(HTTPStatus.OK, PAGE.read_bytes(), "text/html; charset=utf-8")
+        headers = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'",
+                   "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+        if self.set_cookie:  # the page's own requests (MJPEG, events, posts) carry the token from now on
+            headers["Set-Cookie"] = (f"{self.server.cookie_name}={quote(self.server.token_text, safe='')}; "
+                                     "Path=/; HttpOnly; SameSite=Strict")
+        self._send(HTTPStatus.OK, PAGE.read_bytes(), "text/html; charset=utf-8", headers)
 
     def _info(self) -> None:
         self._send(HTTPStatus.OK, json.dumps(self.server.info).encode(), "application/json")
@@ -353,9 +277,22 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     hub: FrameHub
-    token: str | None
+    token: bytes  # UTF-8
+    token_text: str
+    cookie_name: str
     info: dict
     inbox: queue.Queue | None
+    inputs: tuple[str, ...]  # what the page may post: "key", "click"
+    names: frozenset[str]  # host names (not addresses) this server answers to
+    beyond_loopback: bool
+
+    def host_allowed(self, name: str) -> bool:
+        """A Host header's name: a loopback address always; any address when listening beyond loopback (a
+        browser sends an address only for a page at that address: no DNS rebinding); else a known name."""
+        address = as_ip(name)
+        if address is None:
+            return name in self.names
+        return address.is_loopback or self.beyond_loopback
 
 
 class _Server6(_Server):
@@ -377,14 +314,24 @@ def _cap_malloc_arenas(count: int = 2) -> None:
 
 
 class WebServer:
-    """The server in a background thread; ``url`` is what to open. ``inbox`` receives the page's keys
-    and clicks (collect and review); the run page only watches."""
+    """The server in a background thread; ``url()`` is what to open. Every route needs ``token`` (random
+    when None, as Jupyter's). ``inputs`` are what the page may post ("key", "click"; collect and review)
+    into ``inbox``; the run page only watches. ``allow_hosts`` are more names the Host header may carry."""
 
     def __init__(self, address: str, info: dict, fps: float = 15.0, quality: int = 70, token: str | None = None,
-                 inputs: bool = False, say=None) -> None:
+                 inputs: tuple[str, ...] = (), say=None, allow_hosts: tuple[str, ...] = ()) -> None:
         host, port = parse_address(address)
         if token is not None and not token.strip():
-            raise UserError("--serve-token is empty (an unset variable?): give a secret, or drop the option")
+            raise UserError("--serve-token is empty (an unset variable?): give a secret, or drop the option "
+                            "(a random one is made)")
+        token = token if token is not None else secrets.token_urlsafe(24)
+        try:
+            secret = token.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError("--serve-token is not valid text (bytes that are not UTF-8?): give a secret in "
+                            "letters and digits") from None
+        if unknown := set(inputs) - {"key", "click"}:
+            raise ValueError(f"inputs are 'key' and 'click', got {sorted(unknown)}")
         _cap_malloc_arenas()
         self.hub = FrameHub(fps, quality)
         self.inbox: queue.Queue | None = queue.Queue(maxsize=256) if inputs else None
@@ -397,34 +344,36 @@ class WebServer:
         except UnicodeError as exc:
             self.hub.close()
             raise UserError(f"--serve {address}: not a host name ({exc})") from exc
-        self.httpd.hub, self.httpd.token, self.httpd.info, self.httpd.inbox = self.hub, token, info, self.inbox
-        self.port = self.httpd.server_address[1]
-        self.host = host
+        self.host, self.port = host, self.httpd.server_address[1]
+        self.bound = self.httpd.server_address[0]  # as the socket resolved it: '0' -> '0.0.0.0'
+        self.reach = reach(self.bound)
+        self.token = token
+        names = {*LOOPBACK_NAMES, *(n.lower().rstrip(".") for n in allow_hosts)}
+        if as_ip(host) is None:
+            names.add(host.lower().rstrip("."))
+        if self.reach != "loopback":  # this machine's own name, and its mDNS name
+            me = socket.gethostname().lower()
+            names.update((me, f"{me}.local") if "." not in me else (me,))
+        httpd = self.httpd
+        httpd.hub, httpd.info, httpd.inbox, httpd.inputs = self.hub, info, self.inbox, tuple(inputs)
+        httpd.token, httpd.token_text, httpd.cookie_name = secret, token, f"edgevision-{self.port}"
+        httpd.names, httpd.beyond_loopback = frozenset(names), self.reach != "loopback"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="edgevision-serve", daemon=True)
         self._thread.start()
         if say is not None:
-            for line in self.banner(token):
+            for line in self.banner():
                 say(line)
 
-    def url(self, host: str | None = None, token: str | None = None) -> str:
-        host = host or ("127.0.0.1" if _all_interfaces(self.host) else self.host)
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.port}/" + (f"?token={quote(token, safe='')}" if token else "")
+    def url(self) -> str:
+        """The URL to open on this machine, with the token."""
+        here = self.bound if self.reach != "all" else "::1" if as_ip(self.bound).version == 6 else "127.0.0.1"
+        return url_for(here, self.port, self.token)
 
-    def banner(self, token: str | None) -> list[str]:
-        if not _all_interfaces(self.host):
-            lines = [f"serving on {self.url(token=token)} (open it in a browser)"]
-            if self.host in LOCAL_HOSTS:
-                lines.append(f"from another machine: ssh -L {self.port}:localhost:{self.port} USER@THIS-DEVICE, "
-                             f"then open {self.url('localhost', token)} there (or --serve 0.0.0.0:{self.port})")
-            return lines
-        lan = _lan_address()
-        names = [n for n in (lan, socket.gethostname()) if n]
-        lines = [f"serving on all interfaces: open {' or '.join(self.url(n, token) for n in names)}"]
-        if token is None:
-            lines.append("warning: anyone on the network can watch this stream (add --serve-token SECRET)")
-        return lines
+    def banner(self) -> list[str]:
+        lan = lan_address() if self.reach == "all" else None
+        return banner_lines(self.host, self.bound, self.port, self.token, lan,
+                            socket.gethostname() if self.reach == "all" else None)
 
     def publish(self, image: np.ndarray, record: dict | None = None, state: dict | None = None) -> None:
         self.hub.publish(image, record, state)

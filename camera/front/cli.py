@@ -182,8 +182,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from edgevision.camera.collect_window import check_display, collect, review
 
     check_serve_args(args)
-    serve = args.serve and {"address": args.serve, "token": args.serve_token, "fps": args.serve_fps,
-                            "quality": args.serve_quality}
+    serve = args.serve and {"address": args.serve, "token": args.serve_token, "allow_hosts": args.serve_allow_host,
+                            "fps": args.serve_fps, "quality": args.serve_quality}
     if (args.classes is None) == (args.points is None):
         raise UserError("give either --classes a,b,... or --points name,... (one of them)")
     options = CollectOptions(

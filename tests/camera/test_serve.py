@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import cv2
 import numpy as np
@@ -22,7 +23,8 @@ from test_cli import EDGEVISION, HEADLESS
 
 
 class Served:
-    """A running 'edgevision ... --serve' in a child process: its URL, its stderr lines, its pid."""
+    """A running 'edgevision ... --serve' in a child process: its URL (``link`` as printed, with the token;
+    ``url`` without it), its token, its stderr lines, its pid. Requests carry the token unless told not to."""
 
     def __init__(self, args: list[str]) -> None:
         self.proc = subprocess.Popen([*EDGEVISION, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -34,9 +36,11 @@ class Served:
             if not line:
                 raise AssertionError("the server ended early:\n" + "".join(self.lines))
             self.lines.append(line)
-            m = re.search(r"(http://\S+/)", line)
+            m = re.search(r"(http://\S+/)(\?token=(\S+))?", line)
             if m and "serving on" in line:
-                self.url = m.group(1).split("?")[0]
+                self.link, self.url = m.group(0), m.group(1)
+                self.token = unquote(m.group(3)) if m.group(3) else None
+                self.port = int(self.url.rsplit(":", 1)[1].strip("/"))
                 break
         else:
             raise AssertionError("no URL printed:\n" + "".join(self.lines))
@@ -50,17 +54,23 @@ class Served:
             time.sleep(0.05)
         return False
 
-    def get(self, path: str, headers: dict | None = None, timeout: float = 10.0):
-        request = urllib.request.Request(self.url + path.lstrip("/"), headers=headers or {})
+    def path(self, path: str, auth: bool = True) -> str:
+        """``path`` with the token in its query (as the page's requests carry it)."""
+        if not (auth and self.token):
+            return path
+        return f"{path}{'&' if '?' in path else '?'}token={quote(self.token, safe='')}"
+
+    def get(self, path: str, headers: dict | None = None, timeout: float = 10.0, auth: bool = True):
+        request = urllib.request.Request(self.url + self.path(path, auth).lstrip("/"), headers=headers or {})
         return urllib.request.urlopen(request, timeout=timeout)
 
-    def json(self, path: str):
-        with self.get(path) as r:
+    def json(self, path: str, auth: bool = True):
+        with self.get(path, auth=auth) as r:
             return json.loads(r.read())
 
     def post(self, path: str, body: dict, headers: dict | None = None) -> int:
-        request = urllib.request.Request(self.url + path.lstrip("/"), data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json", **(headers or {})})
+        request = urllib.request.Request(self.url + self.path(path).lstrip("/"), data=json.dumps(body).encode(),
+                                         method="POST", headers={"Content-Type": "application/json", **(headers or {})})
         with urllib.request.urlopen(request, timeout=10) as r:
             return r.status
 
@@ -145,7 +155,8 @@ def test_a_stalled_viewer_is_dropped_after_the_timeout(monkeypatch):
     try:
         stalled = socket.create_connection(("127.0.0.1", server.port))
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # then never reads
+        stalled.sendall(f"GET /stream.mjpg?token={server.token} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                        .encode())  # then never reads
         big = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)  # ~200 KB JPEGs
         deadline = time.monotonic() + 20
         seen = False
@@ -184,7 +195,7 @@ def test_run_serves_page_mjpeg_result_and_events_on_localhost(served, synthetic_
     with pytest.raises(urllib.error.HTTPError) as err:
         s.get("/nothing")
     assert err.value.code == 404
-    lan = S._lan_address()
+    lan = S.lan_address()
     if lan and not lan.startswith("127."):  # bound to loopback only: not reachable on the LAN address
         with pytest.raises(OSError):
             socket.create_connection((lan, int(s.url.rsplit(":", 1)[1].strip("/"))), timeout=2).close()
@@ -193,7 +204,7 @@ def test_run_serves_page_mjpeg_result_and_events_on_localhost(served, synthetic_
 def test_all_interfaces_warn_and_a_token_guards_every_route(served, synthetic_video, tiny_model):
     s = served("run", "--model", tiny_model("classify"), "--source", synthetic_video(30), "--loop", "--no-display",
                "--serve", "0.0.0.0:0")
-    assert s.said("anyone on the network can watch")
+    assert s.said("anyone on the network who has the URL")
     s.stop()
     proc = subprocess.run([*EDGEVISION, "run", "--model", str(tiny_model("classify")), "--source",
                            str(synthetic_video(5)), "--no-display", "--serve", "0.0.0.0:0", "--serve-token", ""],
@@ -205,12 +216,12 @@ def test_all_interfaces_warn_and_a_token_guards_every_route(served, synthetic_vi
     assert "token=a%20b%26c" in next(line for line in s.lines if "ssh -L" in line)
     for path in ("/", "/result", "/stream.mjpg", "/info", "/frame.jpg"):
         with pytest.raises(urllib.error.HTTPError) as err:
-            s.get(path)
+            s.get(path, auth=False)
         assert err.value.code == 401
     with pytest.raises(urllib.error.HTTPError):
-        s.get("/result?token=wrong")
-    assert s.json("/info?token=a%20b%26c")["mode"] == "run"
-    with s.get("/frame.jpg", headers={"X-Edgevision-Token": "a b&c"}) as r:
+        s.get("/result?token=wrong", auth=False)
+    assert s.json("/info?token=a%20b%26c", auth=False)["mode"] == "run"
+    with s.get("/frame.jpg", headers={"X-Edgevision-Token": "a b&c"}, auth=False) as r:
         assert cv2.imdecode(np.frombuffer(r.read(), np.uint8), cv2.IMREAD_COLOR) is not None
 
 
@@ -223,8 +234,8 @@ def test_many_vanishing_and_stalled_viewers_neither_stop_the_loop_nor_leak_threa
     before = s.threads()
     stalled = []
     for _ in range(20):  # twenty viewers that connect and never read
-        c = socket.create_connection(("127.0.0.1", int(s.url.rsplit(":", 1)[1].strip("/"))))
-        c.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        c = socket.create_connection(("127.0.0.1", s.port))
+        c.sendall(f"GET {s.path('/stream.mjpg')} HTTP/1.1\r\nHost: 127.0.0.1:{s.port}\r\n\r\n".encode())
         stalled.append(c)
     for _ in range(30):  # and thirty that take one frame and vanish
         with s.get("/stream.mjpg") as r:

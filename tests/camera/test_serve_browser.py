@@ -48,7 +48,7 @@ def test_the_run_page_shows_the_live_image_and_the_label_changing(served, browse
                                                                   tiny_model):
     s = served("run", "--model", tiny_model("classify"), "--source", synthetic_video(90, size=(96, 128)),
                "--loop", "--no-display", "--serve", "0")
-    browser.get(s.url)
+    browser.get(s.link)
     image = browser.find_element(By.ID, "frame")
     wait(lambda: browser.execute_script("return arguments[0].naturalWidth", image) == 128, what="the MJPEG image")
     assert browser.find_element(By.ID, "provider").text == "CPU"
@@ -68,7 +68,7 @@ def test_the_collect_page_saves_by_button_and_places_points_by_click(served, bro
                                                                      tmp_path):
     data = tmp_path / "data"
     s = served("collect", data, "--classes", "up,down", "--source", synthetic_video(900), "--serve", "0")
-    browser.get(s.url)
+    browser.get(s.link)
     wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#classes button")) == 2, what="the class buttons")
     down = browser.find_elements(By.CSS_SELECTOR, "#classes button")[1]
     assert "down (0)" in down.text
@@ -82,7 +82,7 @@ def test_the_collect_page_saves_by_button_and_places_points_by_click(served, bro
     points = tmp_path / "points"
     s = served("collect", points, "--points", "nose", "--source", synthetic_video(900, size=(96, 128)),
                "--serve", "0")
-    browser.get(s.url)
+    browser.get(s.link)
     image = browser.find_element(By.ID, "frame")
     wait(lambda: browser.execute_script("return arguments[0].naturalWidth", image) == 128, what="the image")
     rect = "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.width, r.height]"
