@@ -124,7 +124,7 @@ def append_rows(csv_path: Path, rows: list[dict[str, str]], columns: list[str]) 
     old = csv_path.read_bytes() if csv_path.is_file() else b""
     if not old.lstrip(b"\xef\xbb\xbf \t\r\n"):
         old = b""  # empty (an older collect could leave it so on a full disk): start it again
-    header = _read_table(csv_path)[0] if old else columns
+    header = next(csv.reader(io.StringIO(old.decode("utf-8-sig"), newline=""))) if old else columns  # row 1 alone
     text = _csv_text(([] if old else [header]) + [[row.get(c, "") for c in header] for row in rows])
     gap = b"\r\n" if old and not old.endswith(b"\n") else b""  # a last line without its line end
     write_file(csv_path, old + gap + text.encode("utf-8"))
