@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from urllib.parse import quote, unquote
 
 import cv2
 import numpy as np
@@ -34,7 +35,8 @@ def _sigint_as_usual() -> None:
 
 
 class Collecting:
-    """'edgevision collect ... --serve 0' in a child process, driven over HTTP as its page drives it."""
+    """'edgevision collect ... --serve 0' in a child process, driven over HTTP as its page drives it (with
+    the page's token when the printed URL carries one)."""
 
     def __init__(self, *args) -> None:
         self.proc = subprocess.Popen([*EDGEVISION, "collect", *map(str, args), "--serve", "0"],
@@ -47,9 +49,10 @@ class Collecting:
             if not line:
                 raise AssertionError("collect ended early:\n" + "".join(self.lines))
             self.lines.append(line)
-            m = re.search(r"(http://\S+/)", line)
+            m = re.search(r"(http://\S+/)(\?token=(\S+))?", line)
             if m and "serving on" in line:
-                self.url = m.group(1).split("?")[0]
+                self.url = m.group(1)
+                self.query = f"?token={quote(unquote(m.group(3)), safe='')}" if m.group(3) else ""
                 break
         else:
             raise AssertionError("no URL printed:\n" + "".join(self.lines))
@@ -57,12 +60,12 @@ class Collecting:
         self._reader.start()
 
     def post(self, path: str, body: dict) -> None:
-        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(self.url + path.lstrip("/") + self.query, data=json.dumps(body).encode(),
+                                         method="POST", headers={"Content-Type": "application/json"})
         urllib.request.urlopen(request, timeout=10).close()
 
     def state(self) -> dict:
-        with urllib.request.urlopen(self.url + "result", timeout=10) as r:
+        with urllib.request.urlopen(self.url + "result" + self.query, timeout=10) as r:
             return (json.loads(r.read()) or {}).get("state") or {}
 
     def wait_state(self, key: str, value) -> None:
