@@ -13,14 +13,15 @@ Layouts written (the ones ``edgevision train`` reads):
   for each point name, in full-resolution pixels (the layout of the shared nose set); with a
   validation share, the same under ``DATA/train/`` and ``DATA/val/``.
 
-Nothing is ever overwritten (files are created exclusively, names carry a timestamp and a
-random part) or deleted: undo and review move files to ``DATA/.trash/``, which training skips.
+Nothing is ever overwritten (names carry a timestamp and a random part) or deleted: undo and
+review move files to ``DATA/.trash/``, which training skips. Every photo and every change of a CSV
+is written whole under a hidden temporary name, flushed to the disk and renamed into place, so a
+full disk or a crash leaves the files as they were before, never a short photo or CSV. One
+collector (collect or review) works on a folder at a time. The files' side of this is collect_files.py.
 """
 
 from __future__ import annotations
 
-import csv
-import os
 import random
 import re
 import shutil
@@ -35,6 +36,7 @@ import numpy as np
 from ..deploy.draw import color_for, put_label
 from ..deploy.errors import UserError
 from ..deploy.images import IMAGE_SUFFIXES
+from .collect_files import append_rows, move_rows, read_label_rows, saving, write_jpeg
 
 TRASH = ".trash"
 LABELS_CSV = "labels.csv"
@@ -117,14 +119,6 @@ class Flash:
     color: tuple[int, int, int] = (255, 255, 255)
 
 
-def _write_image_exclusive(path: Path, image: np.ndarray, quality: int) -> None:
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise UserError(f"could not encode a frame of shape {image.shape} as JPEG")
-    with open(path, "xb") as f:  # 'x': never replace an existing file
-        f.write(data.tobytes())
-
-
 def _move_to_trash(root: Path, path: Path) -> Path:
     """Move ``path`` under root/.trash/ keeping its relative place; never replace anything there."""
     target = root / TRASH / path.relative_to(root)
@@ -173,6 +167,7 @@ class Collector:
         self.pending: list[tuple[float, float]] = []
         self.flash: Flash | None = None
         self.message = ""  # the last hint or error shown on screen
+        self.stopped_by = ""  # "Ctrl-C" or "SIGTERM" when a signal ended the session
 
     # --- layout -----------------------------------------------------------------------------
     def folder(self, split: str, label: str = "") -> Path:
@@ -198,15 +193,7 @@ class Collector:
                     self.counts[(split, name)] = n
 
     def _read_rows(self, csv_path: Path) -> list[dict[str, str]]:
-        with open(csv_path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in self.columns() if c not in (reader.fieldnames or [])]
-            if missing:
-                raise UserError(
-                    f"{csv_path} has columns {reader.fieldnames}, not those of --points {','.join(self.names)} "
-                    f"(missing {', '.join(missing)}): use the same point names or another folder"
-                )
-            return list(reader)
+        return read_label_rows(csv_path, self.columns(), f"--points {','.join(self.names)}")
 
     def count(self, label: str = "") -> int:
         return sum(n for (_, name), n in self.counts.items() if name == label)
@@ -223,7 +210,10 @@ class Collector:
         except OSError as exc:
             raise UserError(f"cannot create {folder}: {exc.strerror}") from exc
         stem = label or "img"
-        return folder / f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}_{uuid.uuid4().hex[:8]}.jpg"
+        while True:  # a name no file has (the random part makes a second try rare)
+            path = folder / f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}_{uuid.uuid4().hex[:8]}.jpg"
+            if not path.exists():
+                return path
 
     # --- classes ----------------------------------------------------------------------------
     def save_class(self, frame: np.ndarray, index: int | None = None, now: float | None = None) -> Saved:
@@ -231,7 +221,8 @@ class Collector:
         label = self.names[index]
         split = self._choose_split()
         path = self._new_path(split, label)
-        _write_image_exclusive(path, frame, self.options.jpeg_quality)
+        with saving(path.parent):
+            write_jpeg(path, frame, self.options.jpeg_quality)
         self.counts[(split, label)] = self.counts.get((split, label), 0) + 1
         return self._saved(Saved(path, split, label), now)
 
@@ -291,14 +282,15 @@ class Collector:
             return None
         split = self._choose_split()
         path = self._new_path(split, "")
-        _write_image_exclusive(path, self.frozen, self.options.jpeg_quality)
         csv_path = self.labels_csv(split)
-        new_file = not csv_path.exists()
-        with open(csv_path, "a", newline="") as f:
-            writer = csv.writer(f)
-            if new_file:
-                writer.writerow(self.columns())
-            writer.writerow([path.name] + [f"{v:.1f}" for xy in self.pending for v in xy])
+        row = dict(zip(self.columns(), [path.name] + [f"{v:.1f}" for xy in self.pending for v in xy]))
+        with saving(csv_path.parent):
+            write_jpeg(path, self.frozen, self.options.jpeg_quality)
+            try:
+                append_rows(csv_path, [row], self.columns())
+            except BaseException:  # a full disk, Ctrl-C: a photo without its row is no data; it goes again
+                path.unlink(missing_ok=True)
+                raise
         saved = Saved(path, split, "", tuple(self.pending))
         self.counts[(split, "")] = self.counts.get((split, ""), 0) + 1
         self.frozen, self.pending = None, []
@@ -319,35 +311,27 @@ class Collector:
         if not self.undo_stack:
             self.message = "nothing to undo"
             return None
-        saved = self.undo_stack.pop()
-        if saved.path.exists():
-            _move_to_trash(self.root, saved.path)
-        if self.points_mode:
-            self._remove_csv_row(saved.split, saved.path.name)
+        saved = self.undo_stack[-1]
+        self.trash(saved.path, saved.split)
+        self.undo_stack.pop()
         self.counts[(saved.split, saved.label)] -= 1
         self.saved_this_session -= 1
         self.message = f"undone: {saved.path.name} moved to {TRASH}/"
         return saved
 
+    def trash(self, path: Path, split: str) -> None:
+        """Move a saved photo to DATA/.trash/ (in points mode its CSV row first), in an order that a failure at
+        any step (a full disk) leaves the photo with its row, or the row gone and the photo not yet moved."""
+        with saving(self.root, "change"):
+            (self.root / TRASH / path.parent.relative_to(self.root)).mkdir(parents=True, exist_ok=True)
+            if self.points_mode:
+                self._remove_csv_row(split, path.name)
+            if path.exists():
+                _move_to_trash(self.root, path)
+
     def _remove_csv_row(self, split: str, file_name: str) -> None:
-        csv_path = self.labels_csv(split)
-        rows = self._read_rows(csv_path)
-        kept = [r for r in rows if r["file"] != file_name]
-        removed = [r for r in rows if r["file"] == file_name]
         trash_csv = self.root / TRASH / f"{split + '_' if split else ''}removed_{LABELS_CSV}"
-        trash_csv.parent.mkdir(parents=True, exist_ok=True)
-        new = not trash_csv.exists()
-        with open(trash_csv, "a", newline="") as f:
-            writer = csv.DictWriter(f, self.columns())
-            if new:
-                writer.writeheader()
-            writer.writerows({c: r[c] for c in self.columns()} for r in removed)
-        tmp = csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, self.columns())
-            writer.writeheader()
-            writer.writerows({c: r[c] for c in self.columns()} for r in kept)
-        os.replace(tmp, csv_path)
+        move_rows(self.labels_csv(split), file_name, trash_csv, self.columns())
 
     # --- events -----------------------------------------------------------------------------
     def on_key(self, key: int, frame: np.ndarray, now: float) -> bool:

@@ -8,10 +8,11 @@ import time
 
 import cv2
 
-from ..deploy.errors import UserError
+from ..deploy.errors import Terminated, UserError
 from ..deploy.images import check_takes_files
 from .capture import CaptureOptions
 from .collect import KEYS_ENTER, CollectOptions, Collector, display_scale, display_to_source
+from .collect_files import dataset_lock
 from .review import Reviewer
 from .sinks import display_available
 from .sources import open_source
@@ -139,66 +140,82 @@ def collect(options: CollectOptions, source_text: str, capture: CaptureOptions |
             serve: dict | None = None, say=None, live_head=None, loop: bool = False) -> Collector:
     """Run the live collection window (or its web page, with ``serve``) until q/Esc, the window closes,
     or the stream ends. With a ``live_head`` (camera/live_head.py) Enter exports it instead of saving
-    (``s`` saves)."""
-    collector = Collector(options)
-    check_takes_files(options.root, f"cannot save into {options.root}")  # before the first save
-    if live_head is not None:
-        live_head.add_folder_photos(options.root, collector.splits)
-    # a bad source fails before a window opens
-    with open_source(source_text, realtime=True, options=capture, loop=loop) as source:
-        window = _web_window(serve, "collect", source.description, say) if serve else _Window(TITLE)
-        web = serve is not None
-        try:
-            for frame in source:
-                keep_going = True
-                while True:  # while a frame is frozen for points, events go on without new frames
-                    now = time.time()
-                    view = collector.render(frame.image, now)
-                    if live_head is not None:
-                        live_head.offer(frame.image)
-                        live_head.draw(view)
-                    state = web and collector_state(collector) | _live_state(live_head)
-                    key = window.show(view, state) if web else window.show(view)
-                    for x, y in window.take_clicks():
-                        collector.click(x, y, frame.image)
-                    if live_head is not None and key in KEYS_ENTER:
-                        live_head.request_export()
-                        key = -1
-                    keep_going = collector.on_key(key, frame.image, now) and not window.closed()
-                    collector.tick(frame.image, now)
-                    if live_head is not None:
-                        live_head.sync({s.path: s.label for s in collector.undo_stack})
-                    if not keep_going or collector.frozen is None:
-                        break
-                if not keep_going:
-                    break
-        except KeyboardInterrupt:
-            pass
-        finally:
-            window.close()
-            if live_head is not None:
-                live_head.close()
+    (``s`` saves). The folder is held for this process alone (:func:`~.collect_files.dataset_lock`); Ctrl-C or
+    SIGTERM ends it as q does, noted in the collector's ``stopped_by``."""
+    check_takes_files(options.root, f"cannot save into {options.root}")  # before the folder is made
+    with dataset_lock(options.root):
+        collector = Collector(options)
+        if live_head is not None:
+            live_head.add_folder_photos(options.root, collector.splits)
+        # a bad source fails before a window opens
+        with open_source(source_text, realtime=True, options=capture, loop=loop) as source:
+            window = _web_window(serve, "collect", source.description, say) if serve else _Window(TITLE)
+            try:
+                _collect_loop(collector, source, window, serve is not None, live_head)
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the CLI raises it as Terminated)
+                collector.stopped_by = _stopped_by(exc, say)
+            finally:
+                window.close()
+                if live_head is not None:
+                    live_head.close()
     return collector
 
 
+def _stopped_by(exc: KeyboardInterrupt, say) -> str:
+    by = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+    if say is not None:
+        say(f"stopped ({by})")
+    return by
+
+
+def _collect_loop(collector: Collector, source, window, web: bool, live_head) -> None:
+    for frame in source:
+        keep_going = True
+        while True:  # while a frame is frozen for points, events go on without new frames
+            now = time.time()
+            view = collector.render(frame.image, now)
+            if live_head is not None:
+                live_head.offer(frame.image)
+                live_head.draw(view)
+            state = web and collector_state(collector) | _live_state(live_head)
+            key = window.show(view, state) if web else window.show(view)
+            for x, y in window.take_clicks():
+                collector.click(x, y, frame.image)
+            if live_head is not None and key in KEYS_ENTER:
+                live_head.request_export()
+                key = -1
+            keep_going = collector.on_key(key, frame.image, now) and not window.closed()
+            collector.tick(frame.image, now)
+            if live_head is not None:
+                live_head.sync({s.path: s.label for s in collector.undo_stack})
+            if not keep_going or collector.frozen is None:
+                break
+        if not keep_going:
+            break
+
+
 def review(options: CollectOptions, serve: dict | None = None, say=None) -> Reviewer:
-    """Step through the saved images; d deletes (to the trash), 1..9 relabels, q quits."""
-    reviewer = Reviewer(Collector(options))
-    if not reviewer.items:
-        raise UserError(f"nothing to review in {options.root}")
-    window = _web_window(serve, "review", str(options.root), say) if serve else _Window(f"{TITLE}: review")
-    try:
-        while True:
-            view = reviewer.render()
-            if view is None:
-                break
-            key = (window.show(view, collector_state(reviewer.collector, reviewer)) if serve
-                   else window.show(view))
-            window.take_clicks()  # review places no points: a click does nothing, and is not kept
-            if not reviewer.on_key(key) or window.closed():
-                break
-    except KeyboardInterrupt:
-        pass
-    finally:
-        window.close()
+    """Step through the saved images; d deletes (to the trash), 1..9 relabels, q quits (Ctrl-C and SIGTERM
+    as q, noted in the reviewer's ``stopped_by``). The folder is held for this process alone."""
+    if not options.root.is_dir():
+        raise UserError(f"nothing to review in {options.root}: no such folder")
+    with dataset_lock(options.root):
+        reviewer = Reviewer(Collector(options))
+        if not reviewer.items:
+            raise UserError(f"nothing to review in {options.root}")
+        window = _web_window(serve, "review", str(options.root), say) if serve else _Window(f"{TITLE}: review")
+        try:
+            while True:
+                view = reviewer.render()
+                if view is None:
+                    break
+                key = (window.show(view, collector_state(reviewer.collector, reviewer)) if serve
+                       else window.show(view))
+                window.take_clicks()  # review places no points: a click does nothing, and is not kept
+                if not reviewer.on_key(key) or window.closed():
+                    break
+        except KeyboardInterrupt as exc:
+            reviewer.stopped_by = _stopped_by(exc, say)
+        finally:
+            window.close()
     return reviewer

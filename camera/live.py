@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..deploy.chain import ChainRunner
-from ..deploy.errors import Terminated
+from ..deploy.errors import EXIT_CODES, Terminated
 from ..deploy.providers import CPU, short_name
 from ..deploy.runner import Runner
 from ..deploy.tasks.segment import replace_background
@@ -222,9 +222,6 @@ def _serve_sink(args, runner, source, say):
             "source": mask_credentials(source.description), "labels": list(first.spec.labels)}
     return ServeSink(WebServer(args.serve, info, fps=args.serve_fps, quality=args.serve_quality, token=args.serve_token,
                                say=say, allow_hosts=check_host_names(args.serve_allow_host)))
-
-
-EXIT_CODES = {"Ctrl-C": 130, "SIGTERM": 143}  # a lost live source is 3 (SourceLost), bad input 2
 
 
 def run_command(args, open_runner, source_text: str, say, loop: bool | None = None,

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..deploy.draw import color_for, put_label
 from ..deploy.images import IMAGE_SUFFIXES
-from .collect import KEY_ESC, KEY_SPACE, KEYS_DELETE, KEYS_LEFT, KEYS_QUIT, KEYS_RIGHT, TRASH, Collector, _move_to_trash
+from .collect import KEY_ESC, KEY_SPACE, KEYS_DELETE, KEYS_LEFT, KEYS_QUIT, KEYS_RIGHT, TRASH, Collector
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -31,15 +31,18 @@ class Reviewer:
     collector: Collector
     items: list[Path] = field(default_factory=list)
     index: int = 0
+    stopped_by: str = ""  # "Ctrl-C" or "SIGTERM" when a signal ended the review
+    _points: dict[Path, list[tuple[float, float]]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.refresh()
 
     def refresh(self) -> None:
         c = self.collector
-        if c.points_mode:
-            self.items = [c.folder(s) / r["file"] for s in c.splits
-                          if c.labels_csv(s).is_file() for r in c._read_rows(c.labels_csv(s))]
+        if c.points_mode:  # the CSVs are read (and checked) here once, not at every frame drawn
+            self._points = {c.folder(s) / r["file"]: [(float(r[f"{n}_x"]), float(r[f"{n}_y"])) for n in c.names]
+                            for s in c.splits if c.labels_csv(s).is_file() for r in c._read_rows(c.labels_csv(s))}
+            self.items = list(self._points)
         else:
             self.items = sorted(
                 (p for s in c.splits for n in c.names if c.folder(s, n).is_dir()
@@ -60,11 +63,7 @@ class Reviewer:
         return rel[0] if rel[0] in ("train", "val") else ""
 
     def points_of(self, path: Path) -> list[tuple[float, float]]:
-        c = self.collector
-        for row in c._read_rows(c.labels_csv(self._split_of(path))):
-            if row["file"] == path.name:
-                return [(float(row[f"{n}_x"]), float(row[f"{n}_y"])) for n in c.names]
-        return []
+        return self._points.get(path, [])
 
     def delete(self) -> None:
         path = self.current()
@@ -72,9 +71,8 @@ class Reviewer:
             return
         c = self.collector
         split = self._split_of(path)
-        _move_to_trash(c.root, path)
+        c.trash(path, split)
         if c.points_mode:
-            c._remove_csv_row(split, path.name)
             c.counts[(split, "")] -= 1
         else:
             c.counts[(split, path.parent.name)] -= 1

@@ -9,6 +9,9 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM ('kill', systemd stopping a service): outputs are finished as on Ctrl-C; exit code 143."""
 
 
+EXIT_CODES = {"Ctrl-C": 130, "SIGTERM": 143}  # a run stopped by a signal; a lost live source is 3, bad input 2
+
+
 class UserError(Exception):
     """A problem with the user's input or machine, with a message that says what to do."""
 

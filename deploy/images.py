@@ -67,14 +67,15 @@ def check_takes_files(folder: Path, what: str) -> None:
 
 
 @contextmanager
-def temp_beside(out: Path) -> Iterator[Path]:
+def temp_beside(out: Path, prefix: str = ".export-") -> Iterator[Path]:
     """A temporary file name in ``out``'s folder ('.export-*.onnx.part' for an .onnx), so that the final
     :func:`publish` is one atomic rename; removed on the way out unless it was published. A model is
-    written there, checked, and only then published: a failure leaves nothing half-made under ``out``."""
+    written there, checked, and only then published: a failure leaves nothing half-made under ``out``.
+    The name is hidden and ends in '.part', so no image or CSV reader takes it for data."""
     import os
     import tempfile
 
-    fd, name = tempfile.mkstemp(prefix=".export-", suffix=f"{Path(out).suffix}.part", dir=Path(out).parent)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=f"{Path(out).suffix}.part", dir=Path(out).parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -83,14 +84,34 @@ def temp_beside(out: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def publish(tmp: Path, out: Path) -> None:
-    """Move a finished temporary file into place, with ordinary permissions (mkstemp's are 0600)."""
+def publish(tmp: Path, out: Path, durable: bool = False) -> None:
+    """Move a finished temporary file into place, with ordinary permissions (mkstemp's are 0600).
+    ``durable``: its bytes reach the disk before the rename and the folder's new entry after it, so a
+    crash or a power cut leaves the old file or the new one whole (never a short one under ``out``)."""
     import os
 
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
+    if durable:
+        _fsync(tmp)
     os.replace(tmp, out)
+    if durable:
+        _fsync(Path(out).parent)
+
+
+def _fsync(path: Path) -> None:
+    import errno
+    import os
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # a folder on a filesystem that cannot sync folders: its files were synced
+        if not (path.is_dir() and exc.errno in (errno.EINVAL, errno.ENOTSUP)):
+            raise
+    finally:
+        os.close(fd)
 
 
 def check_new_output(path: Path, overwrite: bool) -> Path:

@@ -180,6 +180,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from edgevision.camera.capture import check_serve_args
     from edgevision.camera.collect import CollectOptions, parse_names, parse_split
     from edgevision.camera.collect_window import check_display, collect, review
+    from edgevision.deploy.errors import EXIT_CODES
 
     check_serve_args(args)
     serve = args.serve and {"address": args.serve, "token": args.serve_token, "allow_hosts": args.serve_allow_host,
@@ -195,7 +196,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if args.review:
         reviewer = review(options, serve, say)
         say(reviewer.collector.train_hint())
-        return 0
+        return EXIT_CODES.get(reviewer.stopped_by, 0)
     live_head = None
     if args.live_head:
         if not serve:
@@ -215,7 +216,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
             say(f"exported the live kNN head to {path}: edgevision run --model {path} --source {args.source}")
     say(f"saved {collector.saved_this_session} this session")
     say(collector.train_hint())
-    return 0
+    return EXIT_CODES.get(collector.stopped_by, 0)  # 130 / 143 when Ctrl-C or SIGTERM ended it
 
 
 def cmd_crops(args: argparse.Namespace) -> int:
