@@ -43,7 +43,7 @@ class PointSet:
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel) is not part of the first name
         return list(csv.DictReader(f))
 
 

@@ -104,3 +104,12 @@ def test_keypoint_metrics_hand_computed():
     m = keypoint_metrics(pred, true, np.array([10.0, 10.0]), ("nose",), "inter-ocular")
     assert m["nme_mean"] == pytest.approx(0.25) and m["nme_median"] == pytest.approx(0.25)
     assert m["nme_share_below_0.1"] == 0.5 and m["pixel_error_mean"] == pytest.approx(2.5)
+
+
+def test_a_labels_csv_saved_with_a_bom_trains(tmp_path):
+    """Excel writes a UTF-8 BOM: it must not become part of the first column's name ('\\ufefffile')."""
+    write_set(tmp_path, [(i, i) for i in range(10)])
+    table = tmp_path / "labels.csv"
+    table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
+    train, val = find_point_dataset(tmp_path, ("nose",), 0.2, 0)
+    assert len(train.paths) + len(val.paths) == 10
