@@ -16,7 +16,6 @@ and in ``--model``; flags and keyword arguments override its numbers.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from ..deploy.errors import UserError
 from ..deploy.providers import ProviderConfig
 from ..deploy.results import AnyResult
 from ..deploy.runner import Runner, RunnerOptions
+from ..deploy.spec import SpecError, parse_json
 from ..deploy.tasks.chain import DEFAULT_MARGIN
 from .capture import CaptureOptions
 from .sources import open_source
@@ -48,9 +48,11 @@ class Pipeline:
 def read_pipeline(path: str | Path) -> Pipeline:
     """A pipeline file: JSON with ``model`` and optional ``then`` and ``crop_margin``; paths relative to it."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a pipe would wait for a writer forever
+        raise UserError(f"cannot read the pipeline file {path}: it is not a regular file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = parse_json(path.read_text(encoding="utf-8"), "it")
+    except (OSError, UnicodeDecodeError, SpecError) as exc:  # SpecError: not JSON, or nested past the parser
         raise UserError(f"cannot read the pipeline file {path}: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("model"), str):
         raise UserError(f"{path}: a pipeline file is a JSON object with a \"model\" path (and \"then\")")

@@ -228,6 +228,7 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
                 realtime: bool | None = None) -> int:
     """'edgevision run': the runner, the source, the sinks, the loop, the summary; the exit code."""
     from ..deploy.errors import UserError
+    from ..deploy.images import check_not_an_input
     from .capture import capture_from_args, check_serve_args
     from .record import VideoSink
     from .sinks import ConsoleSink, JsonlSink, WindowSink, display_available
@@ -262,9 +263,15 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
     source_path = Path(source_text).expanduser()
     if args.record is not None and args.jsonl is not None and args.record.expanduser() == args.jsonl.expanduser():
         raise UserError(f"--record and --jsonl are both {args.record}: give each its own file")
+    first, then = getattr(runner, "first", runner), getattr(runner, "then", None)
+    inputs = {"the source": source_path, f"the model {first.path}": first.path}
+    if then is not None:
+        inputs[f"the model {then.path}"] = then.path
+    if getattr(args, "model", None) is not None:  # a pipeline file names the models
+        inputs.setdefault(f"the model {args.model}", args.model)
     for flag, out in (("--record", args.record), ("--jsonl", args.jsonl)):
-        if out is not None and source_path.exists() and out.expanduser().resolve() == source_path.resolve():
-            raise UserError(f"{flag} {out} is the source itself: choose another file name (even with --overwrite)")
+        if out is not None:
+            check_not_an_input(out, inputs, flag)
     sinks = []
     try:
         with open_source(source_text, realtime=realtime, loop=args.loop if loop is None else loop,
@@ -296,4 +303,6 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
     for sink in sinks:
         if getattr(sink, "path", None):
             say(f"wrote {sink.path}")
+    if stats.frames == 0 and skipped and stats.stopped_by == "end of stream":
+        return 1  # image files of which none could be read: as 'predict' (see the README's exit codes)
     return EXIT_CODES.get(stats.stopped_by, 0)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -12,8 +11,8 @@ import cv2
 
 from ..deploy.chain import ChainRunner
 from ..deploy.errors import UserError
-from ..deploy.images import read_image
-from ..deploy.results import Classification, Segmentation
+from ..deploy.images import UnreadableImage, check_outside_inputs, load_image, publish, temp_beside, write_file
+from ..deploy.results import Classification, Segmentation, json_line
 from ..deploy.runner import Runner
 from ..deploy.tasks.chain import Chained
 from .overlay import draw_result
@@ -31,12 +30,16 @@ class PredictReport:
         return self.correct / self.scored if self.scored else None
 
 
-def _batches(paths: list[Path], size: int, report: PredictReport) -> Iterator[list[tuple[Path, object]]]:
+def _batches(paths: list[Path], size: int, report: PredictReport,
+             notice: Callable[[str], None] | None) -> Iterator[list[tuple[Path, object]]]:
     batch = []
     for path in paths:
-        image = read_image(path)
-        if image is None:
+        try:
+            image = load_image(path)
+        except UnreadableImage as exc:  # a pipe, an image bomb, a broken file: said, counted, skipped
             report.skipped.append(path)
+            if notice:
+                notice(f"skipped: {exc}")
             continue
         batch.append((path, image))
         if len(batch) == size:
@@ -53,8 +56,12 @@ def predict(
     batch_size: int = 8,
     masks_dir: Path | None = None,
     draw_dir: Path | None = None,
+    inputs: list[Path] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> PredictReport:
-    """Write one JSON line per readable image; count unreadable ones; score by folder name where it is a label."""
+    """Write one JSON line per readable image; count unreadable ones (and tell ``notice`` why, one line each);
+    score by folder name where it is a label. ``inputs``: the files and folders ``paths`` came from; the
+    --masks and --draw folders may not be inside one (the next run would read their files as images)."""
     if batch_size < 1:
         raise UserError(f"--batch must be 1 or more, got {batch_size}")
     if masks_dir is not None and runner.spec.kind != "segment":
@@ -63,6 +70,7 @@ def predict(
         if folder is not None:
             if folder.exists() and not folder.is_dir():
                 raise UserError(f"{flag} {folder} is a file: give a folder")
+            check_outside_inputs(folder, [*(inputs or []), *paths], flag)
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -82,17 +90,25 @@ def predict(
         return target
 
     def save(target: Path, image) -> None:
-        ok = False
+        """Encoded in memory, written beside the target and renamed into place once complete: a full disk
+        leaves no empty or half PNG under the target's name (cv2.imwrite said True for 0 bytes)."""
         try:
-            ok = cv2.imwrite(str(target), image)
+            ok, encoded = cv2.imencode(".png", image)
         except cv2.error:
-            pass
-        if not ok:
-            raise UserError(f"could not write {target} (disk full, or the folder not writable); results for "
-                            f"{report.images} images were printed, their files written")
+            ok = False
+        try:
+            if not ok:
+                raise OSError(f"PNG encoding of a {image.shape} image failed")
+            with temp_beside(target) as tmp:
+                write_file(tmp, encoded.tobytes())
+                publish(tmp, target)
+        except OSError as exc:
+            raise UserError(f"could not write {target} ({exc.strerror or exc}: disk full, or the folder not "
+                            f"writable); results for {report.images} images were printed, their files written"
+                            ) from exc
     labels = set(runner.spec.labels)
     chain_labels = set(runner.then.spec.labels) if isinstance(runner, ChainRunner) else set()
-    for batch in _batches(paths, batch_size, report):
+    for batch in _batches(paths, batch_size, report, notice):
         results, _ = runner.infer([image for _, image in batch])
         for (path, image), result in zip(batch, results):
             record = {"file": str(path), **result.to_dict()}
@@ -106,7 +122,7 @@ def predict(
                 draw_result(drawn, result)
                 save(drawn_path, drawn)
                 record["drawn"] = str(drawn_path)
-            out.write(json.dumps(record) + "\n")
+            out.write(json_line(record))
             report.images += 1
             if isinstance(result, Classification) and path.parent.name in labels:
                 report.scored += 1

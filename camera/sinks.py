@@ -3,7 +3,6 @@ serve.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -15,6 +14,7 @@ import numpy as np
 
 from ..deploy.errors import UserError, printable
 from ..deploy.images import check_new_output
+from ..deploy.results import json_line
 from ..deploy.tasks import summary_text
 
 QUIT_KEYS = frozenset({ord("q"), ord("Q"), 27})  # q, Esc
@@ -91,7 +91,7 @@ class JsonlSink:
 
     def write(self, image: np.ndarray, record: dict) -> bool:
         try:
-            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._file.write(json_line(record, compact=True))
             self._file.flush()  # a full disk shows at this frame, not at the end
         except OSError as exc:
             raise UserError(f"writing {self.path or 'JSON lines'} failed ({exc.strerror}) after {self.lines} "

@@ -12,7 +12,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..deploy.errors import UserError, mask_credentials
-from ..deploy.images import IMAGE_SUFFIXES, list_images, read_image
+from ..deploy.images import IMAGE_SUFFIXES, UnreadableImage, list_images, load_image
 from ..deploy.providers import captured_fds, jetson_model
 from .capture import CaptureOptions, FlippedSource, csi_pipeline, rtsp_hw_pipeline, set_v4l2_controls
 
@@ -120,20 +120,24 @@ GSTREAMER_FIX = (
 class ImageSource:
     """Image files, one frame each, in name order. Unreadable files are counted and skipped."""
 
-    def __init__(self, paths: list[Path], description: str) -> None:
+    def __init__(self, paths: list[Path], description: str, notice: Callable[[str], None] | None = None) -> None:
         if not paths:
             raise SourceError(f"no images in {description} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
         self.paths = paths
         self.description = description
         self.skipped: list[Path] = []
         self.live = False
+        self.notice = notice  # told why each skipped file was skipped, one line each
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
         for path in self.paths:
-            image = read_image(path)
-            if image is None:
+            try:
+                image = load_image(path)  # never opens a pipe or device; refuses image bombs by their header
+            except UnreadableImage as exc:
                 self.skipped.append(path)
+                if self.notice:
+                    self.notice(f"skipped: {exc}")
                 continue
             yield Frame(index, time.time(), image, str(path))
             index += 1
@@ -401,9 +405,9 @@ def open_source(text: str, realtime: bool = False, loop: bool = False, options: 
     if options.fourcc and spec.kind == "csi":
         raise SourceError("--fourcc is for V4L2 (USB) cameras; a CSI camera's format is set by its pipeline")
     if spec.kind == "images":
-        source = ImageSource(list_images(Path(str(spec.target)), recursive=True), f"folder {spec.target}")
+        source = ImageSource(list_images(Path(str(spec.target)), recursive=True), f"folder {spec.target}", notice)
     elif spec.kind == "image":
-        source = ImageSource([Path(str(spec.target))], str(spec.target))
+        source = ImageSource([Path(str(spec.target))], str(spec.target), notice)
     elif spec.kind == "video":
         source = VideoFileSource(str(spec.target), realtime=realtime, loop=loop)
     else:

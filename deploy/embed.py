@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .images import read_image
+from .images import UnreadableImage, load_image
 from .onnxmeta import file_sha256, read_header
 from .ops import RESIZE_VERSION, preprocess
+from .spec import MAX_SIDE, check_scaling, parse_json
 
 BACKBONE_KEY = "edgevision.backbone"
 
@@ -48,9 +49,12 @@ class BackboneSpec:
         hw = tuple(int(v) for v in self.input_hw)
         if len(hw) != 2 or min(hw) < 32:
             raise UserError(f"backbone input_hw must be two sides of 32 px or more, got {self.input_hw!r}")
+        if max(hw) > MAX_SIDE:
+            raise UserError(f"backbone input_hw must be at most {MAX_SIDE} pixels a side, got {hw[0]}x{hw[1]}")
         object.__setattr__(self, "input_hw", hw)
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        mean, std = check_scaling(self.mean, self.std)
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
         if self.dim < 1 or self.color not in ("RGB", "BGR") or self.resize not in ("stretch", "letterbox"):
             raise UserError(f"bad backbone spec: dim {self.dim}, color {self.color!r}, resize {self.resize!r}")
 
@@ -72,8 +76,8 @@ def read_backbone_spec(path: Path) -> BackboneSpec:
     if text is None:
         raise UserError(f"{path} is not a feature backbone (no {BACKBONE_KEY!r} metadata): use models/backbone.onnx")
     try:
-        return BackboneSpec(**json.loads(text))
-    except (TypeError, ValueError) as exc:
+        return BackboneSpec(**parse_json(text, "the backbone spec"))
+    except (TypeError, ValueError, OverflowError) as exc:
         raise UserError(f"{path} has a bad backbone spec: {exc}") from exc
 
 
@@ -119,8 +123,9 @@ class FeatureCache:
         return self.folder / key[:2] / f"{key}.npy"
 
     def features(self, paths: list[Path], progress: Callable[[int, int], None] | None = None,
-                 batch_size: int = 16) -> tuple[np.ndarray, list[Path]]:
-        """(features of the readable images in order (n, dim), the unreadable paths skipped)."""
+                 batch_size: int = 16, notice: Callable[[str], None] | None = None) -> tuple[np.ndarray, list[Path]]:
+        """(features of the readable images in order (n, dim), the unreadable paths skipped); ``notice`` is
+        told why each was skipped (a pipe, an image over the pixel limit, a broken file), one line each."""
         found: dict[int, np.ndarray] = {}
         todo: list[tuple[int, Path]] = []
         skipped: list[Path] = []
@@ -139,9 +144,12 @@ class FeatureCache:
             chunk = todo[start : start + batch_size]
             frames, kept = [], []
             for i, entry in chunk:
-                bgr = read_image(paths[i])
-                if bgr is None:
+                try:
+                    bgr = load_image(paths[i])
+                except UnreadableImage as exc:
                     skipped.append(paths[i])
+                    if notice:
+                        notice(f"skipped: {exc}")
                 else:
                     frames.append(bgr)
                     kept.append((i, entry))

@@ -18,6 +18,7 @@ Output contracts per kind (batch first, NHWC input):
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Literal, get_args
 
@@ -30,6 +31,8 @@ TaskKind = Literal["classify", "keypoints", "segment", "detect"]
 TASK_KINDS: tuple[str, ...] = get_args(TaskKind)
 ResizeMode = Literal["stretch", "letterbox"]
 OutputKind = Literal["probs", "logits"]
+MAX_SIDE = 4096  # input_hw: a larger input is a spec gone wrong (a 100000-pixel side is 120 GB of float32)
+MAX_JSON_CHARS = 1_000_000  # a spec or pipeline file: 1000 labels are ~20 kB
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,40 @@ class Headline:
 
 class SpecError(UserError, ValueError):
     """The spec is missing, malformed or inconsistent."""
+
+
+def parse_json(text: str | bytes, what: str) -> object:
+    """``text`` parsed as JSON, for spec metadata and pipeline files: a SpecError that names ``what`` when it
+    is not JSON, is over 1 MB, or nests deeper than Python's parser goes (``[[[...]]]``: a RecursionError)."""
+    if len(text) > MAX_JSON_CHARS:
+        raise SpecError(f"{what} is {len(text):,} characters long, over the {MAX_JSON_CHARS:,} an edgevision file "
+                        "has room for")
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise SpecError(f"{what} nests its JSON too deep to read") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{what} is not valid JSON: {exc}") from exc
+
+
+def check_scaling(mean: object, std: object) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``mean`` and ``std`` as three finite floats each, std positive: (pixel - mean) / std fed to a model
+    must be a number (a NaN mean made every score NaN; an infinite std fed zeros, one answer for all)."""
+    out = []
+    for name, values in (("mean", mean), ("std", std)):
+        value = tuple(float(v) for v in values)
+        if len(value) != 3:
+            raise SpecError(f"{name} must have 3 values (one per channel), got {value}")
+        if not all(math.isfinite(v) for v in value):
+            raise SpecError(f"{name} must be finite numbers, got {value}")
+        out.append(value)
+    mean_t, std_t = out
+    if any(v == 0 for v in std_t):
+        raise SpecError(f"std must not contain zeros, got {std_t}")
+    if not all(1e-6 <= v <= 1e6 for v in std_t) or not all(abs(v) <= 1e6 for v in mean_t):
+        raise SpecError(f"std must be within 1e-6..1e6 and mean within -1e6..1e6 (pixel units), got mean "
+                        f"{mean_t}, std {std_t}")
+    return mean_t, std_t
 
 
 @dataclass(frozen=True)
@@ -69,12 +106,16 @@ class TaskSpec:
         if self.kind not in TASK_KINDS:
             raise SpecError(f"kind must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
         hw = tuple(self.input_hw)
-        if len(hw) != 2 or not all(isinstance(v, int) and v > 0 for v in hw):
+        if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw):
             raise SpecError(f"input_hw must be two positive integers (height, width), got {self.input_hw!r}")
+        if max(hw) > MAX_SIDE:
+            raise SpecError(f"input_hw must be at most {MAX_SIDE} pixels a side, got {hw[0]}x{hw[1]}")
         object.__setattr__(self, "input_hw", hw)
-        labels = tuple(str(label) for label in self.labels)
+        labels = tuple(self.labels)
         if not labels:
             raise SpecError("labels must name at least one class or keypoint")
+        if not all(isinstance(label, str) and label.strip() for label in labels):
+            raise SpecError(f"labels must be non-empty strings, got {list(labels[:5])!r:.200}")
         if len(set(labels)) != len(labels):
             raise SpecError(f"labels must be unique, got {list(labels)}")
         if self.kind == "classify" and len(labels) < 2:
@@ -82,13 +123,9 @@ class TaskSpec:
         object.__setattr__(self, "labels", labels)
         if self.color not in ("RGB", "BGR"):
             raise SpecError(f"color must be 'RGB' or 'BGR', got {self.color!r}")
-        for name in ("mean", "std"):
-            value = tuple(float(v) for v in getattr(self, name))
-            if len(value) != 3:
-                raise SpecError(f"{name} must have 3 values (one per channel), got {value}")
-            object.__setattr__(self, name, value)
-        if any(v == 0 for v in self.std):
-            raise SpecError(f"std must not contain zeros, got {self.std}")
+        mean, std = check_scaling(self.mean, self.std)
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
         if self.resize not in get_args(ResizeMode):
             raise SpecError(f"resize must be 'stretch' or 'letterbox', got {self.resize!r}")
         if self.output not in get_args(OutputKind):
@@ -126,8 +163,4 @@ class TaskSpec:
 
     @classmethod
     def from_json(cls, text: str) -> TaskSpec:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"the spec is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, "the spec"))

@@ -57,7 +57,7 @@ def _features(cache: FeatureCache, paths: tuple[Path, ...], labels: np.ndarray, 
             last[0] = time.perf_counter()
             log(f"  {what}: embedded {done}/{total} new images")
 
-    feats, skipped = cache.features(list(paths), progress)
+    feats, skipped = cache.features(list(paths), progress, notice=log)
     keep = np.array([p not in set(skipped) for p in paths], bool)
     return feats, labels[keep], skipped, time.perf_counter() - t0
 

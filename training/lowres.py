@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..deploy.errors import UserError
-from ..deploy.images import IMAGE_SUFFIXES
+from ..deploy.images import IMAGE_SUFFIXES, read_image
 
 SIZES = (32, 40, 48, 64)
 
@@ -32,7 +32,7 @@ def write_lowres_copy(src: Path, out: Path, sizes: tuple[int, ...] = SIZES, val_
         for path in sorted((src / split).rglob("*")):
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            image = cv2.imread(str(path))
+            image = read_image(path)
             if image is None:
                 continue
             h, w = image.shape[:2]

@@ -124,7 +124,7 @@ class MaskRef:
     def load(self, hw: tuple[int, int] | None = None) -> np.ndarray:
         """The mask (h, w) uint8 at the image's size (``hw``, or read from the image for YOLO)."""
         if self.kind == "png":
-            mask = cv2.imread(str(self.path), cv2.IMREAD_UNCHANGED)
+            mask = read_image(self.path, cv2.IMREAD_UNCHANGED)
             if mask is None or mask.ndim != 2:
                 raise UserError(f"{self.path} is not a single-channel mask of class ids")
             return mask.astype(np.uint8)

@@ -16,6 +16,15 @@ still starts when numpy, OpenCV or onnxruntime is broken.
 from __future__ import annotations
 
 import importlib
+import os
+
+# OpenCV reads its pixel limit once, as it loads: set it to edgevision's (EDGEVISION_MAX_IMAGE_PIXELS,
+# default 100 megapixels) before anything imports cv2, for the formats whose header deploy/images.py
+# does not read itself. A user's own OPENCV_IO_MAX_IMAGE_PIXELS is kept; 0 leaves OpenCV's (1 gigapixel).
+_limit = os.environ.get("EDGEVISION_MAX_IMAGE_PIXELS", "").strip() or "100000000"
+if _limit.isdigit() and int(_limit) > 0:
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", _limit)
+del _limit
 
 _NAMES = {
     "load": "edgevision.camera.api", "Model": "edgevision.camera.api", "Pipeline": "edgevision.camera.api",

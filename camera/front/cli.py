@@ -114,7 +114,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     runner = _open_runner(args, args.model)
     paths = collect_images(args.paths)
-    report = predict(runner, paths, sys.stdout, batch_size=args.batch, masks_dir=args.masks, draw_dir=args.draw)
+    report = predict(runner, paths, sys.stdout, batch_size=args.batch, masks_dir=args.masks, draw_dir=args.draw,
+                     inputs=[Path(p) for p in args.paths], notice=say)
     line = f"{report.images} images"
     if report.skipped:
         line += f", {len(report.skipped)} unreadable skipped ({', '.join(p.name for p in report.skipped[:3])}...)"

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..draw import PALETTE
 from ..errors import UserError
+from ..images import read_image
 from ..ops import Placement, as_probs
 from ..spec import Headline
 
@@ -110,7 +111,7 @@ def parse_background(text: str) -> str | np.ndarray:
         if all(0 <= int(v) <= 255 for v in text.split(",")):
             return text
         raise UserError(f"--background colour values must be 0..255, got {text}")
-    image = cv2.imread(text) if Path(text).is_file() else None
+    image = read_image(Path(text)) if Path(text).is_file() else None
     if image is None:
         raise UserError(f"--background takes blur, R,G,B or an image file; cannot read {text!r}")
     return image

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from ...deploy.images import read_image
 from ...deploy.spec import TaskSpec
 from ...deploy.tasks import segment as segment_task
 from ...deploy.tasks.segment import iou_metrics
@@ -260,7 +261,7 @@ def agreement(expected: list[np.ndarray], got: list[np.ndarray], spec: TaskSpec)
 
 def quality(results: list, known: list[list[str]], spec: TaskSpec) -> dict:
     """IoU of the ONNX model's masks (source size) against the run's validation masks."""
-    masks = [cv2.imread(info[0], cv2.IMREAD_UNCHANGED) for info in known]
+    masks = [read_image(Path(info[0]), cv2.IMREAD_UNCHANGED) for info in known]
     m = iou_metrics([r.class_map for r in results], masks, spec.labels)
     return {"onnx_miou": m["miou"], "onnx_iou": m["iou"], "onnx_per_image_miou": m["per_image_miou"]}
 
