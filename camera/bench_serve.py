@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.request
 
+from ..deploy.errors import tool_main
 from ..deploy.runner import Runner, RunnerOptions
 from .bench import resident_mb
 from .live import run_loop
@@ -114,4 +115,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(tool_main(main, "bench_serve"))

@@ -3,6 +3,7 @@ replace an output file by accident. numpy + OpenCV only; used by every floor abo
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 
 from .errors import UserError
+from .nativelog import png_intact
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
@@ -29,7 +31,7 @@ def read_image(path: Path) -> np.ndarray | None:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError:
         return None
-    if data.size == 0:
+    if data.size == 0 or not png_intact(data):  # a damaged PNG: refused here, before libpng prints to stderr
         return None
     return cv2.imdecode(data, cv2.IMREAD_COLOR)
 
@@ -79,6 +81,10 @@ def temp_beside(out: Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+    except OSError as exc:  # a full disk names the file the user asked for, not the source or the temporary one
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        raise UserError(f"cannot write {out}: {exc.strerror} (nothing was written there)") from exc
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 
 from edgevision.camera.capture import add_camera_args, add_collect_args, add_loop_args, capture_from_args
-from edgevision.deploy.errors import Terminated, UserError
+from edgevision.deploy.errors import Terminated, UserError, shell_quote
+from edgevision.deploy.nativelog import quiet_native_logs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO_ROOT / "models"
@@ -203,7 +204,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     collector = collect(options, args.source, capture_from_args(args), serve, say, live_head, args.loop)
     if live_head is not None:
         for path in live_head.exported:
-            say(f"exported the live kNN head to {path}: edgevision run --model {path} --source {args.source}")
+            say(f"exported the live kNN head to {path}: edgevision run --model {shell_quote(path)} "
+                f"--source {shell_quote(args.source)}")
     say(f"saved {collector.saved_this_session} this session")
     say(collector.train_hint())
     return 0
@@ -213,8 +215,8 @@ def cmd_crops(args: argparse.Namespace) -> int:
     from edgevision.training.crops import crops_from_args
 
     crops_from_args(args, say)
-    say(f"wrote {args.out}; train a classifier on it (with --extra-data {args.out} beside another set of the "
-        "same classes, as training/configs/fingers.toml does)")
+    say(f"wrote {args.out}; train a classifier on it (with --extra-data {shell_quote(args.out)} beside another set "
+        "of the same classes, as training/configs/fingers.toml does)")
     return 0
 
 
@@ -222,7 +224,7 @@ def cmd_pseudo_boxes(args: argparse.Namespace) -> int:
     from edgevision.training.crops import pseudo_boxes_from_args
 
     pseudo_boxes_from_args(args, say)
-    say(f"wrote {args.out}: add it to a detector's training with --extra-data {args.out}")
+    say(f"wrote {args.out}: add it to a detector's training with --extra-data {shell_quote(args.out)}")
     return 0
 
 
@@ -417,6 +419,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edgevision.camera.capture import check_output_folders  # the parser's own module: no heavy import
     parser = build_parser()
     if not (sys.argv[1:] if argv is None else argv):  # no command: say which there are
         parser.print_help(sys.stderr)
@@ -424,7 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # 'kill' stops a run as cleanly as Ctrl-C
+    quiet_native_logs()  # before the first video opens: OpenCV's and FFmpeg's own lines stay out of the terminal
     try:
+        check_output_folders(args)  # --record, --jsonl, --masks, --draw, --live-head-out of every command
         return args.func(args)
     except UserError as exc:
         say(f"error: {exc}")
