@@ -216,3 +216,15 @@ def test_benchmarks_given_a_missing_video_say_so_in_one_line():
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert f"{tool}: error: source not found: no-such-clip.mp4" in proc.stderr
+
+
+# --- 21: import edgevision beside the clone ---------------------------------------------------------------
+
+
+def test_import_edgevision_in_the_folder_that_holds_a_clone_finds_the_installed_package(tmp_path):
+    (tmp_path / "edgevision").symlink_to(REPO, target_is_directory=True)  # a clone named as the package
+    proc = subprocess.run([sys.executable, "-c", "import edgevision; print(edgevision.load.__module__)"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0 and "edgevision.camera.api" in proc.stdout, (
+        "this venv's editable install finds the clone folder as a namespace package: it predates the strict "
+        "editable mode in pyproject.toml; run 'pip install -e .' again\n" + proc.stderr)
