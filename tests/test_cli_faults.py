@@ -13,13 +13,13 @@ import sys
 import threading
 from pathlib import Path
 
+import cv2
 import pytest
 import tinymodels
-from conftest import REPO
+from conftest import REPO, solid_frame
+from edgevision.deploy.errors import shell_quote
 from test_cli import EDGEVISION, HEADLESS, assert_one_line_error, edgevision
 from test_faults import _small_files
-
-from edgevision.deploy.errors import shell_quote
 
 SAMPLE_CLIP = REPO / "camera" / "samples" / "thumbs_demo.mp4"
 
@@ -128,10 +128,6 @@ def test_every_output_into_a_folder_that_does_not_exist_is_refused(tmp_path, tin
 
 
 def test_a_draw_folder_is_made_inside_a_folder_that_exists(tmp_path, tiny_model):
-    import cv2
-
-    from conftest import solid_frame
-
     cv2.imwrite(str(tmp_path / "a.png"), solid_frame(30, 40))
     proc = edgevision("predict", "--model", str(tiny_model("classify")), str(tmp_path / "a.png"), "--draw",
                       str(tmp_path / "shots"))
@@ -151,10 +147,6 @@ def test_a_truncated_video_is_one_line_of_ours(tmp_path, tiny_model):
 
 
 def test_broken_pngs_are_skipped_and_counted_without_libpng_lines(tmp_path, tiny_model):
-    import cv2
-
-    from conftest import solid_frame
-
     good = tmp_path / "good.png"
     cv2.imwrite(str(good), solid_frame(40, 60))
     data = good.read_bytes()
@@ -172,10 +164,6 @@ def test_broken_pngs_are_skipped_and_counted_without_libpng_lines(tmp_path, tiny
 
 
 def test_a_stream_that_stalls_is_said_without_ffmpeg_or_opencv_lines(tiny_model):
-    import cv2
-
-    from conftest import solid_frame
-
     jpeg = cv2.imencode(".jpg", solid_frame(48, 64))[1].tobytes()
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
