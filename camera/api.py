@@ -24,6 +24,7 @@ import numpy as np
 
 from ..deploy.chain import ChainRunner
 from ..deploy.errors import UserError
+from ..deploy.nativelog import quiet_native_logs
 from ..deploy.providers import ProviderConfig
 from ..deploy.results import AnyResult
 from ..deploy.runner import Runner, RunnerOptions
@@ -54,14 +55,14 @@ def read_pipeline(path: str | Path) -> Pipeline:
         data = parse_json(path.read_text(encoding="utf-8"), "it")
     except (OSError, UnicodeDecodeError, SpecError) as exc:  # SpecError: not JSON, or nested past the parser
         raise UserError(f"cannot read the pipeline file {path}: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("model"), str):
+    if not isinstance(data, dict) or not isinstance(data.get("model"), str) or not data["model"].strip():
         raise UserError(f"{path}: a pipeline file is a JSON object with a \"model\" path (and \"then\")")
     unknown = sorted(set(data) - PIPELINE_KEYS)
     if unknown:
         raise UserError(f"{path}: unknown pipeline keys {', '.join(unknown)} "
                         f"(known: {', '.join(sorted(PIPELINE_KEYS))})")
     then = data.get("then")
-    if then is not None and not isinstance(then, str):
+    if then is not None and (not isinstance(then, str) or not then.strip()):
         raise UserError(f"{path}: \"then\" must be a model path")
     numbers = {}
     for key in ("crop_margin", "score_threshold"):
@@ -130,6 +131,7 @@ def load(path: str | Path, then: str | Path | None = None, *, providers: str | N
     ``score_threshold``/``iou_threshold``: detectors (default: the model's own); ``notice``: told before
     slow steps such as a TensorRT engine build; ``spin=False``: the CPU threads sleep between frames (for
     a loop paced by a camera: much less CPU, the same results)."""
+    quiet_native_logs()  # OpenCV's and FFmpeg's own lines stay out of the terminal (deploy/nativelog.py)
     path = Path(path)
     if path.suffix.lower() == ".json":
         pipeline = read_pipeline(path)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from ..deploy.errors import tool_main
 from ..deploy.images import collect_images, read_image
 from ..deploy.ops import LETTERBOX_FILL
 from ..deploy.runner import Runner, RunnerOptions
@@ -165,4 +166,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(tool_main(main, "bench_robustness"))

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from ..deploy.errors import tool_main
 from ..deploy.providers import ProviderConfig
 from ..deploy.runner import Runner, RunnerOptions
 from .live import FILE_BATCH, feeding, run_loop
@@ -110,4 +111,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(tool_main(main, "bench_run"))

@@ -18,6 +18,7 @@ import time
 import urllib.request
 from urllib.parse import quote
 
+from ..deploy.errors import tool_main
 from ..deploy.runner import Runner, RunnerOptions
 from .bench import resident_mb
 from .live import run_loop
@@ -116,4 +117,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(tool_main(main, "bench_serve"))

@@ -13,6 +13,7 @@ import statistics
 import time
 from pathlib import Path
 
+from ..deploy.errors import tool_main
 from .api import load
 from .bench import resident_mb
 from .live import run_loop
@@ -81,4 +82,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(tool_main(main, "bench_soak"))

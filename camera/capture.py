@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from ..deploy.errors import UserError
+from ..deploy.errors import UserError, shell_quote
 
 FlipMode = Literal["none", "horizontal", "vertical", "rotate-180"]
 FLIPS: tuple[str, ...] = ("none", "horizontal", "vertical", "rotate-180")
@@ -177,6 +177,25 @@ def check_serve_args(args) -> None:
         for flag, default in SERVE_DEFAULTS.items():  # each against its own default (--serve-quality 15 too)
             if getattr(args, flag) != default:
                 raise UserError(f"--{flag.replace('_', '-')} needs --serve [HOST:]PORT")
+
+
+OUTPUT_FLAGS = ("record", "jsonl", "masks", "draw", "live_head_out")  # files, or folders (--masks, --draw)
+
+
+def check_output_folders(args) -> None:
+    """The folder each output goes into (--record, --jsonl, --live-head-out; for --masks DIR and --draw DIR,
+    the folder holding DIR, which is made) must exist: a missing one is most often a typo or a drive
+    that is not mounted, and making it quietly would write where nobody looks."""
+    for name in OUTPUT_FLAGS:
+        path = getattr(args, name, None)
+        folder = None if path is None else Path(path).parent
+        if folder is None or folder.is_dir():
+            continue
+        flag = "--" + name.replace("_", "-")
+        if folder.exists():
+            raise UserError(f"{flag} {path}: {folder} is a file, not a folder")
+        raise UserError(f"{flag} {path}: the folder {folder} does not exist; create it first "
+                        f"(mkdir -p {shell_quote(folder)}) or choose another place")
 
 
 def add_loop_args(p) -> None:

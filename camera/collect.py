@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from ..deploy.draw import color_for, put_label
-from ..deploy.errors import UserError
+from ..deploy.errors import UserError, shell_quote
 from ..deploy.images import IMAGE_SUFFIXES
 from .collect_files import append_rows, move_rows, read_label_rows, saving, write_jpeg
 
@@ -413,13 +413,13 @@ class Collector:
         return view
 
     def train_hint(self) -> str:
-        root = self.root
+        root, typed = self.root, shell_quote(self.root)
         if self.points_mode:
-            return (f"{self.count('')} labelled images in {root}; train on them: edgevision train {root} "
+            return (f"{self.count('')} labelled images in {root}; train on them: edgevision train {typed} "
                     f"--task keypoints --points {','.join(self.names)} --head heatmap --mode finetune "
                     "--weights imagenet (or a local .h5 path)")
         counts = ", ".join(f"{n} {self.count(n)}" for n in self.names)
-        return (f"{counts} in {root}; train on it: edgevision train {root} --head linear (seconds, no TensorFlow), "
+        return (f"{counts} in {root}; train on it: edgevision train {typed} --head linear (seconds, no TensorFlow), "
                 "or --weights imagenet (or a local .h5 path) for the Keras model")
 
 

@@ -25,6 +25,31 @@ def printable(text: str) -> str:
     return str(text).translate(_CONTROL)
 
 
+def shell_quote(word: object) -> str:
+    """A path (or any word) as it must be typed in a command the user will paste into a shell: quoted
+    when it has spaces or shell characters, and a relative path that starts with '-' written as
+    './-x', so that no program takes it for an option. Every hint that prints a path or a command uses it."""
+    import shlex
+
+    text = str(word)
+    return shlex.quote(f"./{text}" if text.startswith("-") else text)
+
+
+def tool_main(main, name: str) -> int:
+    """The ``python -m edgevision...`` entry of a benchmark or tool: as in the CLI, bad input (a video or
+    model that is not there) ends in one line naming the tool and exit code 2, not a traceback."""
+    import sys
+
+    from .nativelog import quiet_native_logs
+
+    quiet_native_logs()
+    try:
+        return main()
+    except UserError as exc:
+        print(f"{name}: error: {printable(str(exc))}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+
+
 def mask_credentials(text: str) -> str:
     """'rtsp://user:secret@host/x' -> 'rtsp://user:***@host/x' (and a bare 'user@' kept as is)."""
     import re

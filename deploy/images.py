@@ -3,6 +3,7 @@ replace an output file (or an input) by accident. numpy + OpenCV only; used by e
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import struct
@@ -14,6 +15,7 @@ import cv2
 import numpy as np
 
 from .errors import UserError
+from .nativelog import png_intact
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 # A PNG of one colour, 20000x20000, is 0.4 MB on disk and 1.2 GB decoded (2.3 GB peak in OpenCV): images
@@ -178,6 +180,8 @@ def load_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
         raise UnreadableImage(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
     if data.size == 0:
         raise UnreadableImage(f"{path} is empty")
+    if not png_intact(data):  # refused here, before libpng prints to stderr
+        raise UnreadableImage(f"{path} is a damaged PNG (cut short, or a bad checksum)")
     wh = image_wh(memoryview(data))
     if limit and wh and wh[0] * wh[1] > limit:
         raise UnreadableImage(f"{path} is {wh[0]}x{wh[1]} ({wh[0] * wh[1] / 1e6:.3g} megapixels), over the limit "
@@ -251,6 +255,10 @@ def temp_beside(out: Path, prefix: str = ".export-") -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+    except OSError as exc:  # a full disk names the file the user asked for, not the source or the temporary one
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        raise UserError(f"cannot write {out}: {exc.strerror} (nothing was written there)") from exc
     finally:
         tmp.unlink(missing_ok=True)
 

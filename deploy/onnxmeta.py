@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, shell_quote
 
 SOURCE_KEY = "edgevision.made_from_sha256"  # in a precision variant: the float32 file it was made from
 
@@ -77,6 +77,11 @@ def _message(buf: bytes) -> dict[int, bytes | int]:
 def read_header(path: str | Path) -> OnnxHeader:
     """Parse the top level of an ONNX file; raise UserError when it is not one."""
     path = Path(path)
+    if path.is_dir():
+        if (path / "model.keras").is_file() or (path / "model.onnx").is_file():
+            raise UserError(f"{path} is a training run folder, not a model file: export it first "
+                            f"(edgevision export {shell_quote(path)} --out models/NAME.onnx)")
+        raise UserError(f"{path} is a folder, not a model file: give an .onnx file or a pipeline .json")
     if not path.is_file():
         raise UserError(f"model file not found: {path}")
     data = path.read_bytes()

@@ -29,6 +29,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..deploy.errors import tool_main
+
 COLOURS = {"red": (40, 40, 200), "green": (40, 180, 40), "blue": (200, 60, 40), "grey": (128, 128, 128)}  # BGR
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared/weights/mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
 TASKS = ("classify", "keypoints", "segment", "detect")
@@ -199,4 +201,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(tool_main(main, "bench_memory"))

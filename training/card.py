@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+from ..deploy.errors import shell_quote
 from ..deploy.spec import TaskSpec
 from ..deploy.tasks import headline as runtime_headline
 from .runfolder import shown_path
@@ -33,14 +34,19 @@ def data_source(data_dir: Path) -> str:
 def retrain_command(config: dict, out: Path, variants: tuple[str, ...] = ()) -> str:
     config_file = config.get("config_file") or ""
     shipped = Path(config_file).parent.name == "configs" and Path(config_file).parent.parent.name == "training"
-    source = f"--config {Path(config_file).stem}" if shipped else f"--config {config_file}" if config_file else (
-        f"{config['data']} --mode {config['mode']} --input-size {config['input_size']} --weights {config['weights']}"
-        + (f" --task keypoints --points {','.join(config['points'])} --head {config['head']}"
-           if config.get("task") == "keypoints" else "")
-        + (f" --head {config['classify_head']}" if config.get("classify_head", "softmax") != "softmax" else "")
-    )
+    if shipped:
+        source = f"--config {Path(config_file).stem}"
+    elif config_file:
+        source = f"--config {shell_quote(config_file)}"
+    else:
+        source = (f"{shell_quote(config['data'])} --mode {config['mode']} --input-size {config['input_size']} "
+                  f"--weights {shell_quote(config['weights'])}")
+        if config.get("task") == "keypoints":
+            source += f" --task keypoints --points {','.join(config['points'])} --head {config['head']}"
+        if config.get("classify_head", "softmax") != "softmax":
+            source += f" --head {config['classify_head']}"
     flags = "".join(f" --{v}" for v in variants)
-    return f"edgevision train {source} --export {out}{flags} --overwrite"
+    return f"edgevision train {source} --export {shell_quote(out)}{flags} --overwrite"
 
 
 def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: dict, export_report: dict,
@@ -114,7 +120,8 @@ def check_text(face, out: Path, data_dir: Path, config: dict) -> str:
     """How to check the model on its own val photos: the task's own line, or predict's."""
     if hasattr(face, "check_text"):
         return face.check_text(out, data_dir, config)
-    return f"Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line per image."
+    val = shell_quote(Path(data_dir) / "val")
+    return f"Check it: `edgevision predict --model {shell_quote(out)} {val}` prints one JSON line per image."
 
 
 def peer_section(config: dict) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..deploy.errors import shell_quote
 from ..deploy.spec import TaskSpec
 from .runfolder import shown_path
 
@@ -13,7 +14,8 @@ def output_text(spec: TaskSpec) -> str:
 
 
 def check_text(out: Path, data_dir: Path, config: dict) -> str:
-    return (f"Check it: `edgevision predict --model {out} {data_dir}/val` prints one JSON line per image and the "
+    val = shell_quote(Path(data_dir) / "val")
+    return (f"Check it: `edgevision predict --model {shell_quote(out)} {val}` prints one JSON line per image and the "
             "accuracy on the images whose folder names a label.")
 
 

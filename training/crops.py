@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from ..deploy.boxdata import read_box_folder
-from ..deploy.errors import UserError
+from ..deploy.errors import UserError, shell_quote
 from ..deploy.images import read_image
 from ..deploy.tasks.chain import DEFAULT_MARGIN, crop, square_crop_box
 
@@ -147,7 +147,7 @@ def write_crops(data: Path, out: Path, label_regex: str | None, margin: float = 
     what = {"labels": f"boxes from label files, label from {'box name ' + repr(label_regex) if pattern else 'folder'}",
             "detector": "the detector's most confident box on each photo, label from folder",
             "whole": "each photo whole, label from folder"}[boxes]
-    _write_source(root, out, command or f"edgevision crops {root} {out}",
+    _write_source(root, out, command or f"edgevision crops {shell_quote(root)} {shell_quote(out)}",
                   f"{what}; margin {margin}, {jitter} jittered copies per training box, seed {seed}")
     for split, by_label in counts.items():
         log(f"{split}: " + ", ".join(f"{k} {v}" for k, v in sorted(by_label.items())) + " crops")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..deploy.embed import Backbone, FeatureCache
-from ..deploy.errors import UserError
+from ..deploy.errors import UserError, shell_quote
 from ..deploy.heads import KnnHead, LinearHead, fit_knn, fit_linear, join
 from ..deploy.images import check_new_output, publish, read_image, temp_beside
 from ..deploy.runner import Runner, RunnerOptions
@@ -129,7 +129,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
     log(f"val accuracy {metrics['accuracy']:.4f} (balanced {metrics['balanced_accuracy']:.4f}) on {len(f_val)} "
         f"images; {metrics['train_seconds']:.1f} s in all")
     log(f"run saved to {run_dir} (model.onnx: {(run_dir / 'model.onnx').stat().st_size / 1e6:.1f} MB)")
-    log(f"export it: edgevision export {run_dir} --out {export_hint(config.run_name)}")
+    log(f"export it: edgevision export {shell_quote(run_dir)} --out {shell_quote(export_hint(config.run_name))}")
     return run_dir
 
 

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..deploy.errors import UserError
+from ..deploy.errors import UserError, shell_quote
 from .model import set_trainable_top
 from .options import TrainConfig
 from .runfolder import export_hint, log_line, new_run_dir  # noqa: F401  (TF-free, here for the trainers)
@@ -162,7 +162,7 @@ def run_folder(config: TrainConfig, scratch: Path | None) -> Path:
 def log_saved(run_dir: Path, config: TrainConfig, scratch: Path | None, log: Callable[[str], None]) -> None:
     if scratch is None:
         log(f"run saved to {run_dir}")
-        log(f"export it: edgevision export {run_dir} --out {export_hint(config.run_name)}")
+        log(f"export it: edgevision export {shell_quote(run_dir)} --out {shell_quote(export_hint(config.run_name))}")
 
 
 def unfreeze_backbone(owner: keras.Model, config: TrainConfig, log: Callable[[str], None]) -> None:

@@ -10,7 +10,10 @@ import threading
 from pathlib import Path
 
 from edgevision.camera.capture import add_camera_args, add_collect_args, add_loop_args, capture_from_args
-from edgevision.deploy.errors import Terminated, UserError
+from edgevision.deploy.errors import Terminated, UserError, shell_quote
+from edgevision.deploy.nativelog import quiet_native_logs
+
+from .cli_data import add_dataset_commands
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO_ROOT / "models"
@@ -214,37 +217,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
     collector = collect(options, args.source, capture_from_args(args), serve, say, live_head, args.loop)
     if live_head is not None:
         for path in live_head.exported:
-            say(f"exported the live kNN head to {path}: edgevision run --model {path} --source {args.source}")
+            say(f"exported the live kNN head to {path}: edgevision run --model {shell_quote(path)} "
+                f"--source {shell_quote(args.source)}")
     say(f"saved {collector.saved_this_session} this session")
     say(collector.train_hint())
     return EXIT_CODES.get(collector.stopped_by, 0)  # 130 / 143 when Ctrl-C or SIGTERM ended it
-
-
-def cmd_crops(args: argparse.Namespace) -> int:
-    from edgevision.training.crops import crops_from_args
-
-    crops_from_args(args, say)
-    if args.boxes == "landmarks":
-        say(f"wrote {args.out}; train a keypoint model on it (as training/configs/nose.toml does)")
-    else:
-        say(f"wrote {args.out}; train a classifier on it (with --extra-data {args.out} beside another set of the "
-            "same classes, as training/configs/fingers.toml does)")
-    return 0
-
-
-def cmd_pseudo_boxes(args: argparse.Namespace) -> int:
-    from edgevision.training.crops import pseudo_boxes_from_args
-
-    pseudo_boxes_from_args(args, say)
-    say(f"wrote {args.out}: add it to a detector's training with --extra-data {args.out}")
-    return 0
-
-
-def cmd_landmark_boxes(args: argparse.Namespace) -> int:
-    from edgevision.training.crops import write_landmark_boxes
-
-    write_landmark_boxes(args.data, args.out, args.box_name, log=say)
-    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -371,45 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_collect_args(p, MODELS_DIR / "backbone.onnx")
     p.set_defaults(func=cmd_collect)
 
-    p = sub.add_parser("crops", help="a box dataset (VOC/YOLO) -> square crops of its boxes in class folders, "
-                                    "cut as 'run --then' cuts them")
-    p.add_argument("data", type=Path, help="images with VOC .xml beside them (or images/ + labels/)")
-    p.add_argument("out", type=Path, help="a new folder: OUT/{train,val}/<label>/*.jpg")
-    p.add_argument("--label-from", choices=["name", "folder"], default="name",
-                   help="a crop's label: from its box name (via --label-regex) or the image's folder")
-    p.add_argument("--label-regex", default=r"(.*)",
-                   help=r"box name -> label, the first group, e.g. '(\d)-hand' (default: the whole name)")
-    p.add_argument("--margin", type=float, default=0.15, help="as 'run --crop-margin' (default 0.15)")
-    p.add_argument("--jitter", type=int, default=4, help="extra jittered crops per training box (default 4)")
-    p.add_argument("--boxes", choices=["labels", "detector", "whole", "landmarks"], default="labels",
-                   help="where boxes come from: label files (VOC/YOLO), a --detector on class-folder photos, "
-                        "the whole photo (class folders of photos that are already crops), or a face around "
-                        "68 landmarks (a keypoint set with landmarks68.csv: keypoint crops, points moved)")
-    p.add_argument("--detector", type=Path, metavar="MODEL.onnx",
-                   help="--boxes detector: its most confident box on each photo is cut (e.g. models/hands.onnx)")
-    p.add_argument("--providers", help="--detector: execution providers (default: best available)")
-    p.add_argument("--score-threshold", type=float, help="--detector: its minimum score (default: the model's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and the jitter (default 0)")
-    p.set_defaults(func=cmd_crops)
-
-    p = sub.add_parser("pseudo-boxes", help="box class-folder photos with a detector (VOC files), keeping only "
-                                           "boxes a classifier confirms: more training boxes for the detector")
-    p.add_argument("data", type=Path, help="class folders of photos: DATA/<class>/ or DATA/{train,val}/<class>/")
-    p.add_argument("out", type=Path, help="a new folder: copies of the kept photos with a VOC .xml each")
-    p.add_argument("--detector", type=Path, required=True, help="a detection .onnx, e.g. models/hands.onnx")
-    p.add_argument("--confirm", type=Path, help="a crop classifier whose labels are the folder names")
-    p.add_argument("--min-confirm", type=float, default=0.8, help="the classifier's smallest score to keep a box")
-    p.add_argument("--box-name", default="hand", help="the name written for each box (default hand)")
-    p.add_argument("--score-threshold", type=float, help="the detector's minimum score (default: the model's)")
-    p.add_argument("--providers", help="execution providers (default: best available)")
-    p.set_defaults(func=cmd_pseudo_boxes)
-
-    p = sub.add_parser("landmark-boxes", help="a face box around each photo's 68 landmarks (VOC files): "
-                                             "more training boxes for a face detector")
-    p.add_argument("data", type=Path, help="DATA/{train,val}/images/ with landmarks68.csv, e.g. ../shared/data/nose")
-    p.add_argument("out", type=Path, help="a new folder: copies of the photos with a VOC .xml each")
-    p.add_argument("--box-name", default="face", help="the name written for each box (default face)")
-    p.set_defaults(func=cmd_landmark_boxes)
+    add_dataset_commands(sub, say)
 
     from edgevision.training.options import add_train_args  # argparse only: no TensorFlow import
 
@@ -449,6 +388,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edgevision.camera.capture import check_output_folders  # the parser's own module: no heavy import
     parser = build_parser()
     if not (sys.argv[1:] if argv is None else argv):  # no command: say which there are
         parser.print_help(sys.stderr)
@@ -456,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # 'kill' stops a run as cleanly as Ctrl-C
+    quiet_native_logs()  # before the first video opens: OpenCV's and FFmpeg's own lines stay out of the terminal
     try:
+        check_output_folders(args)  # --record, --jsonl, --masks, --draw, --live-head-out of every command
         return args.func(args)
     except UserError as exc:
         say(f"error: {exc}")

@@ -24,7 +24,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from ...deploy.boxdata import BoxSample, find_box_dataset, sample_from_json, sample_to_json
-from ...deploy.errors import UserError
+from ...deploy.errors import UserError, shell_quote
 from ...deploy.spec import TaskSpec
 from ...deploy.tasks import detect as detect_task
 from ...deploy.tasks.detect import detection_metrics
@@ -325,9 +325,10 @@ def output_text(spec: TaskSpec) -> str:
 
 
 def check_text(out: Path, data_dir: Path, config: dict) -> str:
-    rename = "".join(f" --rename '{r}'" for r in config.get("det_rename", ()))
-    return (f"Check it: `edgevision eval --model {out} {data_dir}/val{rename}` prints AP50, recall and precision; "
-            f"`edgevision predict --model {out} {data_dir}/val --draw shots/` draws the boxes.")
+    rename = "".join(f" --rename {shell_quote(r)}" for r in config.get("det_rename", ()))
+    model, val = shell_quote(out), shell_quote(Path(data_dir) / "val")
+    return (f"Check it: `edgevision eval --model {model} {val}{rename}` prints AP50, recall and precision; "
+            f"`edgevision predict --model {model} {val} --draw shots/` draws the boxes.")
 
 
 def card_section(metrics: dict, report: dict) -> str:
