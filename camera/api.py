@@ -25,7 +25,7 @@ import numpy as np
 from ..deploy.chain import ChainRunner
 from ..deploy.errors import UserError
 from ..deploy.nativelog import quiet_native_logs
-from ..deploy.providers import ProviderConfig
+from ..deploy.providers import ProviderConfig, profile_batch
 from ..deploy.results import AnyResult
 from ..deploy.runner import Runner, RunnerOptions
 from ..deploy.spec import SpecError, parse_json
@@ -122,7 +122,7 @@ def load(path: str | Path, then: str | Path | None = None, *, providers: str | N
          require_gpu: bool = False, fp16: bool = True, trt_workspace_gb: float = 1.0, device: int = 0,
          cudnn_algo: str = "HEURISTIC", threads: int = 0, score_threshold: float | None = None,
          iou_threshold: float | None = None, crop_margin: float | None = None,
-         notice: Callable[[str], None] | None = None, spin: bool = True) -> Model:
+         notice: Callable[[str], None] | None = None, spin: bool = True, batch: int | None = None) -> Model:
     """Load an edgevision ONNX model, or a pipeline file, ready to run.
 
     ``then``: a classifier that answers on each box of a detector (a chain); ``providers``: e.g.
@@ -130,7 +130,8 @@ def load(path: str | Path, then: str | Path | None = None, *, providers: str | N
     the CPU; ``fp16``/``trt_workspace_gb``: TensorRT; ``device``/``cudnn_algo``: CUDA; ``threads``: CPU;
     ``score_threshold``/``iou_threshold``: detectors (default: the model's own); ``notice``: told before
     slow steps such as a TensorRT engine build; ``spin=False``: the CPU threads sleep between frames (for
-    a loop paced by a camera: much less CPU, the same results)."""
+    a loop paced by a camera: much less CPU, the same results); ``batch``: the most frames you pass at
+    once (TensorRT's shape profile covers up to max(16, batch), at most 64; larger batches are split)."""
     quiet_native_logs()  # OpenCV's and FFmpeg's own lines stay out of the terminal (deploy/nativelog.py)
     path = Path(path)
     if path.suffix.lower() == ".json":
@@ -144,7 +145,8 @@ def load(path: str | Path, then: str | Path | None = None, *, providers: str | N
     options = RunnerOptions(
         providers=providers, require_gpu=require_gpu, score_threshold=score_threshold, iou_threshold=iou_threshold,
         config=ProviderConfig(fp16=fp16, trt_workspace_gb=trt_workspace_gb, device_id=device,
-                              cudnn_conv_algo_search=cudnn_algo, threads=threads, spin=spin),
+                              cudnn_conv_algo_search=cudnn_algo, threads=threads, spin=spin,
+                              max_batch=profile_batch(batch)),
         notice=notice,
     )
     runner = Runner(path, options)

@@ -105,13 +105,18 @@ def load_frames(source: str | None, count: int, options=None) -> tuple[list[np.n
     return frames, capture
 
 
+def _say(text: str) -> None:
+    """Told before a TensorRT engine build, which takes minutes on a Nano and would look like a hang."""
+    print(f"edgevision: {text}", file=sys.stderr, flush=True)
+
+
 def bench_one(model: Path, precision: str, provider: str, frames: list[np.ndarray], capture: list[float],
               warmup: int, measured: set[str] | None = None) -> BenchResult:
     """Time one precision file on one provider; where that provider fell back to one already in
     ``measured`` (e.g. TensorRT and CUDA both to the CPU), say so instead of timing the CPU again."""
     from .overlay import draw_result
 
-    runner = Runner(model, RunnerOptions(providers=provider))
+    runner = Runner(model, RunnerOptions(providers=provider, notice=_say))
     if measured is not None:
         running = short_name(runner.report.running)
         if running in measured:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..deploy.chain import ChainRunner
 from ..deploy.errors import EXIT_CODES, Terminated
-from ..deploy.providers import CPU, short_name
+from ..deploy.providers import CPU
 from ..deploy.runner import Runner
 from ..deploy.tasks.segment import replace_background
 from .overlay import draw_hud, draw_result
@@ -91,11 +91,11 @@ def _loop(source: Source, runner: Runner | ChainRunner, sinks: list[Sink], max_f
 def _consume(batches, runner, sinks: list[Sink], max_frames: int | None, draw: bool, stats: LoopStats,
              background) -> None:
     """Run, draw, write: one prepared batch at a time, each frame in the order they come."""
-    provider = short_name(runner.report.running)
     fps = interval = 0.0  # interval: a moving average of seconds per frame (frames of a batch come together)
     last = time.perf_counter()
     for group, prepared, capture_ms in batches:
         results, batch_timings = runner.run(prepared)
+        provider = runner.provider_name  # read each time: a provider that fails at run time is replaced
         share = 1.0 / len(group)  # a batch's times are shared by its frames
         for frame, result in zip(group, results):
             t_draw = time.perf_counter()
@@ -218,7 +218,7 @@ def _serve_sink(args, runner, source, say):
 
     first = getattr(runner, "first", runner)
     model = first.path.name + (f" -> {runner.then.path.name}" if first is not runner else "")
-    info = {"mode": "run", "model": model, "provider": short_name(runner.report.running),
+    info = {"mode": "run", "model": model, "provider": runner.provider_name,
             "source": mask_credentials(source.description), "labels": list(first.spec.labels)}
     return ServeSink(WebServer(args.serve, info, fps=args.serve_fps, quality=args.serve_quality, token=args.serve_token,
                                say=say, allow_hosts=check_host_names(args.serve_allow_host)))

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from .errors import UserError
+from .providers import DEFAULT_MAX_BATCH
 from .runner import Prepared, Runner
 from .tasks.chain import DEFAULT_MARGIN, Chained, crop, square_crop_box
 from .tasks.detect import Detections
@@ -26,7 +27,8 @@ THEN_KINDS = ("classify", "keypoints")  # what a second stage may be: one answer
 class ChainRunner:
     """Looks like a Runner to the loop and to predict: ``infer(frames)`` -> Chained results."""
 
-    def __init__(self, first: Runner, then: Runner, margin: float = DEFAULT_MARGIN, max_boxes: int = 16) -> None:
+    def __init__(self, first: Runner, then: Runner, margin: float = DEFAULT_MARGIN,
+                 max_boxes: int = DEFAULT_MAX_BATCH) -> None:
         if first.spec.kind != "detect":
             raise UserError(f"--then needs a detection model first; {first.path.name} is a {first.spec.kind} model")
         if then.spec.kind not in THEN_KINDS:
@@ -35,11 +37,23 @@ class ChainRunner:
         if not 0 <= margin <= 1:
             raise UserError(f"--crop-margin must be within 0..1, got {margin}")
         self.first, self.then, self.margin, self.max_boxes = first, then, margin, max_boxes
-        self.spec, self.report, self.path = first.spec, first.report, first.path
+        self.spec, self.path = first.spec, first.path
+
+    @property
+    def report(self):
+        """The detector's report (it decides how the loop is fed); ``provider_name`` names both."""
+        return self.first.report
 
     @property
     def provider_line(self) -> str:
-        return self.first.provider_line
+        first, then = self.first.provider_line, self.then.provider_line
+        return first if first == then else f"{first}; then {self.then.path.name} {then}"
+
+    @property
+    def provider_name(self) -> str:
+        """'TensorRT', or 'TensorRT+CUDA' when the classifier runs elsewhere than the detector."""
+        first, then = self.first.provider_name, self.then.provider_name
+        return first if first == then else f"{first}+{then}"
 
     def prepare(self, frames_bgr: list[np.ndarray]) -> Prepared:
         return self.first.prepare(frames_bgr)

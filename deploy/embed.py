@@ -85,19 +85,33 @@ class Backbone:
     """An onnxruntime session on a feature backbone: BGR frames -> (n, dim) float32 features."""
 
     def __init__(self, path: str | Path, size: int | None = None, options=None) -> None:
-        from .runner import RunnerOptions, open_session
+        from .runner import RunnerOptions
+        from .sessions import ProviderSession
 
         self.path = Path(path)
         self.spec = read_backbone_spec(self.path).at_size(size)
-        self.session, self.report = open_session(self.path, options or RunnerOptions())
+        options = options or RunnerOptions()
+        # fed at one size: TensorRT's profile fixes height and width and covers batches 1 to max_batch
+        self.sessions = ProviderSession(self.path, options.providers, options.config, self.spec.input_hw,
+                                        options.require_gpu, options.notice)
+        self.max_batch = options.config.max_batch
         self.input_name = self.session.get_inputs()[0].name
         self.digest = file_sha256(self.path)
 
+    @property
+    def session(self):
+        return self.sessions.session
+
+    @property
+    def report(self):
+        return self.sessions.report
+
     def __call__(self, frames_bgr: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
         out = []
+        batch_size = min(batch_size, self.max_batch)
         for i in range(0, len(frames_bgr), batch_size):
             batch, _ = preprocess(frames_bgr[i : i + batch_size], self.spec)  # (b, h, w, 3) float32
-            out.append(self.session.run([self.spec.output], {self.input_name: batch})[0])
+            out.append(self.sessions.run([self.spec.output], {self.input_name: batch})[0])
         if not out:
             return np.zeros((0, self.spec.dim), np.float32)
         return np.concatenate(out).astype(np.float32)

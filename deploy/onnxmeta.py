@@ -106,3 +106,40 @@ def read_header(path: str | Path) -> OnnxHeader:
         raise UserError(f"{path} is not an ONNX model (export one with 'edgevision export')")
     producer = f"{names.get(_PRODUCER, '')} {names.get(_PRODUCER_VERSION, '')}".strip()
     return OnnxHeader(ir_version, producer, opsets, metadata)
+
+
+# GraphProto.initializer, .input; ValueInfoProto.name, .type; TypeProto.tensor_type; Tensor.shape; Shape.dim
+_G_INITIALIZER, _G_INPUT, _TENSOR_NAME = 5, 11, 8
+
+
+def _dims(value_info: bytes) -> tuple[int | str, ...]:
+    """A ValueInfoProto's tensor shape: ints where fixed, the symbol ('batch', or '?') where free."""
+    type_proto = _message(_message(value_info).get(2, b""))
+    shape = _message(type_proto.get(1, b"")).get(2, b"")
+    dims: list[int | str] = []
+    for number, wire, dim in _fields(shape):
+        if number == 1 and wire == 2:
+            parts = _message(dim)
+            value = parts.get(1)
+            dims.append(value if isinstance(value, int) and value > 0 else
+                        bytes(parts.get(2, b"?")).decode("utf-8", "replace") or "?")
+    return tuple(dims)
+
+
+def graph_inputs(path: str | Path) -> list[tuple[str, tuple[int | str, ...]]]:
+    """The graph's inputs (initializers left out) as (name, dims), read without onnxruntime, so a
+    TensorRT profile can name them before the session exists; [] when the file cannot be walked."""
+    data = memoryview(Path(path).read_bytes())
+    try:
+        graph = next((value for number, wire, value in _fields(data) if number == _GRAPH and wire == 2), None)
+        if graph is None:
+            return []
+        inputs, weights = [], set()
+        for number, wire, value in _fields(graph):
+            if number == _G_INPUT and wire == 2:
+                inputs.append((bytes(_message(value).get(1, b"")).decode(), _dims(value)))
+            elif number == _G_INITIALIZER and wire == 2:
+                weights.add(bytes(_message(value).get(_TENSOR_NAME, b"")).decode("utf-8", "replace"))
+    except (ValueError, UnicodeDecodeError, TypeError):
+        return []
+    return [(name, dims) for name, dims in inputs if name not in weights]

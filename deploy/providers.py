@@ -3,7 +3,8 @@
 onnxruntime lists every provider its wheel was built with, then quietly falls back to the
 CPU when a GPU provider cannot load, printing a wall of red lines (some through its C++
 logger, some with Python's print). Sessions are therefore created with stdout and stderr
-captured at the file-descriptor level; what the user sees is one line.
+captured at the file-descriptor level; what the user sees is one line. The sessions themselves
+are made in sessions.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .onnxmeta import file_sha256
+from .onnxmeta import file_sha256, graph_inputs
 
 TRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -74,6 +75,15 @@ def parse_providers(text: str | None, available: list[str]) -> list[str]:
 
 
 CUDNN_ALGO_SEARCH = ("HEURISTIC", "DEFAULT", "EXHAUSTIVE")
+# The most frames one inference takes (TensorRT's profile covers batches 1 to this; larger batches are
+# split): a chain's box limit per frame, and the backbone's batch.
+DEFAULT_MAX_BATCH = 16
+MAX_PROFILE_BATCH = 64  # a bigger profile costs build time and memory (a Nano shares 4 GB): split beyond
+
+
+def profile_batch(batch: int | None) -> int:
+    """The largest batch TensorRT's profile covers for callers that send ``batch`` frames at once."""
+    return min(max(DEFAULT_MAX_BATCH, batch or 0), MAX_PROFILE_BATCH)
 
 
 @dataclass(frozen=True)
@@ -86,9 +96,10 @@ class ProviderConfig:
     cudnn_conv_algo_search: str = "HEURISTIC"  # EXHAUSTIVE is onnxruntime's default: slow first frames
     threads: int = 0  # CPU intra-op threads; 0: onnxruntime's default
     # CPU threads spin between runs (onnxruntime's default): back-to-back runs (files, folders, benchmarks)
-    # are ~40% faster on a small model; a loop paced by a camera turns it off (see open_session).
+    # are ~40% faster on a small model; a loop paced by a camera turns it off (see session_plan).
     spin: bool = True
     cache_root: Path | None = None  # default: $EDGEVISION_CACHE or ~/.cache/edgevision
+    max_batch: int = DEFAULT_MAX_BATCH  # frames per inference at most (TensorRT's profile); more are split
 
     def __post_init__(self) -> None:
         if not 0 < self.trt_workspace_gb <= 64:
@@ -98,6 +109,8 @@ class ProviderConfig:
         if self.cudnn_conv_algo_search not in CUDNN_ALGO_SEARCH:
             raise UserError(f"--cudnn-algo must be one of {', '.join(CUDNN_ALGO_SEARCH)}, "
                             f"got {self.cudnn_conv_algo_search!r}")
+        if not 1 <= self.max_batch <= 1024:
+            raise UserError(f"the batch must be 1 to 1024 frames, got {self.max_batch}")
         cores = os.cpu_count() or 1
         if not 0 <= self.threads <= 4 * cores:
             raise UserError(f"--threads must be 0 (automatic) to {4 * cores} (4 per core here), got {self.threads}")
@@ -162,26 +175,81 @@ def is_qdq(model_path: Path) -> bool:
     return b"QuantizeLinear" in Path(model_path).read_bytes()
 
 
+def cache_root(root: Path | None = None) -> Path:
+    return Path(root or os.environ.get("EDGEVISION_CACHE", Path.home() / ".cache" / "edgevision"))
+
+
 def engine_cache_dir(model_path: Path, root: Path | None = None, precision: str = "") -> Path:
-    """Where TensorRT keeps this model's engines and timing cache on this machine; ``precision`` (the
-    builder's fp16/int8 flags) is part of the key, so an FP32 engine is never reused for FP16."""
+    """Where TensorRT keeps this model's engines on this machine; ``precision`` (the builder's fp16/int8
+    flags and the shape profile) is part of the key, so an FP32 engine is never reused for FP16."""
     import onnxruntime as ort
 
-    root = root or Path(os.environ.get("EDGEVISION_CACHE", Path.home() / ".cache" / "edgevision"))
     digest = file_sha256(model_path) + precision
-    return root / "trt" / f"{model_path.stem}-{cache_key(digest, ort.__version__, tensorrt_version(), gpu_name())}"
+    key = cache_key(digest, ort.__version__, tensorrt_version(), gpu_name())
+    return cache_root(root) / "trt" / f"{model_path.stem}-{key}"
 
 
-def provider_options(providers: list[str], model_path: Path, config: ProviderConfig | None = None
-                     ) -> list[dict[str, str]]:
-    """Options per provider: TensorRT gets FP16 (unless turned off), INT8 for Q/DQ models, a workspace
-    and an engine + timing cache per model and precision."""
+def timing_cache_dir(root: Path | None = None) -> Path:
+    """One TensorRT timing cache for every model (a later build reuses the tactics timed for earlier
+    ones); it belongs to one TensorRT version on one GPU."""
+    import onnxruntime as ort
+
+    return cache_root(root) / "trt" / f"timing-{cache_key('', ort.__version__, tensorrt_version(), gpu_name())}"
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """TensorRT's optimization profile for an image input: batches 1 to ``max_batch`` at one height and
+    width. Without one, TensorRT builds its engine for the first shape it sees and builds it again
+    (minutes on a Nano) each time a batch or size leaves the range seen so far."""
+
+    input_name: str
+    dims: tuple[int | str, ...]  # the graph's (n, h, w, c): ints where fixed, names where free
+    hw: tuple[int, int]  # the height and width the model is fed at
+    max_batch: int
+
+    def shape(self, batch: int) -> tuple[int, ...]:
+        n, h, w, c = self.dims
+        return (n if isinstance(n, int) else batch, h if isinstance(h, int) else self.hw[0],
+                w if isinstance(w, int) else self.hw[1], c if isinstance(c, int) else 3)
+
+    def options(self) -> dict[str, str]:
+        """The trt_profile_* options (onnxruntime 1.15+), e.g. ``image:1x224x224x3``."""
+        def text(batch: int) -> str:
+            return f"{self.input_name}:" + "x".join(str(d) for d in self.shape(batch))
+
+        return {"trt_profile_min_shapes": text(1), "trt_profile_opt_shapes": text(1),
+                "trt_profile_max_shapes": text(self.max_batch)}
+
+
+def shape_profile(model_path: Path, hw: tuple[int, int] | None, max_batch: int) -> ShapeProfile | None:
+    """The profile for a model with one NHWC image input whose batch (or size) is free; None when every
+    dim is fixed (nothing to cover) or the input cannot be named in TensorRT's option syntax."""
+    inputs = graph_inputs(model_path)
+    if len(inputs) != 1 or len(inputs[0][1]) != 4:
+        return None
+    name, dims = inputs[0]
+    if all(isinstance(d, int) for d in dims) or not name or any(ch in name for ch in ",:"):
+        return None
+    if hw is None and not all(isinstance(d, int) for d in dims[1:3]):
+        return None
+    return ShapeProfile(name, dims, tuple(hw or dims[1:3]), max_batch)
+
+
+def provider_options(providers: list[str], model_path: Path, config: ProviderConfig | None = None,
+                     profile: ShapeProfile | None = None) -> list[dict[str, str]]:
+    """Options per provider: TensorRT gets FP16 (unless turned off), INT8 for Q/DQ models, a workspace,
+    the shape profile, an engine cache per model, precision and profile, and the shared timing cache.
+    Each name is in 1.31.1's libonnxruntime_providers_tensorrt.so (checked with ``strings``); the
+    trt_profile_* shapes came in onnxruntime 1.15, so JetPack 6's wheels (1.18 to 1.25) have them all."""
     config = config or ProviderConfig()
     options: list[dict[str, str]] = []
     for name in providers:
         if name == TRT:
             int8 = is_qdq(model_path)
-            cache = engine_cache_dir(model_path, config.cache_root, f"fp16={config.fp16},int8={int8}")
+            shapes = profile.options() if profile else {}
+            key = f"fp16={config.fp16},int8={int8}" + "".join(f",{v}" for v in shapes.values())
+            cache = engine_cache_dir(model_path, config.cache_root, key)
             options.append(
                 {
                     "device_id": str(config.device_id),
@@ -193,7 +261,8 @@ def provider_options(providers: list[str], model_path: Path, config: ProviderCon
                     "trt_engine_cache_enable": "True",
                     "trt_engine_cache_path": str(cache),
                     "trt_timing_cache_enable": "True",
-                    "trt_timing_cache_path": str(cache),
+                    "trt_timing_cache_path": str(timing_cache_dir(config.cache_root)),
+                    **shapes,
                 }
             )
         elif name == CUDA:
@@ -202,6 +271,25 @@ def provider_options(providers: list[str], model_path: Path, config: ProviderCon
         else:
             options.append({})
     return options
+
+
+def make_cache_folders(trt_options: dict[str, str]) -> str:
+    """Create the engine and timing cache folders, parents too (TensorRT's constructor makes one level
+    only and throws "Failed to create directory" when the parent is missing). When that fails, turn the
+    caches off in ``trt_options`` and return why (the engine is then built on every start)."""
+    for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
+        folder = trt_options.get(key)
+        if folder is None:
+            continue
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            for enable, path in (("trt_engine_cache_enable", "trt_engine_cache_path"),
+                                 ("trt_timing_cache_enable", "trt_timing_cache_path")):
+                trt_options[enable] = "False"
+                trt_options.pop(path, None)
+            return f"cannot create {folder}: {exc.strerror or exc}"
+    return ""
 
 
 def needs_engine_build(cache: Path) -> bool:
@@ -237,6 +325,26 @@ def captured_fds() -> Iterator[list[str]]:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ORT_PREFIX = re.compile(r"^\s*\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
+_SOURCE_PLACE = re.compile(r"^\S+\.(?:cc|cpp|h|hpp):\d+\s+")
+_CAUSES = ("Failed to create directory", "TensorRT EP failed", "Failed to load library", "CUDA failure",
+           "CUDNN failure", "out of memory")
+
+
+def error_cause(text: str) -> str:
+    """The cause in an onnxruntime error, without its '[ONNXRuntimeError] : 1 : FAIL :' and source-place
+    prefixes (``/onnxruntime_src/...cc:123 void onnxruntime::...(...) Failed to create directory X``)."""
+    text = _ANSI.sub("", text).strip()
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = _SOURCE_PLACE.sub("", _ORT_PREFIX.sub("", line))
+    for cause in _CAUSES:
+        at = line.find(cause)
+        if at > 0:
+            return line[at:][:200]
+    return line[:200] or "no reason given by onnxruntime"
+
+
+_EP_ERROR = re.compile(r"EP Error:?\s+(.+?)(?:\s+when using \[| using \[|$)")
 
 
 def load_failure_reason(log_lines: list[str]) -> str:
@@ -248,10 +356,17 @@ def load_failure_reason(log_lines: list[str]) -> str:
     if "Please install TensorRT libraries" in text:
         return "TensorRT libraries not found"
     for line in text.splitlines():
+        ep = _EP_ERROR.search(line)
+        if ep and ep.group(1).strip(" *"):  # "EP Error <cause> when using [...]": the cause, not the banner
+            return error_cause(ep.group(1))
+    for line in text.splitlines():
         line = line.strip(" *")
-        if line:
-            return line[:200]
+        if line and line != "EP Error" and not line.startswith("Falling back to"):
+            return error_cause(line)
     return "no reason given by onnxruntime"
+
+
+NO_GPU = "no NVIDIA GPU on this machine"
 
 
 @dataclass(frozen=True)
@@ -259,6 +374,8 @@ class ProviderReport:
     requested: tuple[str, ...]
     active: tuple[str, ...]  # what the session actually runs on, in priority order
     reason: str  # why the first requested provider is not active ("" when it is)
+    asked: bool = True  # the providers were named (--providers, --require-gpu), not the default order
+    note: str = ""  # something the user should know about a provider that runs (an engine cache that is off)
 
     @property
     def running(self) -> str:
@@ -273,9 +390,11 @@ class ProviderReport:
         return self.running in GPU_PROVIDERS
 
     def line(self) -> str:
-        """The one line the user sees about providers."""
+        """The one line the user sees about providers. With the default order on a machine without an
+        NVIDIA GPU, why TensorRT did not load is not news: it says only where the model runs."""
         running = short_name(self.running)
-        if not self.fell_back:
-            return f"running on {running}"
+        note = f" ({self.note})" if self.note else ""
+        if not self.fell_back or (not self.asked and self.reason.startswith(NO_GPU)):
+            return f"running on {running}{note}"
         asked = short_name(self.requested[0])
-        return f"running on {running}: {asked} could not be used ({self.reason})"
+        return f"running on {running}: {asked} could not be used ({self.reason}){note}"

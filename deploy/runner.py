@@ -14,21 +14,9 @@ import onnxruntime as ort
 from . import ops, tasks
 from .errors import UserError
 from .onnxmeta import OnnxHeader, read_header
-from .providers import (
-    CPU,
-    GPU_PROVIDERS,
-    TRT,
-    ProviderConfig,
-    ProviderReport,
-    captured_fds,
-    load_failure_reason,
-    needs_engine_build,
-    no_gpu_here,
-    parse_providers,
-    provider_options,
-    tensorrt_version,
-)
+from .providers import ProviderConfig, ProviderReport, short_name
 from .results import Result
+from .sessions import ProviderSession
 from .spec import SPEC_KEY, SpecError, TaskSpec
 
 
@@ -66,42 +54,6 @@ def read_spec(header: OnnxHeader, path: Path) -> TaskSpec:
         raise UserError(f"{path} has a bad edgevision spec: {exc}") from exc
 
 
-def open_session(path: Path, options: RunnerOptions) -> tuple[ort.InferenceSession, ProviderReport]:
-    """An onnxruntime session on the providers ``options`` ask for (the best available by default), with
-    onnxruntime's load noise captured into the report's reason; one UserError line when it cannot load."""
-    requested = parse_providers(options.providers, ort.get_available_providers())
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    config = options.config
-    # onnxruntime's CPU threads spin between runs by default: a loop paced by a camera then burns ~40% of
-    # a core doing nothing (measured: thumbs.onnx at 12 FPS, 39% of a core spinning, 9% not), so paced
-    # loops turn it off; back-to-back runs keep it (emotions: 2.95 ms a run spinning, 4.2 ms not).
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.spin else "0")
-    if config.threads:
-        so.intra_op_num_threads = config.threads
-    opts = provider_options(requested, path, config)
-    if TRT in requested and options.notice and tensorrt_version() != "none":  # TensorRT can load
-        cache = Path(opts[requested.index(TRT)]["trt_engine_cache_path"])
-        if needs_engine_build(cache):
-            options.notice(
-                f"building a TensorRT engine for {path.name} (first run on this machine; can take "
-                f"minutes on a Nano); it is cached in {cache}"
-            )
-    with captured_fds() as log:
-        try:
-            session = ort.InferenceSession(str(path), so, providers=requested, provider_options=opts)
-        except Exception as exc:  # onnxruntime raises several unrelated types here
-            session, error = None, exc
-    if session is None:
-        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-        raise UserError(f"onnxruntime could not load {path}: {first}")
-    active = tuple(session.get_providers())
-    reason = "" if active and active[0] == requested[0] else load_failure_reason(log)
-    if reason and requested[0] in GPU_PROVIDERS and no_gpu_here():  # the missing library is not the news
-        reason = f"no NVIDIA GPU on this machine; {reason}"
-    return session, ProviderReport(tuple(requested), active or (CPU,), reason)
-
-
 @dataclass(frozen=True)
 class Prepared:
     """Frames made ready for a model: the originals, the input batch, where each frame went."""
@@ -120,7 +72,8 @@ class Runner:
         self.options = options or RunnerOptions()
         self.header = read_header(self.path)
         self.spec = read_spec(self.header, self.path)
-        self.session, self.report = open_session(self.path, self.options)
+        o = self.options
+        self.sessions = ProviderSession(self.path, o.providers, o.config, self.spec.input_hw, o.require_gpu, o.notice)
         if self.options.require_gpu and not self.report.on_gpu:
             raise UserError(f"--require-gpu: no GPU provider could be used ({self.report.line()})")
         try:
@@ -128,6 +81,17 @@ class Runner:
         except UnicodeDecodeError as exc:  # names in the graph that are not UTF-8: a damaged file
             raise UserError(f"{self.path} has input or output names that are not text: the file is damaged") from exc
         self._dry_run()
+        self.sessions.refresh()  # the report is what the dry run ran on, not what was asked for
+        if self.options.require_gpu and not self.report.on_gpu:
+            raise UserError(f"--require-gpu: no GPU provider could be used ({self.report.line()})")
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        return self.sessions.session
+
+    @property
+    def report(self) -> ProviderReport:
+        return self.sessions.report
 
     def _check_io(self) -> None:
         inputs = self.session.get_inputs()
@@ -163,6 +127,11 @@ class Runner:
     def provider_line(self) -> str:
         return self.report.line()
 
+    @property
+    def provider_name(self) -> str:
+        """The provider that runs, in a word (the overlay's and the JSONL's)."""
+        return short_name(self.report.running)
+
     def prepare(self, frames_bgr: list[np.ndarray]) -> Prepared:
         """The CPU half before inference (colour, resize, scale): a pipelined loop runs it for the next
         frame while the model works on this one."""
@@ -174,12 +143,14 @@ class Runner:
         """Inference and decoding of prepared frames -> (one result per frame, stage timings in ms)."""
         batch = prepared.batch
         t1 = time.perf_counter()
-        if self.fixed_batch is not None and len(batch) != self.fixed_batch:
-            chunks = [self.session.run(self.output_names, {self.input_name: batch[i : i + self.fixed_batch]})
-                      for i in range(0, len(batch), self.fixed_batch)]
+        # a fixed batch, or at most max_batch frames (TensorRT's profile ends there): larger batches in chunks
+        step = self.fixed_batch or self.options.config.max_batch
+        if len(batch) > step or (self.fixed_batch is not None and len(batch) != self.fixed_batch):
+            chunks = [self.sessions.run(self.output_names, {self.input_name: batch[i : i + step]})
+                      for i in range(0, len(batch), step)]
             outputs = [np.concatenate(parts) for parts in zip(*chunks)]
         else:
-            outputs = self.session.run(self.output_names, {self.input_name: batch})
+            outputs = self.sessions.run(self.output_names, {self.input_name: batch})
         t2 = time.perf_counter()
         results = tasks.decode(outputs, self.spec, prepared.placements, score_threshold=self.options.score_threshold,
                                iou_threshold=self.options.iou_threshold)
@@ -200,8 +171,9 @@ class Runner:
         return self.infer([frame_bgr])[0][0]
 
 
-def model_info(path: Path) -> dict:
-    """A model's spec, inputs, outputs, opsets and size, and which providers load it here (``info``)."""
+def model_info(path: Path, notice: Callable[[str], None] | None = None) -> dict:
+    """A model's spec, inputs, outputs, opsets and size, and which providers load it here (``info``);
+    ``notice`` is told before a TensorRT engine is built (minutes on a Nano)."""
     runner = Runner(path, RunnerOptions(providers="cpu"))
     session, header = runner.session, runner.header
     info = {
@@ -218,6 +190,6 @@ def model_info(path: Path) -> dict:
         "onnxruntime": ort.__version__,
     }
     for provider in ort.get_available_providers():
-        report = Runner(path, RunnerOptions(providers=provider)).report
+        report = Runner(path, RunnerOptions(providers=provider, notice=notice)).report
         info["providers_that_load"][provider] = True if not report.fell_back else report.reason
     return info

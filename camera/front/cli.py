@@ -56,7 +56,8 @@ def _add_chain_args(p: argparse.ArgumentParser) -> None:
                    help="--then: margin around each box, a share of its longer side (default 0.15)")
 
 
-def _open_runner(args: argparse.Namespace, model: Path, quiet: bool = False, spin: bool = True):
+def _open_runner(args: argparse.Namespace, model: Path, quiet: bool = False, spin: bool = True,
+                 batch: int | None = None):
     """The runner behind --model (and --then): edgevision.load with the provider flags."""
     from edgevision.camera.api import load
 
@@ -64,7 +65,7 @@ def _open_runner(args: argparse.Namespace, model: Path, quiet: bool = False, spi
                   fp16=not args.no_fp16, trt_workspace_gb=args.trt_workspace_gb, device=args.device,
                   cudnn_algo=args.cudnn_algo, threads=args.threads, score_threshold=args.score_threshold,
                   iou_threshold=args.iou_threshold, crop_margin=getattr(args, "crop_margin", None), notice=say,
-                  spin=spin)
+                  spin=spin, batch=batch)
     runner = loaded.runner
     first = getattr(runner, "first", runner)
     if quiet:
@@ -115,7 +116,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from edgevision.camera.predict import predict
     from edgevision.deploy.images import collect_images
 
-    runner = _open_runner(args, args.model)
+    runner = _open_runner(args, args.model, batch=args.batch)
     paths = collect_images(args.paths)
     report = predict(runner, paths, sys.stdout, batch_size=args.batch, masks_dir=args.masks, draw_dir=args.draw,
                      inputs=[Path(p) for p in args.paths], notice=say)
@@ -173,10 +174,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
         pipe = read_pipeline(args.model)
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(pipe).items()}
-        models = [model_info(m) for m in (pipe.model, pipe.then) if m is not None]
+        models = [model_info(m, notice=say) for m in (pipe.model, pipe.then) if m is not None]
         print(json.dumps({"pipeline": str(args.model), **settings, "models": models}, indent=2))
         return 0
-    print(json.dumps(model_info(args.model), indent=2))
+    print(json.dumps(model_info(args.model, notice=say), indent=2))
     return 0
 
 

@@ -53,7 +53,7 @@ def test_options_per_provider_come_from_one_config(tmp_path):
     trt, cuda, cpu = P.provider_options(ALL, model, config)
     assert trt["trt_fp16_enable"] == "True" and trt["trt_engine_cache_enable"] == "True"
     assert trt["trt_max_workspace_size"] == str(1 << 29) and trt["device_id"] == "1"
-    assert trt["trt_timing_cache_enable"] == "True" and trt["trt_timing_cache_path"] == trt["trt_engine_cache_path"]
+    assert trt["trt_timing_cache_enable"] == "True"  # one timing cache for every model (test_tensorrt.py)
     assert Path(trt["trt_engine_cache_path"]).is_relative_to(tmp_path / "cache" / "trt")
     assert cuda == {"device_id": "1", "cudnn_conv_algo_search": "DEFAULT"} and cpu == {}
     fp32 = P.provider_options([P.TRT], model, P.ProviderConfig(fp16=False, cache_root=tmp_path))[0]

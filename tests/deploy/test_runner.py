@@ -94,7 +94,7 @@ class FallbackSession:
     def __init__(self, real):
         self._real = real
 
-    def __call__(self, path, so, providers, provider_options):
+    def __call__(self, path, so, providers, provider_options, **kwargs):
         import os
 
         os.write(2, b"\x1b[1;31m[E:onnxruntime] libcudnn.so.9: cannot open shared object file\x1b[m\n")
@@ -103,9 +103,7 @@ class FallbackSession:
 
 
 def test_asked_for_cuda_got_cpu_is_reported_in_one_line_without_the_noise(tiny_model, monkeypatch, capfd):
-    from edgevision.deploy import runner as runner_module
-
-    monkeypatch.setattr(runner_module, "no_gpu_here", lambda: False)  # a machine with a GPU but no cuDNN
+    monkeypatch.setattr(P, "no_gpu_here", lambda: False)  # a machine with a GPU but no cuDNN
     monkeypatch.setattr(ort, "get_available_providers", lambda: [P.CUDA, P.CPU])
     monkeypatch.setattr(ort, "InferenceSession", FallbackSession(ort.InferenceSession))
     runner = Runner(tiny_model("classify"), RunnerOptions(providers="cuda"))
@@ -139,18 +137,20 @@ def test_on_a_machine_without_an_nvidia_gpu_the_fallback_says_so_first(tiny_mode
     reason="needs an onnxruntime-gpu build on a machine without an NVIDIA GPU",
 )
 def test_real_onnxruntime_gpu_build_falls_back_to_cpu_here_and_says_so(tiny_model, capfd):
+    """The default order is not a request for TensorRT: without a GPU it only says where the model runs;
+    naming TensorRT gets the reason (issue 22, item 20)."""
     runner = Runner(tiny_model("classify"))
     assert runner.report.requested[0] in (P.TRT, P.CUDA)
     assert runner.report.running == P.CPU
-    assert runner.provider_line.startswith("running on CPU: ")
+    assert runner.provider_line == "running on CPU"
+    asked = Runner(tiny_model("classify"), RunnerOptions(providers="trt"))
+    assert asked.provider_line.startswith("running on CPU: TensorRT could not be used (no NVIDIA GPU on this machine; ")
     out, err = capfd.readouterr()
     assert out == "" and err == ""
 
 
 def test_a_first_tensorrt_engine_build_is_announced_before_it_starts(tiny_model, monkeypatch, tmp_path):
-    from edgevision.deploy import runner as runner_module
-
-    monkeypatch.setattr(runner_module, "tensorrt_version", lambda: "100300")  # TensorRT's library loads
+    monkeypatch.setattr(P, "tensorrt_version", lambda: "100300")  # TensorRT's library loads
     monkeypatch.setattr(ort, "get_available_providers", lambda: [P.TRT, P.CPU])
     monkeypatch.setattr(ort, "InferenceSession", FallbackSession(ort.InferenceSession))
     told = []
@@ -161,9 +161,7 @@ def test_a_first_tensorrt_engine_build_is_announced_before_it_starts(tiny_model,
 
 
 def test_no_engine_build_is_announced_where_tensorrt_cannot_load(tiny_model, monkeypatch, tmp_path):
-    from edgevision.deploy import runner as runner_module
-
-    monkeypatch.setattr(runner_module, "tensorrt_version", lambda: "none")
+    monkeypatch.setattr(P, "tensorrt_version", lambda: "none")
     monkeypatch.setattr(ort, "get_available_providers", lambda: [P.TRT, P.CPU])
     monkeypatch.setattr(ort, "InferenceSession", FallbackSession(ort.InferenceSession))
     told = []
@@ -173,7 +171,7 @@ def test_no_engine_build_is_announced_where_tensorrt_cannot_load(tiny_model, mon
 
 
 def test_cpu_threads_spin_for_back_to_back_runs_and_sleep_when_paced(tiny_model):
-    """A camera-paced loop would otherwise burn a core waiting (see open_session)."""
+    """A camera-paced loop would otherwise burn a core waiting (see session_plan)."""
     from edgevision.deploy.providers import ProviderConfig
 
     key = "session.intra_op.allow_spinning"
