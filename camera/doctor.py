@@ -120,27 +120,54 @@ def check_onnxruntime() -> list[Check]:
     return checks + check_providers(ort)
 
 
+GPU_FIX = ("install the CUDA/cuDNN/TensorRT versions this onnxruntime-gpu was built for (JetPack brings them on a "
+           "Jetson); on x86_64 CUDA and cuDNN can come from pip: pip install 'onnxruntime-gpu[cuda,cudnn]' "
+           "(edgevision preloads them)")
+
+
+def tensorrt_pip_fix() -> str:
+    """A pip TensorRT (the tensorrt-cuNN-libs wheels) puts libnvinfer in site-packages/tensorrt_libs, where
+    nothing looks: onnxruntime's TensorRT library has no RUNPATH and preload_dlls() loads CUDA and cuDNN
+    only. Its folder must be on LD_LIBRARY_PATH before Python starts."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("tensorrt_libs")
+    folder = (list(spec.submodule_search_locations or []) or [""])[0] if spec else ""
+    where = folder or "$(python -c 'import tensorrt_libs, os; print(os.path.dirname(tensorrt_libs.__file__))')"
+    return f"; TensorRT from pip (pip install tensorrt): export LD_LIBRARY_PATH={where}:$LD_LIBRARY_PATH"
+
+
 def check_providers(ort) -> list[Check]:
-    """Try to create a session on each provider the build offers: what loads, and why not."""
-    from ..deploy.providers import GPU_PROVIDERS, captured_fds, load_failure_reason, short_name
+    """Open a session on each provider the build offers, with the options and cache folders a run uses
+    (a TensorRT that loads bare but not with our engine cache would otherwise be called ready): what
+    loads, and why not."""
+    import tempfile
+
+    from ..deploy.errors import UserError
+    from ..deploy.providers import GPU_PROVIDERS, TRT, ProviderConfig, short_name
+    from ..deploy.sessions import create_session, session_plan
 
     checks = []
-    for provider in ort.get_available_providers():
-        with captured_fds() as log:
+    with tempfile.TemporaryDirectory(prefix="edgevision-doctor-") as tmp:
+        model = Path(tmp) / "doctor.onnx"
+        model.write_bytes(TINY_MODEL)
+        for provider in ort.get_available_providers():
+            name, gpu = short_name(provider), provider in GPU_PROVIDERS
+            fix = (GPU_FIX + (tensorrt_pip_fix() if provider == TRT else "")) if gpu else "reinstall onnxruntime"
             try:
-                session = ort.InferenceSession(TINY_MODEL, providers=[provider])
-                got = session.get_providers()[0]
-            except Exception as exc:  # onnxruntime raises several types here
-                got, log = "", [*log, str(exc)]
-        name = short_name(provider)
-        if got == provider:
+                plan = session_plan(ort, model, [provider], ProviderConfig(), None, asked=True)
+                _, report = create_session(ort, plan)
+            except UserError as exc:
+                checks.append(Check("provider", "warn" if gpu else "fail", f"{name} does not load: {exc}", fix))
+                continue
+            if report.running != provider:
+                checks.append(Check("provider", "warn" if gpu else "fail", f"{name} does not load: {report.reason}",
+                                    fix))
+                continue
             checks.append(Check("provider", "ok", f"{name} loads"))
-        else:
-            gpu = provider in GPU_PROVIDERS
-            reason = load_failure_reason(log)
-            checks.append(Check("provider", "warn" if gpu else "fail", f"{name} does not load: {reason}",
-                                "install the CUDA/cuDNN/TensorRT versions this onnxruntime-gpu was built for "
-                                "(JetPack brings them on a Jetson)" if gpu else "reinstall onnxruntime"))
+            if report.note:
+                checks.append(Check("provider", "warn", report.note,
+                                    "make that folder writable, or point EDGEVISION_CACHE at one that is"))
     return checks
 
 

@@ -28,18 +28,24 @@ def test_the_embedded_tiny_model_runs_without_the_onnx_package():
 
 
 def test_a_provider_that_cannot_load_is_reported_with_its_reason(monkeypatch):
+    from edgevision.deploy import providers
+
+    monkeypatch.setattr(providers, "no_gpu_here", lambda: False)  # a GPU without cuDNN
+
     class NoCuda:
+        SessionOptions = ort.SessionOptions
+
         @staticmethod
         def get_available_providers():
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
         @staticmethod
-        def InferenceSession(model, providers):
-            if providers == ["CUDAExecutionProvider"]:
+        def InferenceSession(model, so, providers, provider_options, **kwargs):
+            if providers[0] == "CUDAExecutionProvider":
                 import os
 
                 os.write(2, b"libcudnn.so.9: cannot open shared object file\n")
-            return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
     checks = doctor.check_providers(NoCuda)
     assert [(c.status, c.text) for c in checks] == [
