@@ -241,7 +241,8 @@ def provider_options(providers: list[str], model_path: Path, config: ProviderCon
     """Options per provider: TensorRT gets FP16 (unless turned off), INT8 for Q/DQ models, a workspace,
     the shape profile, an engine cache per model, precision and profile, and the shared timing cache.
     Each name is in 1.31.1's libonnxruntime_providers_tensorrt.so (checked with ``strings``); the
-    trt_profile_* shapes came in onnxruntime 1.15, so JetPack 6's wheels (1.18 to 1.25) have them all."""
+    trt_profile_* shapes came in onnxruntime 1.15 and trt_timing_cache_path in 1.17 (older wheels refuse
+    the session: "Invalid TensorRT EP option"), so JetPack 6's wheels (1.18 to 1.25) have them all."""
     config = config or ProviderConfig()
     options: list[dict[str, str]] = []
     for name in providers:
