@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from edgevision.training import train as train_module  # noqa: E402
-from edgevision.training.runfolder import new_run_dir  # noqa: E402
+from edgevision.training import train as train_module
+from edgevision.training.runfolder import new_run_dir
 
 
 class _Config:
