@@ -19,8 +19,8 @@ pytestmark = pytest.mark.train
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from taskdata import random_mobilenet_weights, task_data  # noqa: E402
-from test_train_export import colour_dataset  # noqa: E402
+from taskdata import random_mobilenet_weights, task_data
+from test_train_export import colour_dataset
 
 TINY = ["--backbone", "tiny", "--weights", "none", "--mode", "finetune", "--patience", "0", "--seed", "0",
         "--color", "0", "--grayscale", "0", "--dropout", "0", "--batch-size", "4"]
