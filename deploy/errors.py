@@ -57,11 +57,15 @@ def mask_credentials(text: str) -> str:
     return re.sub(r"(?<=://)([^/@:\s]*):[^/@\s]*@", r"\1:***@", str(text))
 
 
+_NOTED: list[list[int]] = []  # the signals noted by each open interrupts_deferred block, innermost last
+
+
 @contextmanager
 def interrupts_deferred(say, step: str):
     """Ctrl-C or SIGTERM inside TensorFlow's C++ code (tracing a graph for tf2onnx, say) can surface as
-    a SystemError with a long traceback; within this block the signal is noted, said, and raised as
-    KeyboardInterrupt / Terminated when the block's step returns, so cleanup runs as usual."""
+    a SystemError with a long traceback, or be lost in a numpy function TensorFlow calls; within this
+    block the signal is noted, said, and raised as KeyboardInterrupt / Terminated at the next safe
+    point (``raise_if_interrupted``) or when the block's step returns, so cleanup runs as usual."""
     import signal
     import threading
 
@@ -76,10 +80,25 @@ def interrupts_deferred(say, step: str):
         got.append(signum)
 
     old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    _NOTED.append(got)
     try:
         yield
     finally:
+        _NOTED.pop()  # blocks nest, on the main thread only
         for s, handler in old.items():
             signal.signal(s, handler)
     if got:
-        raise Terminated if got[0] == signal.SIGTERM else KeyboardInterrupt
+        raise _stop(got[0])
+
+
+def raise_if_interrupted() -> None:
+    """At a safe point inside an ``interrupts_deferred`` block (a training batch's end, say): raise the
+    Ctrl-C or SIGTERM it has noted now; nothing when none came or outside such a block."""
+    if _NOTED and _NOTED[-1]:
+        raise _stop(_NOTED[-1][0])
+
+
+def _stop(signum: int) -> KeyboardInterrupt:
+    import signal
+
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()

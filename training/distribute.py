@@ -14,11 +14,12 @@ The TF_CONFIG checks here need no TensorFlow; the strategy itself is built on de
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..deploy.errors import UserError
@@ -94,9 +95,10 @@ def make_strategy(kind: str, log: Callable[[str], None]):
             + ("" if tf.config.list_logical_devices("GPU") else " (no GPU found)"))
         return strategy
     if kind == "multiworker":
-        config = read_tf_config(os.environ.get("TF_CONFIG"))
+        text = os.environ.get("TF_CONFIG")
+        config = read_tf_config(text)
         try:
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            strategy = _multiworker(text)
         except (RuntimeError, ValueError) as exc:
             raise UserError(f"could not start the multiworker strategy: {str(exc).splitlines()[0]}") from exc
         task = config["task"]
@@ -116,6 +118,71 @@ def _mirrored(devices: tuple[str, ...]):
     return tf.distribute.MirroredStrategy(list(devices))
 
 
+@functools.cache
+def _multiworker(tf_config: str):
+    """One MultiWorkerMirroredStrategy per cluster and process: it starts this process's server and
+    joins the cluster once (a process that trains twice, as the tests do, reuses it)."""
+    import tensorflow as tf
+
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+@contextlib.contextmanager
+def keras_multiworker_fixes() -> Iterator[None]:
+    """Keras 3's ``fit`` fails under MultiWorkerMirroredStrategy on more than one machine
+    (keras-team/keras#20585, still so in Keras 3.15): before the first step it reduces the first
+    batch's (x, y) pair with ``strategy.reduce``, which takes one tensor, not a pair ("Attempt to
+    convert a value (PerReplica...)"), and after each step it averages the scalar losses and metrics
+    over axis 0 ("Invalid reduction dimension 0 for input with 0 dimensions"). Within this block
+    both are done per tensor: the shapes that build the model come from this worker's share of the
+    first batch, and scalars are averaged over the replicas (axis None). Where this Keras has other
+    internals the block changes nothing."""
+    import tensorflow as tf
+
+    try:
+        from keras.src.backend.tensorflow import trainer
+    except ImportError:
+        yield
+        return
+    reduce, build = getattr(trainer, "reduce_per_replica", None), getattr(trainer.TensorFlowTrainer,
+                                                                          "_maybe_symbolic_build", None)
+    multi = getattr(trainer, "_collective_all_reduce_multi_worker", None)
+    if reduce is None or build is None or multi is None:
+        yield
+        return
+
+    def first_local(strategy, value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def per_tensor_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None or iterator is None:
+            return build(self, iterator, data_batch)
+        strategy = self.distribute_strategy
+        for _, _, batches in iterator:  # the first batch: this worker's share gives the shapes
+            data_batch = tf.nest.map_structure(lambda v: first_local(strategy, v), next(batches))
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def per_tensor_reduce(values, strategy, reduction="auto"):
+        if reduction not in ("auto", "mean") or not multi(strategy):
+            return reduce(values, strategy, reduction)
+
+        def mean(value):
+            axis = 0 if first_local(strategy, value).shape.rank else None
+            return strategy.reduce("MEAN", value, axis=axis)
+
+        return tf.nest.map_structure(mean, values)
+
+    trainer.reduce_per_replica, trainer.TensorFlowTrainer._maybe_symbolic_build = per_tensor_reduce, per_tensor_build
+    try:
+        yield
+    finally:
+        trainer.reduce_per_replica, trainer.TensorFlowTrainer._maybe_symbolic_build = reduce, build
+
+
 def shard_by_data(ds):
     """A dataset that a multiworker strategy splits by element (every worker reads the same file
     list in the same seeded order and keeps its share); a no-op on one machine."""
@@ -132,9 +199,11 @@ def train_on_strategy(config, log: Callable[[str], None], body: Callable) -> Pat
     multiworker cluster only the chief keeps its run folder (``scratch`` None); the other workers
     train in a temporary one (``scratch``) that is removed at the end."""
     strategy = make_strategy(config.distribute, log)
+    fixes = keras_multiworker_fixes() if config.distribute == "multiworker" else contextlib.nullcontext()
     if is_chief(config.distribute):
-        return body(config, log, strategy, None)
-    with tempfile.TemporaryDirectory(prefix="edgevision-worker-") as scratch:
+        with fixes:
+            return body(config, log, strategy, None)
+    with tempfile.TemporaryDirectory(prefix="edgevision-worker-") as scratch, fixes:
         run_dir = body(config, log, strategy, Path(scratch))
     log("this worker's copy of the run is removed: the chief writes the run folder")
     return run_dir

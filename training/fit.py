@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..deploy.errors import UserError, shell_quote
+from ..deploy.errors import UserError, raise_if_interrupted, shell_quote
 from .model import set_trainable_top
 from .options import TrainConfig
 from .runfolder import export_hint, log_line, new_run_dir  # noqa: F401  (TF-free, here for the trainers)
@@ -44,11 +44,27 @@ class EpochLine(keras.callbacks.Callback):
         )
 
 
+class StopOnSignal(keras.callbacks.Callback):
+    """Stops a fit at the end of the batch during which Ctrl-C or SIGTERM came (noted by
+    deploy.errors.interrupts_deferred around the training): raised where it lands, inside TensorFlow,
+    such a signal can be lost and the run finish as if none had come."""
+
+    def _check(self, batch: int, logs: dict | None = None) -> None:
+        try:
+            raise_if_interrupted()
+        except KeyboardInterrupt:
+            self.model.stop_training = True
+            raise
+
+    on_train_batch_end = on_test_batch_end = on_predict_batch_end = _check
+
+
 def predict_batches(model: keras.Model, batches: tf.data.Dataset) -> Iterator[tuple[list[np.ndarray], list]]:
     """(model outputs, the batch's other arrays) for every (images, *others) batch, one batch in
     memory at a time. Inference only: runs on this process's first device also under a strategy."""
     run = tf.function(lambda x: model(x, training=False))
     for images, *others in batches:
+        raise_if_interrupted()
         out = run(tf.cast(images, tf.float32))
         yield [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])], [o.numpy() for o in others]
 
@@ -187,4 +203,5 @@ def finetune_callbacks(config: TrainConfig, run_dir: Path, log: Callable[[str], 
           if config.patience else []),
         keras.callbacks.TensorBoard(str(run_dir / "tb" / "finetune")),
         EpochLine("finetune", config.epochs, log, metric=metric),
+        StopOnSignal(),
     ]

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from ..deploy.errors import UserError
+from ..deploy.errors import UserError, raise_if_interrupted
 from ..deploy.ops import RESIZE_VERSION
 from .data import Split, decode_for_training
 from .samples import ArraySpec, Source
@@ -282,6 +282,7 @@ def open_samples(source: Source, cache_dir: str, seed: int, shuffle_cache: bool,
     flags = stream.decoded().map(facts).batch(SCAN_BATCH)
     try:
         for index, ok, *values in flags.as_numpy_iterator():
+            raise_if_interrupted()
             stream.readable[index] = ok
             for target, value in zip(info, values):
                 target[index] = value

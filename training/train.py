@@ -8,7 +8,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from ..deploy.errors import UserError
+from ..deploy.errors import UserError, interrupts_deferred
 from .distribute import is_chief
 from .fit import log_line
 from .options import config_from_args
@@ -22,16 +22,19 @@ def train_from_args(args, config=None) -> Path:
     config = config or config_from_args(args, notice=log_line)
     log = check_export_target(args.export, args.overwrite)  # fail before training, not after
     made_before = len(MADE_HERE)
-    try:
-        run_dir = task(config.task).train(config, log)
-    except tf.errors.ResourceExhaustedError as exc:
-        _drop_unfinished(MADE_HERE[made_before:])
-        raise UserError(
-            f"out of memory while training: lower --batch-size or --input-size ({exc.message[:80]})"
-        ) from exc
-    except BaseException:
-        _drop_unfinished(MADE_HERE[made_before:])
-        raise
+    # Ctrl-C or SIGTERM raised where it lands can be lost inside TensorFlow (the run then finishes and
+    # exits 0): it is noted, and raised at the next batch's end (StopOnSignal) or scan or prediction step
+    with interrupts_deferred(log_line, "this step"):
+        try:
+            run_dir = task(config.task).train(config, log)
+        except tf.errors.ResourceExhaustedError as exc:
+            _drop_unfinished(MADE_HERE[made_before:])
+            raise UserError(
+                f"out of memory while training: lower --batch-size or --input-size ({exc.message[:80]})"
+            ) from exc
+        except BaseException:
+            _drop_unfinished(MADE_HERE[made_before:])
+            raise
     if args.export is not None and is_chief(config.distribute):  # a multiworker cluster's chief exports
         from .export import export
 

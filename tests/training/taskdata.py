@@ -119,3 +119,20 @@ def streamed_every_epoch(reads: Counter, run_dir: Path, epochs: int) -> bool:
     val = {line.split("\t")[0] for line in (run_dir / "val.tsv").read_text().splitlines()}
     train = [path for path in reads if path not in val]
     return bool(train) and all(reads[path] >= 1 + epochs for path in train)
+
+
+def random_mobilenet_weights(path: Path, input_size: int = 32) -> Path:
+    """A MobileNetV2 (alpha 0.35, no top) weights file with seeded random weights, each BatchNorm's
+    statistics set from one batch of random images (with Keras' defaults the random net's features
+    vanish, ~1e-12, and a head would learn nothing from them). Imports Keras when called."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(input_shape=(input_size, input_size, 3), include_top=False, alpha=0.35,
+                                           weights=None)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = 0.0  # the moving statistics become this batch's
+    model(np.random.default_rng(0).uniform(-1, 1, (32, input_size, input_size, 3)).astype(np.float32), training=True)
+    model.save_weights(path)
+    return path

@@ -22,25 +22,12 @@ from edgevision.training.bench_memory import make_folder
 from edgevision.training.options import make_config
 from edgevision.training.tasks.classify import train as train_classify
 from edgevision.training.tasks.keypoints import train as train_keypoints
-from taskdata import dot_dataset
+from taskdata import dot_dataset, random_mobilenet_weights
 
 
 @pytest.fixture(scope="module")
 def random_weights(tmp_path_factory):
-    """A MobileNetV2 (alpha 0.35, no top) weights file with seeded random weights, each BatchNorm's
-    statistics set from one batch of random images (with Keras' defaults the random net's features
-    vanish, ~1e-12, and a head would learn nothing from them)."""
-    import keras
-
-    path = tmp_path_factory.mktemp("weights") / "mobilenet_v2_0.35_random.weights.h5"
-    keras.utils.set_random_seed(0)
-    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, alpha=0.35, weights=None)
-    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in norms:
-        layer.momentum = 0.0  # the moving statistics become this batch's
-    model(np.random.default_rng(0).uniform(-1, 1, (32, 32, 32, 3)).astype(np.float32), training=True)
-    model.save_weights(path)
-    return path
+    return random_mobilenet_weights(tmp_path_factory.mktemp("weights") / "mobilenet_v2_0.35_random.weights.h5")
 
 
 def _fast(task: str, data, runs, weights, **extra) -> dict:

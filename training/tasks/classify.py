@@ -29,6 +29,7 @@ from ..distribute import global_batch, shard_by_data, train_on_strategy
 from ..fit import (
     EpochLine,
     FeatureRows,
+    StopOnSignal,
     feature_batches,
     features_of,
     finetune_callbacks,
@@ -110,6 +111,7 @@ def fit_head(model, train_s: SplitStream, val_s: SplitStream, config, run_dir, l
                 keras.callbacks.EarlyStopping("val_loss", patience=max(config.patience, 20), restore_best_weights=True),
                 keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")),
                 EpochLine("head", config.head_epochs, log, every=max(1, config.head_epochs // 10)),
+                StopOnSignal(),
             ],
         )
     model.get_layer("probs").set_weights(head.layers[-1].get_weights())

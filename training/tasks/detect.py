@@ -32,6 +32,7 @@ from ..detection import augment_boxes, encode_targets, grid_centres, mosaic, tra
 from ..distribute import global_batch, shard_by_data, train_on_strategy
 from ..fit import (
     EpochLine,
+    StopOnSignal,
     finetune_callbacks,
     finetune_schedule,
     log_line,
@@ -249,7 +250,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], strategy, scratch: P
             log(f"head stage: {epochs} epochs (--head-epochs {config.head_epochs} counts passes over cached "
                 "features for classifiers; here every epoch runs the backbone, so it is capped at 30)")
         callbacks = [keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")),
-                     EpochLine("head", epochs, log, metric=None)]
+                     EpochLine("head", epochs, log, metric=None), StopOnSignal()]
         train_ds, steps = data(epochs)
         history["head"] = model.fit(train_ds, validation_data=val_data, epochs=epochs, steps_per_epoch=steps,
                                     shuffle=False, verbose=0, callbacks=callbacks).history

@@ -20,6 +20,7 @@ from ..distribute import global_batch, shard_by_data, train_on_strategy
 from ..fit import (
     EpochLine,
     FeatureRows,
+    StopOnSignal,
     feature_batches,
     features_of,
     finetune_callbacks,
@@ -90,6 +91,7 @@ def _fast_head(features, head, train_s: SampleStream, val_s: SampleStream, confi
                 keras.callbacks.EarlyStopping("val_loss", patience=max(config.patience, 20), restore_best_weights=True),
                 keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")),
                 EpochLine("head", config.head_epochs, log, every=max(1, config.head_epochs // 10), metric="mae"),
+                StopOnSignal(),
             ],
         )
     return history.history

@@ -23,6 +23,7 @@ from ...deploy.tasks.segment import iou_metrics
 from ..distribute import global_batch, shard_by_data, train_on_strategy
 from ..fit import (
     EpochLine,
+    StopOnSignal,
     finetune_callbacks,
     finetune_schedule,
     log_line,
@@ -213,7 +214,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], strategy, scratch: P
         history["head"] = model.fit(train_ds, validation_data=val_data, epochs=epochs, steps_per_epoch=steps,
                                     shuffle=False, verbose=0,
                                     callbacks=[keras.callbacks.TensorBoard(str(run_dir / "tb" / "head")),
-                                               EpochLine("decoder", epochs, log)]).history
+                                               EpochLine("decoder", epochs, log), StopOnSignal()]).history
     if config.mode == "finetune":
         unfreeze_backbone(model, config, log)
         train_ds, steps = data(config.epochs, first=epochs)  # new draws after the decoder stage's
