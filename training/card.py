@@ -10,7 +10,7 @@ from pathlib import Path
 from ..deploy.errors import shell_quote
 from ..deploy.spec import TaskSpec
 from ..deploy.tasks import headline as runtime_headline
-from .runfolder import shown_path
+from .runfolder import failed_classes_text, shown_path
 from .tasks import task
 
 
@@ -82,7 +82,7 @@ def write_card(run_dir: Path, out: Path, spec: TaskSpec, metrics: dict, config: 
     section = face.card_section(metrics, export_report)
     text = f"""# {out.name}: {spec.kind}, {", ".join(spec.labels)}
 
-| | |
+{forced_text(export_report)}| | |
 |---|---|
 {table}
 
@@ -114,6 +114,15 @@ validation images): max |difference|
         if entry["written"]:
             write_variant_card(variant, entry, out, spec, config, export_report)
     return card
+
+
+def forced_text(export_report: dict) -> str:
+    """A bold paragraph when the export was forced past classes the model never gets right on val."""
+    failed = export_report.get("forced_failed_classes")
+    if not failed:
+        return ""
+    return (f"**Exported with --force: this model never gets {', '.join(failed)} right on its validation images "
+            f"({failed_classes_text(failed)}). Do not use it for {', '.join(failed)}; train it again.**\n\n")
 
 
 def check_text(face, out: Path, data_dir: Path, config: dict) -> str:

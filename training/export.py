@@ -29,7 +29,7 @@ from ..deploy.spec import SPEC_KEY, TaskSpec
 from .card import write_card
 from .fit import log_line
 from .precision import VARIANTS, convert_fp16, metric_loss, metric_text, quantize_int8, variant_path
-from .runfolder import load_run_files, read_spec, read_val_list
+from .runfolder import check_failed_classes, load_run_files, read_spec, read_val_list
 from .tasks import task
 
 IR_VERSION = 8  # read by onnxruntime 1.11+ (JetPack 5's 1.16 included); onnx >= 1.20 would write 10+
@@ -178,9 +178,11 @@ def export(
     calib_images: int = 200,
     max_loss: float = 0.01,
     calib_method: str = "percentile",
+    force: bool = False,
 ) -> dict:
     """Convert, check parity, and only then write ``out``; then the precision ``variants`` asked for
-    (int8, fp16), each kept only when it loses at most ``max_loss`` (of accuracy, NME, mean IoU or AP50)."""
+    (int8, fp16), each kept only when it loses at most ``max_loss`` (of accuracy, NME, mean IoU or AP50).
+    A run whose model never gets a class right on val is refused unless ``force`` (the card then says so)."""
     log = log or log_line
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -192,8 +194,12 @@ def export(
     for path in (out, out.with_suffix(".md"), *(variant_path(out, v).with_suffix(s) for v in variants
                                                   for s in (".onnx", ".md"))):
         check_new_output(path, overwrite)
-    model = load_run_model(run_dir)
     spec = read_spec(run_dir)
+    if not (run_dir / "metrics.json").is_file():
+        raise UserError(f"{run_dir} has no metrics.json: it is not a complete training run")
+    failed = check_failed_classes(spec.kind, json.loads((run_dir / "metrics.json").read_text()), force, run_dir,
+                                  out, log)
+    model = load_run_model(run_dir)
     pairs = read_val_list(run_dir)
     frames = load_parity_images(pairs, parity_images)
     t0 = time.perf_counter()
@@ -218,6 +224,7 @@ def export(
         "parity": {"images": report.images, "max_abs_diff": report.max_abs_diff,
                    "agreement": report.agreement, "agreement_kind": report.agreement_kind, "atol": atol},
         **evaluation,
+        **({"forced_failed_classes": failed} if failed else {}),
     }
     log(
         f"wrote {out} ({result['size_bytes'] / 1e6:.1f} MB): {metric_text(spec.kind, evaluation)} on "
@@ -321,4 +328,5 @@ def export_from_args(args) -> dict:
         raise UserError("--calib is for --int8: add --int8, or drop --calib")
     return export(args.run, args.out, args.opset, batch, args.atol, args.min_agreement,
                   args.parity_images, args.overwrite, variants=variants, calib_dir=args.calib,
-                  calib_images=args.calib_images, max_loss=args.max_loss, calib_method=args.calib_method)
+                  calib_images=args.calib_images, max_loss=args.max_loss, calib_method=args.calib_method,
+                  force=getattr(args, "force", False))

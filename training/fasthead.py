@@ -32,11 +32,13 @@ from .metrics import classification_metrics
 from .options import TrainConfig, flat_config
 from .runfolder import (
     check_export_target,
+    check_failed_classes,
     export_hint,
     log_line,
     new_run_dir,
     read_spec,
     read_val_list,
+    warn_failed_classes,
     write_run_files,
 )
 
@@ -128,6 +130,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = log_line) -> Path:
         raise
     log(f"val accuracy {metrics['accuracy']:.4f} (balanced {metrics['balanced_accuracy']:.4f}) on {len(f_val)} "
         f"images; {metrics['train_seconds']:.1f} s in all")
+    warn_failed_classes(metrics, log)
     log(f"run saved to {run_dir} (model.onnx: {(run_dir / 'model.onnx').stat().st_size / 1e6:.1f} MB)")
     log(f"export it: edgevision export {shell_quote(run_dir)} --out {shell_quote(export_hint(config.run_name))}")
     return run_dir
@@ -180,8 +183,9 @@ def is_head_run(run_dir: Path) -> bool:
     return (Path(run_dir) / "model.onnx").is_file() and not (Path(run_dir) / "model.keras").is_file()
 
 
-def export(run_dir: Path, out: Path, overwrite: bool = False, log=log_line) -> dict:
-    """Copy a head run's model.onnx to ``out`` and write its card; measured through the runtime."""
+def export(run_dir: Path, out: Path, overwrite: bool = False, log=log_line, force: bool = False) -> dict:
+    """Copy a head run's model.onnx to ``out`` and write its card; measured through the runtime. A model
+    that never gets a class right on val is refused unless ``force``."""
     from .card import write_card
 
     run_dir = Path(run_dir)
@@ -191,6 +195,7 @@ def export(run_dir: Path, out: Path, overwrite: bool = False, log=log_line) -> d
         check_new_output(path, overwrite)
     spec = read_spec(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    failed = check_failed_classes(spec.kind, metrics, force, run_dir, out, log)
     config = flat_config(json.loads((run_dir / "config.json").read_text()))
     pairs = read_val_list(run_dir)
     runner = Runner(run_dir / "model.onnx", RunnerOptions(providers="cpu"))
@@ -213,7 +218,8 @@ def export(run_dir: Path, out: Path, overwrite: bool = False, log=log_line) -> d
     report = {"file": str(out), "size_bytes": out.stat().st_size, "opset": 17, "batch": "dynamic",
               "parity": metrics["parity"], "onnx_accuracy": float(np.mean(right)) if right else 0.0,
               "onnx_images": len(right), "cpu_latency_ms_median": round(statistics.median(times), 2),
-              "cpu_latency_ms_p95": round(float(np.percentile(times, 95)), 2)}
+              "cpu_latency_ms_p95": round(float(np.percentile(times, 95)), 2),
+              **({"forced_failed_classes": failed} if failed else {})}
     (run_dir / "export.json").write_text(json.dumps(report, indent=2) + "\n")
     card = write_card(run_dir, out, spec, metrics, config, report, face=sys.modules[__name__])
     log(f"wrote {out} ({report['size_bytes'] / 1e6:.1f} MB): accuracy {report['onnx_accuracy']:.4f} on "
@@ -236,12 +242,12 @@ def train_from_args(args, config: TrainConfig) -> Path:
     """``edgevision train --head knn|linear [--export OUT]``."""
     if args.int8 or args.fp16:
         raise UserError("--int8 and --fp16 are for Keras runs: a numpy head's model is exported in float32 only")
-    if args.overwrite and args.export is None:
-        raise UserError("--overwrite goes with --export OUT.onnx: add it, or drop it")
+    if (args.overwrite or getattr(args, "force", False)) and args.export is None:
+        raise UserError("--overwrite and --force go with --export OUT.onnx: add it, or drop them")
     log = check_export_target(args.export, args.overwrite)  # fail before training, not after
     run_dir = train(config, log)
     if args.export is not None:
-        export(run_dir, args.export, overwrite=args.overwrite)
+        export(run_dir, args.export, overwrite=args.overwrite, force=getattr(args, "force", False))
     return run_dir
 
 
@@ -251,4 +257,4 @@ def export_from_args(args) -> dict:
         raise UserError("--int8 and --fp16 are for Keras runs: a numpy head's model is exported in float32 only")
     if args.card_only:
         raise UserError("--card-only is for Keras runs: export the head run again with --overwrite")
-    return export(args.run, args.out, overwrite=args.overwrite)
+    return export(args.run, args.out, overwrite=args.overwrite, force=getattr(args, "force", False))

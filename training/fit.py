@@ -18,7 +18,12 @@ import tensorflow as tf
 from ..deploy.errors import UserError, raise_if_interrupted, shell_quote
 from .model import set_trainable_top
 from .options import TrainConfig
-from .runfolder import export_hint, log_line, new_run_dir  # noqa: F401  (TF-free, here for the trainers)
+from .runfolder import (  # noqa: F401  (TF-free, here for the trainers)
+    export_hint,
+    log_line,
+    new_run_dir,
+    warn_failed_classes,
+)
 from .stream import epoch_order, even_count, per_epoch
 
 
@@ -175,8 +180,12 @@ def run_folder(config: TrainConfig, scratch: Path | None) -> Path:
     return new_run_dir(config) if scratch is None else scratch
 
 
-def log_saved(run_dir: Path, config: TrainConfig, scratch: Path | None, log: Callable[[str], None]) -> None:
+def log_saved(run_dir: Path, config: TrainConfig, scratch: Path | None, log: Callable[[str], None],
+              metrics: dict | None = None) -> None:
+    """The run's last lines: a warning when the model never gets a class of ``metrics`` right, where it was saved,
+    how to export it."""
     if scratch is None:
+        warn_failed_classes(metrics or {}, log)
         log(f"run saved to {run_dir}")
         log(f"export it: edgevision export {shell_quote(run_dir)} --out {shell_quote(export_hint(config.run_name))}")
 

@@ -25,7 +25,10 @@ def read_spec(run_dir: Path) -> TaskSpec:
 
 def write_run_files(run_dir: Path, spec: TaskSpec, config_toml: str, metrics: dict, history: dict,
                     val_rows: list[tuple[Path, list[str]]]) -> None:
-    """Everything but the model: spec, config, metrics, history and the validation list."""
+    """Everything but the model: spec, config, metrics, history and the validation list. ``metrics``
+    gains ``failed_classes`` (see :func:`failed_classes`) where the task has classes."""
+    if spec.kind in CLASS_CHECKS:
+        metrics["failed_classes"] = failed_classes(spec.kind, metrics)
     (run_dir / "spec.json").write_text(spec.to_json() + "\n")
     (run_dir / "config.toml").write_text(config_toml)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -55,6 +58,70 @@ def load_run_files(run_dir: Path) -> tuple[dict, dict]:
     with open(Path(run_dir) / "config.toml", "rb") as f:
         config = tomllib_module().load(f)
     return metrics, flat_config(config)
+
+
+CLASS_CHECKS = ("classify", "segment", "detect")  # the kinds whose validation metrics are per class
+
+
+def failed_classes(kind: str, metrics: dict) -> dict[str, str]:
+    """The classes that a run's model never gets right on its validation set, each with what was
+    measured: segment IoU 0 (never predicted, or never where the class is), classify recall 0 (never
+    predicted, or never on the right images), detect AP50 0. Only classes that val holds are judged.
+    Read from the metrics alone, so that runs trained before this check are checked at export too."""
+    out: dict[str, str] = {}
+    if kind == "segment":
+        true, predicted = metrics.get("true_pixels", {}), metrics.get("predicted_pixels", {})
+        for name, iou in metrics.get("iou", {}).items():
+            if iou != 0 or true.get(name, 1) == 0:  # nan: neither on val nor predicted
+                continue
+            if name in predicted and not predicted[name]:
+                out[name] = f"never predicted (0 pixels of {true[name]:,} in the val masks)"
+            else:
+                count = f"predicted on {predicted[name]:,} pixels, " if name in predicted else ""
+                out[name] = f"IoU 0 ({count}none of them right)"
+    elif kind == "classify":
+        classes = metrics.get("classes", [])
+        cm = metrics.get("confusion_matrix", [])
+        for i, (name, m) in enumerate(metrics.get("per_class", {}).items()):
+            if not m["support"] or m["recall"] > 0:
+                continue
+            predicted = sum(row[i] for row in cm) if len(cm) == len(classes) else None
+            out[name] = (f"never predicted on the {m['support']} val images of it" if predicted == 0 else
+                         f"recall 0 (none of its {m['support']} val images right"
+                         + (f", predicted for {predicted} others)" if predicted else ")"))
+    elif kind == "detect":
+        for name, m in metrics.get("per_class", {}).items():
+            if m.get("true_boxes") and m.get("ap50") == 0:
+                out[name] = f"AP50 0 (none of its {m['true_boxes']} val boxes found)"
+    return out
+
+
+def failed_classes_text(failed: dict[str, str]) -> str:
+    """'person (never predicted ...); cat (...)' for a warning or an error line."""
+    return "; ".join(f"{name}: {why}" for name, why in failed.items())
+
+
+def warn_failed_classes(metrics: dict, log) -> None:
+    """After training: one loud line when the model never gets a class right on val."""
+    failed = metrics.get("failed_classes")
+    if failed:
+        log(f"WARNING: the model never gets {', '.join(failed)} right on the validation images "
+            f"({failed_classes_text(failed)}): export refuses this run unless given --force. Train longer, at a "
+            "smaller --batch-size, or on more images of it")
+
+
+def check_failed_classes(kind: str, metrics: dict, force: bool, run_dir: Path, out: Path, log) -> dict[str, str]:
+    """Before export: refuse a run whose model never gets a class right on val (one line), unless
+    ``force``; then say so and return those classes for the card."""
+    failed = failed_classes(kind, metrics) if kind in CLASS_CHECKS else {}
+    if failed and not force:
+        raise UserError(f"export refused, {out} not written: the model of {run_dir} never gets "
+                        f"{', '.join(failed)} right on its validation images ({failed_classes_text(failed)}); "
+                        "train it again, or add --force to export it anyway")
+    if failed:
+        log(f"WARNING: exporting with --force a model that never gets {', '.join(failed)} right on its "
+            "validation images; its card says so")
+    return failed
 
 
 def shown_path(path: str) -> str:

@@ -17,8 +17,8 @@ from .tasks import task
 
 
 def train_from_args(args, config=None) -> Path:
-    if (args.int8 or args.fp16 or args.overwrite) and args.export is None:
-        raise UserError("--int8, --fp16 and --overwrite go with --export OUT.onnx: add it, or drop them")
+    if (args.int8 or args.fp16 or args.overwrite or getattr(args, "force", False)) and args.export is None:
+        raise UserError("--int8, --fp16, --overwrite and --force go with --export OUT.onnx: add it, or drop them")
     config = config or config_from_args(args, notice=log_line)
     log = check_export_target(args.export, args.overwrite)  # fail before training, not after
     made_before = len(MADE_HERE)
@@ -39,7 +39,7 @@ def train_from_args(args, config=None) -> Path:
         from .export import export
 
         variants = tuple(v for v in ("int8", "fp16") if getattr(args, v))
-        export(run_dir, args.export, overwrite=args.overwrite, variants=variants)
+        export(run_dir, args.export, overwrite=args.overwrite, variants=variants, force=getattr(args, "force", False))
     return run_dir
 
 

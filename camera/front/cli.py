@@ -375,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="also write OUT.fp16.onnx: float16 for GPUs")
     p.add_argument("--max-loss", type=float, default=0.01,
                    help="refuse a variant losing more than this (of accuracy, NME, mean IoU or AP50); default 0.01")
+    p.add_argument("--force", action="store_true",
+                   help="export even a model that never gets a class right on val (refused otherwise; the card "
+                        "says so)")
     p.add_argument("--card-only", action="store_true",
                    help="only rewrite OUT's model card from the run folder (its config may have new notes)")
     p.set_defaults(func=cmd_export)

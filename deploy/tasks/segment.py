@@ -120,9 +120,12 @@ def parse_background(text: str) -> str | np.ndarray:
 def iou_metrics(pred: list[np.ndarray], true: list[np.ndarray], labels: tuple[str, ...]) -> dict:
     """IoU per class over the whole set (intersections and unions summed over images) and their mean
     (``miou``); also the mean over images of each image's own mean IoU (``per_image_miou``), so that a
-    few large photos cannot hide many small failures."""
+    few large photos cannot hide many small failures; and the pixels of each class in the masks
+    (``true_pixels``) and in the predictions (``predicted_pixels``): a class never predicted shows there."""
     inter = np.zeros(len(labels))
     union = np.zeros(len(labels))
+    true_px = np.zeros(len(labels), np.int64)
+    pred_px = np.zeros(len(labels), np.int64)
     per_image = []
     for p, t in zip(pred, true):
         if p.shape != t.shape:
@@ -131,7 +134,11 @@ def iou_metrics(pred: list[np.ndarray], true: list[np.ndarray], labels: tuple[st
         u = np.array([np.logical_or(p == c, t == c).sum() for c in range(len(labels))], np.float64)
         inter += i
         union += u
+        true_px += np.bincount(t.ravel(), minlength=len(labels))[: len(labels)]
+        pred_px += np.bincount(p.ravel(), minlength=len(labels))[: len(labels)]
         per_image.append(float(np.mean(i[u > 0] / u[u > 0])) if (u > 0).any() else float("nan"))
     iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
     return {"iou": {n: float(v) for n, v in zip(labels, iou)}, "miou": float(np.nanmean(iou)),
-            "per_image_miou": float(np.nanmean(per_image)) if per_image else float("nan"), "images": len(pred)}
+            "per_image_miou": float(np.nanmean(per_image)) if per_image else float("nan"), "images": len(pred),
+            "true_pixels": {n: int(v) for n, v in zip(labels, true_px)},
+            "predicted_pixels": {n: int(v) for n, v in zip(labels, pred_px)}}

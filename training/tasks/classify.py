@@ -233,7 +233,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], strategy, scratch: P
         f"val accuracy {metrics['accuracy']:.4f} (balanced {metrics['balanced_accuracy']:.4f}) on {val_s.count} "
         f"images; {metrics['train_seconds']:.0f} s in all"
     )
-    log_saved(run_dir, config, scratch, log)
+    log_saved(run_dir, config, scratch, log, metrics)
     return run_dir
 
 

@@ -288,7 +288,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], strategy, scratch: P
     log(f"val AP50 {metrics['map50']:.4f} ({per_class}); recall {metrics['recall']:.3f}, "
         f"precision {metrics['precision']:.3f} at score "
         f"{spec.score_threshold}; {metrics['train_seconds']:.0f} s in all")
-    log_saved(run_dir, config, scratch, log)
+    log_saved(run_dir, config, scratch, log, metrics)
     return run_dir
 
 

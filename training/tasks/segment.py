@@ -239,7 +239,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], strategy, scratch: P
     save_curves_png(history, run_dir / "curves.png")
     log(f"val mean IoU {metrics['miou']:.4f} ("
         + ", ".join(f"{n} {v:.4f}" for n, v in metrics["iou"].items()) + f"); {metrics['train_seconds']:.0f} s in all")
-    log_saved(run_dir, config, scratch, log)
+    log_saved(run_dir, config, scratch, log, metrics)
     return run_dir
 
 
