@@ -48,8 +48,8 @@ def two_class_scenes(root: Path, n_train: int = 16, n_val: int = 6, seed: int = 
 
 
 TINY_SEGMENT = ("--task", "segment", "--mode", "finetune", "--backbone", "tiny", "--weights", "none",
-                "--input-size", "64", "--epochs", "5", "--lr", "1e-2", "--batch-size", "8", "--color", "0",
-                "--grayscale", "0", "--dropout", "0")
+                "--input-size", "64", "--epochs", "30", "--lr", "3e-3", "--batch-size", "4", "--seed", "2",
+                "--color", "0", "--grayscale", "0", "--dropout", "0")
 
 
 # --- the one check, per task (no TensorFlow) ----------------------------------------------------
