@@ -32,9 +32,10 @@ def teachable_folder(root, labels=LABELS):
     """root/keras_model.h5 + root/labels.txt in Teachable Machine's layout."""
     root.mkdir()
     keras.utils.set_random_seed(0)
-    features = keras.Sequential([keras.Input((224, 224, 3)), keras.layers.Conv2D(8, 3, strides=8, activation="relu"),
-                                 keras.layers.DepthwiseConv2D(3, padding="same"), keras.layers.GlobalAveragePooling2D()],
-                                name="sequential_1")
+    features = keras.Sequential([keras.Input((224, 224, 3)),
+                                 keras.layers.Conv2D(8, 3, strides=8, activation="relu"),
+                                 keras.layers.DepthwiseConv2D(3, padding="same"),
+                                 keras.layers.GlobalAveragePooling2D()], name="sequential_1")
     head = keras.Sequential([keras.Input((8,)), keras.layers.Dense(len(labels), activation="softmax")],
                             name="sequential_3")
     model = keras.Sequential([keras.Input((224, 224, 3)), features, head])
