@@ -196,7 +196,10 @@ def decode(outputs: list[np.ndarray], spec: TaskSpec, placements: list[Placement
         if spec.kind == "detect":
             results.append(det)
         elif spec.kind == "segment":
-            results.append(Instances(det, masks_in_source(values, protos[0][i], boxes, placement, spec.input_hw)))
+            masks = masks_in_source(values, protos[0][i], boxes, placement, spec.input_hw)
+            kept = masks.any(axis=(1, 2))  # a box whose mask is empty is dropped, as Ultralytics' predict drops it
+            det = Detections(spec.labels, boxes[kept], score[kept], cls[kept])
+            results.append(Instances(det, masks[kept]))
         else:
             points = values.reshape(len(det), len(spec.keypoint_names), point_dim)  # (m, k * d) -> (m, k, d)
             results.append(Poses(det, spec.keypoint_names, placement.to_source(points[..., :2]),

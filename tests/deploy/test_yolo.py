@@ -77,6 +77,14 @@ def test_yolo_segment_mask_is_exact_in_source_pixels(tmp_path):
     assert (frame[100, 240] != 90).any() and (frame[190, 20] == 90).all()
 
 
+def test_yolo_segment_drops_a_box_whose_mask_is_empty_as_ultralytics_does(tmp_path):
+    protos = np.full((1, 32, 16, 24), -10, np.float32)
+    protos[0, 0, 7:9, 10:14] = 10
+    out = Y.raw_rows([BOX, [10.0, 10.0, 8.0, 8.0]], [[0.9, 0.0], [0.0, 0.8]], extras=[[1.0] + [0.0] * 31] * 2)
+    result = run(Y.segment(tmp_path / "seg.onnx", out, protos))
+    assert len(result) == 1 and result.detections.label_id.tolist() == [0]  # the dog's mask was all -10
+
+
 def test_yolo_segment_end2end_masks_too(tmp_path):
     protos = np.full((1, 32, 16, 24), -10, np.float32)
     protos[0, 0, 7:9, 10:14] = 10
