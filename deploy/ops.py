@@ -113,7 +113,7 @@ def preprocess(frames_bgr: list[np.ndarray], spec: TaskSpec) -> tuple[np.ndarray
     if spec.mean != (0.0, 0.0, 0.0) or spec.std != (1.0, 1.0, 1.0):
         batch -= np.float32(spec.mean)
         batch /= np.float32(spec.std)
-    if spec.layout == "NCHW":
+    if getattr(spec, "layout", "NHWC") == "NCHW":  # a BackboneSpec (deploy/embed.py) is always NHWC
         batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))  # (n, h, w, 3) -> (n, 3, h, w)
     return batch, placements
 
