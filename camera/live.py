@@ -257,8 +257,9 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
     if args.background is not None:
         from ..deploy.tasks.segment import parse_background
 
-        if runner.spec.kind != "segment":
-            raise UserError(f"--background needs a segmentation model; this is a {runner.spec.kind} model")
+        if runner.spec.kind != "segment" or runner.spec.head != "edgevision":
+            raise UserError(f"--background needs a segmentation model (edgevision's, a class per pixel); this is a "
+                            f"{runner.spec.kind} model{'' if runner.spec.head == 'edgevision' else ' (YOLO)'}")
         background = parse_background(args.background)
     source_path = Path(source_text).expanduser()
     if args.record is not None and args.jsonl is not None and args.record.expanduser() == args.jsonl.expanduser():

@@ -64,8 +64,10 @@ def predict(
     --masks and --draw folders may not be inside one (the next run would read their files as images)."""
     if batch_size < 1:
         raise UserError(f"--batch must be 1 or more, got {batch_size}")
-    if masks_dir is not None and runner.spec.kind != "segment":
-        raise UserError(f"--masks needs a segmentation model; {runner.path} is a {runner.spec.kind} model")
+    if masks_dir is not None and (runner.spec.kind != "segment" or runner.spec.head != "edgevision"):
+        yolo = "" if runner.spec.head == "edgevision" else " (YOLO: its JSON has a polygon per box)"
+        raise UserError(f"--masks needs a segmentation model (edgevision's, a class per pixel); {runner.path} is a "
+                        f"{runner.spec.kind} model{yolo}")
     for flag, folder in (("--masks", masks_dir), ("--draw", draw_dir)):
         if folder is not None:
             if folder.exists() and not folder.is_dir():

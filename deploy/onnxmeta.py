@@ -143,3 +143,25 @@ def graph_inputs(path: str | Path) -> list[tuple[str, tuple[int | str, ...]]]:
     except (ValueError, UnicodeDecodeError, TypeError):
         return []
     return [(name, dims) for name, dims in inputs if name not in weights]
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _encode_field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field."""
+    return _encode_varint(number << 3 | 2) + _encode_varint(len(payload)) + payload
+
+
+def with_metadata(data: bytes, entries: dict[str, str]) -> bytes:
+    """An ONNX file's bytes with ``entries`` added to its ``metadata_props``: protobuf reads fields appended
+    to a message as part of it, so the graph and everything else stay byte for byte as they were."""
+    extra = b"".join(_encode_field(_METADATA, _encode_field(1, key.encode()) + _encode_field(2, value.encode()))
+                     for key, value in entries.items())
+    return bytes(data) + extra

@@ -79,14 +79,20 @@ def _resize(image: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
 
 
 def fit_to_input(image: np.ndarray, input_hw: tuple[int, int], mode: str) -> tuple[np.ndarray, Placement]:
-    """Resize ``image`` (h, w, c) to ``input_hw`` by stretching or letterboxing (down-scaling by
+    """Resize ``image`` (h, w, c) to ``input_hw`` by stretching, letterboxing or a centre crop (down-scaling by
     :func:`shrink`, up-scaling linearly)."""
     h, w = image.shape[:2]
     ih, iw = input_hw
     if mode == "stretch":
         return _resize(image, (iw, ih)), Placement((iw / w, ih / h), (0.0, 0.0), (h, w))
+    if mode == "crop":  # scale to cover the input, keep the centre (torchvision's Resize + CenterCrop)
+        scale = max(ih / h, iw / w)
+        nh, nw = max(ih, round(h * scale)), max(iw, round(w * scale))
+        top, left = (nh - ih) // 2, (nw - iw) // 2
+        out = _resize(image, (nw, nh))[top : top + ih, left : left + iw]
+        return out, Placement((nw / w, nh / h), (float(-left), float(-top)), (h, w))
     if mode != "letterbox":
-        raise ValueError(f"resize mode must be 'stretch' or 'letterbox', got {mode!r}")
+        raise ValueError(f"resize mode must be 'stretch', 'letterbox' or 'crop', got {mode!r}")
     scale = min(ih / h, iw / w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     top, left = (ih - nh) // 2, (iw - nw) // 2
@@ -96,7 +102,8 @@ def fit_to_input(image: np.ndarray, input_hw: tuple[int, int], mode: str) -> tup
 
 
 def preprocess(frames_bgr: list[np.ndarray], spec: TaskSpec) -> tuple[np.ndarray, list[Placement]]:
-    """BGR frames of any size -> a float32 NHWC batch for the model, and where each frame went."""
+    """BGR frames of any size -> a float32 batch for the model (NHWC, or NCHW where the spec says), and where
+    each frame went."""
     batch = np.empty((len(frames_bgr), *spec.input_hw, 3), dtype=np.float32)
     placements = []
     for i, frame in enumerate(frames_bgr):
@@ -106,6 +113,8 @@ def preprocess(frames_bgr: list[np.ndarray], spec: TaskSpec) -> tuple[np.ndarray
     if spec.mean != (0.0, 0.0, 0.0) or spec.std != (1.0, 1.0, 1.0):
         batch -= np.float32(spec.mean)
         batch /= np.float32(spec.std)
+    if getattr(spec, "layout", "NHWC") == "NCHW":  # a BackboneSpec (deploy/embed.py) is always NHWC
+        batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))  # (n, h, w, 3) -> (n, 3, h, w)
     return batch, placements
 
 

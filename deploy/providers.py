@@ -208,10 +208,13 @@ class ShapeProfile:
     hw: tuple[int, int]  # the height and width the model is fed at
     max_batch: int
 
+    channels_first: bool = False  # (n, 3, h, w): a model from PyTorch (an Ultralytics export)
+
     def shape(self, batch: int) -> tuple[int, ...]:
-        n, h, w, c = self.dims
-        return (n if isinstance(n, int) else batch, h if isinstance(h, int) else self.hw[0],
-                w if isinstance(w, int) else self.hw[1], c if isinstance(c, int) else 3)
+        n, h, w, c = (self.dims[0], *self.dims[2:], self.dims[1]) if self.channels_first else self.dims
+        n, h, w, c = (n if isinstance(n, int) else batch, h if isinstance(h, int) else self.hw[0],
+                      w if isinstance(w, int) else self.hw[1], c if isinstance(c, int) else 3)
+        return (n, c, h, w) if self.channels_first else (n, h, w, c)
 
     def options(self) -> dict[str, str]:
         """The trt_profile_* options (onnxruntime 1.15+), e.g. ``image:1x224x224x3``."""
@@ -223,7 +226,7 @@ class ShapeProfile:
 
 
 def shape_profile(model_path: Path, hw: tuple[int, int] | None, max_batch: int) -> ShapeProfile | None:
-    """The profile for a model with one NHWC image input whose batch (or size) is free; None when every
+    """The profile for a model with one NHWC (or NCHW) image input whose batch (or size) is free; None when every
     dim is fixed (nothing to cover) or the input cannot be named in TensorRT's option syntax."""
     inputs = graph_inputs(model_path)
     if len(inputs) != 1 or len(inputs[0][1]) != 4:
@@ -231,9 +234,11 @@ def shape_profile(model_path: Path, hw: tuple[int, int] | None, max_batch: int) 
     name, dims = inputs[0]
     if all(isinstance(d, int) for d in dims) or not name or any(ch in name for ch in ",:"):
         return None
-    if hw is None and not all(isinstance(d, int) for d in dims[1:3]):
+    channels_first = dims[1] == 3 and dims[3] != 3  # (n, 3, h, w); an NHWC input has its 3 last
+    fixed_hw = dims[2:4] if channels_first else dims[1:3]
+    if hw is None and not all(isinstance(d, int) for d in fixed_hw):
         return None
-    return ShapeProfile(name, dims, tuple(hw or dims[1:3]), max_batch)
+    return ShapeProfile(name, dims, tuple(hw or fixed_hw), max_batch, channels_first)
 
 
 def provider_options(providers: list[str], model_path: Path, config: ProviderConfig | None = None,

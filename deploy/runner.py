@@ -18,6 +18,7 @@ from .providers import ProviderConfig, ProviderReport, short_name
 from .results import Result
 from .sessions import ProviderSession
 from .spec import SPEC_KEY, SpecError, TaskSpec
+from .tasks import yolo
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,18 @@ class RunnerOptions:
 
 
 def read_spec(header: OnnxHeader, path: Path) -> TaskSpec:
+    """The spec in the file, or one read from an Ultralytics export's own metadata."""
     text = header.metadata.get(SPEC_KEY)
+    if text is None and yolo.is_ultralytics(header.metadata):
+        try:
+            return yolo.spec_from_metadata(header.metadata)
+        except SpecError as exc:
+            raise UserError(f"{path} cannot run: {exc}") from exc
     if text is None:
         raise UserError(
-            f"{path} has no edgevision spec (metadata key {SPEC_KEY!r}): export it with 'edgevision export'"
+            f"{path} has no edgevision spec (metadata key {SPEC_KEY!r}): export it with 'edgevision export', or "
+            f"describe it with 'edgevision adopt {path} --task classify|keypoints ...' (Ultralytics exports run as "
+            "they are)"
         )
     try:
         return TaskSpec.from_json(text)
@@ -97,16 +106,19 @@ class Runner:
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise UserError(f"{self.path} has {len(inputs)} inputs; edgevision models take one image batch")
-        shape = inputs[0].shape  # (n, h, w, 3), dims may be symbolic
+        shape = inputs[0].shape  # (n, h, w, 3) or (n, 3, h, w), dims may be symbolic
         self.input_name = inputs[0].name
-        channels = shape[3] if len(shape) == 4 else None
+        nchw = self.spec.layout == "NCHW"
+        channels = (shape[1] if nchw else shape[3]) if len(shape) == 4 else None
         if len(shape) != 4 or (isinstance(channels, int) and channels != 3):
-            raise UserError(f"{self.path} input must be NHWC (n, h, w, 3), got {shape}")
-        hw = tuple(shape[1:3])
+            want = "NCHW (n, 3, h, w)" if nchw else "NHWC (n, h, w, 3)"
+            raise UserError(f"{self.path} input must be {want} as its spec says, got {shape}")
+        hw = tuple(shape[2:4] if nchw else shape[1:3])
         if all(isinstance(d, int) for d in hw) and hw != self.spec.input_hw:
             raise UserError(f"{self.path} input is {hw[0]}x{hw[1]} but its spec says {self.spec.input_hw}")
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        self.output_names = tasks.output_names(self.spec.kind, [o.name for o in self.session.get_outputs()])
+        self.output_names = tasks.output_names(self.spec.kind, [o.name for o in self.session.get_outputs()],
+                                                 self.spec.head)
         if inputs[0].type != "tensor(float)":
             raise UserError(f"{self.path} input must be float32 pixels, got {inputs[0].type}")
 
@@ -180,6 +192,8 @@ def model_info(path: Path, notice: Callable[[str], None] | None = None) -> dict:
         "file": str(path),
         "size_bytes": Path(path).stat().st_size,
         "spec": json.loads(runner.spec.to_json()),
+        "spec_from": "the file's edgevision spec" if SPEC_KEY in header.metadata else
+                     f"Ultralytics {header.metadata.get('version', '')} metadata".replace("  ", " "),
         "ir_version": header.ir_version,
         "opsets": header.opsets,
         "producer": header.producer,

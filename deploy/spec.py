@@ -13,6 +13,10 @@ Output contracts per kind (batch first, NHWC input):
 - ``segment``: one output ``(n, h, w, classes)``, probabilities or logits at any resolution.
 - ``detect``: two outputs, ``boxes (n, a, 4)`` as normalised ``xyxy`` in the model input and
   ``scores (n, a, classes)`` in 0..1; the runner thresholds and runs NMS.
+
+A model made elsewhere says so with ``head``: ``yolo`` (Ultralytics' raw layouts, NMS by the runner) or
+``yolo-end2end`` (boxes already chosen in the graph); deploy/tasks/yolo.py reads those layouts. ``layout``
+says whether the input is NHWC (edgevision's) or NCHW (PyTorch's).
 """
 
 from __future__ import annotations
@@ -29,8 +33,13 @@ SPEC_VERSION = 1
 
 TaskKind = Literal["classify", "keypoints", "segment", "detect"]
 TASK_KINDS: tuple[str, ...] = get_args(TaskKind)
-ResizeMode = Literal["stretch", "letterbox"]
+ResizeMode = Literal["stretch", "letterbox", "crop"]  # crop: fill the input, cut the longer side
 OutputKind = Literal["probs", "logits"]
+Layout = Literal["NHWC", "NCHW"]
+Head = Literal["edgevision", "yolo", "yolo-end2end"]
+# Written into the JSON only when they differ from these defaults, so a file exported as before reads
+# in an older edgevision as before.
+_OPTIONAL = {"layout": "NHWC", "head": "edgevision", "keypoint_names": ()}
 MAX_SIDE = 4096  # input_hw: a larger input is a spec gone wrong (a 100000-pixel side is 120 GB of float32)
 MAX_JSON_CHARS = 1_000_000  # a spec or pipeline file: 1000 labels are ~20 kB
 
@@ -101,6 +110,9 @@ class TaskSpec:
     score_threshold: float = 0.25  # detect: default minimum score
     iou_threshold: float = 0.45  # detect: default NMS IoU
     version: int = SPEC_VERSION
+    layout: Layout = "NHWC"  # the input tensor: (n, h, w, 3), or (n, 3, h, w) for models from PyTorch
+    head: Head = "edgevision"  # how the outputs are laid out (see the module docstring)
+    keypoint_names: tuple[str, ...] = ()  # a YOLO pose head: the points of each box (labels name the classes)
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
@@ -127,7 +139,10 @@ class TaskSpec:
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
         if self.resize not in get_args(ResizeMode):
-            raise SpecError(f"resize must be 'stretch' or 'letterbox', got {self.resize!r}")
+            raise SpecError(f"resize must be 'stretch', 'letterbox' or 'crop', got {self.resize!r}")
+        if self.resize == "crop" and self.kind not in ("classify", "keypoints"):
+            raise SpecError(f"resize 'crop' is for classify and keypoints models, not {self.kind!r} (parts of the "
+                            "frame would be cut off): use 'letterbox'")
         if self.output not in get_args(OutputKind):
             raise SpecError(f"output must be 'probs' or 'logits', got {self.output!r}")
         for name in ("score_threshold", "iou_threshold"):
@@ -135,13 +150,25 @@ class TaskSpec:
             if not 0.0 <= value <= 1.0:
                 raise SpecError(f"{name} must be within 0..1, got {value}")
             object.__setattr__(self, name, value)
+        if self.layout not in get_args(Layout):
+            raise SpecError(f"layout must be 'NHWC' or 'NCHW', got {self.layout!r}")
+        if self.head not in get_args(Head):
+            raise SpecError(f"head must be one of {', '.join(get_args(Head))}, got {self.head!r}")
+        points = tuple(self.keypoint_names)
+        if not all(isinstance(name, str) and name.strip() for name in points) or len(set(points)) != len(points):
+            raise SpecError(f"keypoint_names must be unique non-empty strings, got {list(points[:5])!r:.200}")
+        if points and (self.kind != "keypoints" or self.head == "edgevision"):
+            raise SpecError("keypoint_names belong to a YOLO pose head (kind 'keypoints', head 'yolo' or "
+                            f"'yolo-end2end'), not to kind {self.kind!r} with head {self.head!r}")
+        object.__setattr__(self, "keypoint_names", points)
         if self.version != SPEC_VERSION:
             raise SpecError(
                 f"spec version {self.version} is not supported by this edgevision (it reads {SPEC_VERSION})"
             )
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        data = {k: v for k, v in asdict(self).items() if k not in _OPTIONAL or v != _OPTIONAL[k]}
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict) -> TaskSpec:

@@ -14,6 +14,7 @@ from edgevision.deploy.errors import Terminated, UserError, shell_quote
 from edgevision.deploy.nativelog import quiet_native_logs
 
 from .cli_data import add_dataset_commands
+from .cli_models import add_model_commands
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO_ROOT / "models"
@@ -342,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("info", help="a model's spec, inputs, outputs, opset and size")
-    p.add_argument("model", type=Path, help="an edgevision .onnx file, or a pipeline .json (each of its models)")
+    p.add_argument("model", type=Path,
+                   help="an edgevision or Ultralytics .onnx file, or a pipeline .json (each of its models)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("collect", help="collect a dataset from a camera: class labels by key, points by click")
@@ -350,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collect)
 
     add_dataset_commands(sub, say)
+    add_model_commands(sub, say)
 
     from edgevision.training.options import add_train_args  # argparse only: no TensorFlow import
 

@@ -10,6 +10,9 @@ Every task module provides::
     decode(outputs, spec, placements, **options) -> list[Result]
     summary(result_json: dict) -> str
     output_names(names) -> names    # optional: the order decode reads the outputs in
+
+Models made elsewhere (``spec.head`` other than ``edgevision``) are decoded by their head's module
+(yolo.py), into the same result types or into the result-only kinds ``instances`` and ``poses``.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..spec import TASK_KINDS, Headline
-from . import chain, classify, detect, keypoints, segment
+from . import chain, classify, detect, instances, keypoints, poses, segment, yolo
 
-# kind -> its module. "chain" is a result kind (a detector + a classifier), not a model kind.
-REGISTRY: dict[str, ModuleType] = {m.KIND: m for m in (classify, keypoints, segment, detect, chain)}
-if set(REGISTRY) - {"chain"} != set(TASK_KINDS):  # the spec's kinds and these modules must agree
+# kind -> its module. "chain" (a detector + a classifier), "instances" and "poses" (boxes with a mask or points
+# each, from a YOLO model) are result kinds, not model kinds.
+RESULT_KINDS = ("chain", "instances", "poses")
+REGISTRY: dict[str, ModuleType] = {m.KIND: m for m in (classify, keypoints, segment, detect, chain, instances, poses)}
+HEADS: dict[str, ModuleType] = {"yolo": yolo, "yolo-end2end": yolo}  # spec.head -> the module that decodes it
+if set(REGISTRY) - set(RESULT_KINDS) != set(TASK_KINDS):  # the spec's kinds and these modules must agree
     raise ImportError(f"task modules {sorted(REGISTRY)} do not match the spec's kinds {sorted(TASK_KINDS)}")
 
 
@@ -33,11 +39,15 @@ def task(kind: str) -> ModuleType:
 
 
 def decode(outputs: list, spec, placements: list, **options: float | None) -> list:
-    """Model outputs for a batch -> one typed result per frame, by the spec's kind."""
+    """Model outputs for a batch -> one typed result per frame, by the spec's kind (or its head's layout)."""
+    if spec.head in HEADS:
+        return HEADS[spec.head].decode(outputs, spec, placements, **options)
     return task(spec.kind).decode(outputs, spec, placements, **options)
 
 
-def output_names(kind: str, names: list[str]) -> list[str]:
+def output_names(kind: str, names: list[str], head: str = "edgevision") -> list[str]:
+    if head in HEADS:
+        return names
     module = task(kind)
     return module.output_names(names) if hasattr(module, "output_names") else names
 
