@@ -213,6 +213,14 @@ def add_loop_args(p) -> None:
     p.add_argument("--background", metavar="blur|R,G,B|IMAGE",
                    help="segmentation models: blur or replace the background instead of tinting the mask")
     p.add_argument("--overwrite", action="store_true", help="replace existing --record/--jsonl files")
+    g = p.add_argument_group("tracking and counting (detectors and chains)")
+    g.add_argument("--track", action="store_true",
+                   help="give each box an id that stays with the object from frame to frame (track_id)")
+    g.add_argument("--count-line", action="append", metavar="[NAME=]X1,Y1,X2,Y2",
+                   help="count tracks crossing this line, in and out per label, at each box's bottom-centre "
+                        "(pixels; in: from its left to its right, seen from X1,Y1; repeatable)")
+    g.add_argument("--zone", action="append", metavar="[NAME=]X,Y,X,Y,X,Y,...",
+                   help="a polygon: count tracks inside it now, and in and out of it, per label (repeatable)")
     g = p.add_argument_group("lost cameras and streams")
     g.add_argument("--reconnect", action=argparse.BooleanOptionalAction, default=None,
                    help="reopen a camera or stream that ends or stalls (default: on for cameras and streams)")
