@@ -264,6 +264,7 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
     from ..deploy.errors import UserError
     from ..deploy.images import check_not_an_input
     from .capture import capture_from_args, check_serve_args
+    from .publish import sink_from_args
     from .record import VideoSink
     from .sinks import ConsoleSink, JsonlSink, WindowSink, display_available
     from .sources import open_source, parse_source
@@ -316,6 +317,9 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
             say(f"source: {source.description}")
             # The window first: a missing display must fail before any output file exists.
             sinks.append(WindowSink() if display else ConsoleSink())
+            publisher = sink_from_args(args, say)  # a broker that refuses the login stops here, before any file
+            if publisher is not None:
+                sinks.append(publisher)
             if args.jsonl:
                 sinks.append(JsonlSink(args.jsonl, overwrite=args.overwrite))
             if args.record:
