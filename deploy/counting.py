@@ -52,7 +52,7 @@ class Line:
     xyxy: tuple[float, float, float, float]  # from (x1, y1) to (x2, y2), source pixels
 
     @classmethod
-    def parse(cls, text: str, index: int) -> Line:
+    def parse(cls, text: str, index: int = 1) -> Line:
         """'x1,y1,x2,y2' or 'NAME=x1,y1,x2,y2' (named line1, line2... when unnamed)."""
         name, values = _numbers(text, "--count-line")
         if len(values) != 4:
@@ -81,7 +81,7 @@ class Zone:
     polygon: tuple[tuple[float, float], ...]  # source pixels, in order
 
     @classmethod
-    def parse(cls, text: str, index: int) -> Zone:
+    def parse(cls, text: str, index: int = 1) -> Zone:
         """'x,y,x,y,x,y,...' (3 points or more) or 'NAME=x,y,...' (named zone1, zone2... when unnamed)."""
         name, values = _numbers(text, "--zone")
         if len(values) % 2 or len(values) < 6:
