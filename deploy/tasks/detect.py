@@ -89,8 +89,13 @@ def output_names(names: list[str]) -> list[str]:
 
 def summary(result: dict) -> str:
     return f"{len(result['detections'])} found: " + ", ".join(
-        f"{d['label']} {d['score']:.2f}" for d in result["detections"][:5]
+        f"{track_text(d)}{d['label']} {d['score']:.2f}" for d in result["detections"][:5]
     )
+
+
+def track_text(detection: dict) -> str:
+    """'#3 ' for a detection with a track id (--track), else ''."""
+    return f"#{detection['track_id']} " if "track_id" in detection else ""
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ def test_run_tracks_and_counts_thumbs_on_the_sample_clip(tmp_path):
                       "--zone", "table=0,250,480,250,480,400,0,400", "--record", str(tmp_path / "out.mp4"),
                       timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert "1 found: #1 hand" in proc.stdout + proc.stderr  # the terminal's line names the track too
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 96
     ids = [[d["track_id"] for d in r["result"]["detections"]] for r in records]
