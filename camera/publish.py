@@ -93,6 +93,7 @@ class MqttSink:
         self._answered = threading.Event()  # the first connection attempt has an outcome
         self._stop = threading.Event()
         self._refused: str | None = None
+        self._ever_connected = False
         self._lost_said = False
         self._mqtt = mqtt
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311,
@@ -131,6 +132,7 @@ class MqttSink:
             self._answered.set()
             return
         self._connected.set()
+        self._ever_connected = True
         self._answered.set()
         if self._lost_said:
             self._lost_said = False
@@ -218,8 +220,10 @@ class MqttSink:
         missing = self.dropped + self.failed + self.pending()
         line = f"{self.delivered} records delivered to {self.broker.url}"
         if missing:
-            line += (f"; {missing} not delivered ({self.dropped} dropped from a full queue, the rest unacknowledged "
-                     "when the run ended)")
+            why = [f"{self.dropped} dropped from the full queue"] if self.dropped else []
+            why.append("the broker never answered" if not self._ever_connected else
+                       "the rest not acknowledged when the run ended")
+            line += f"; {missing} not delivered ({', '.join(why)})"
         self.say(line)
 
     def _shut(self) -> None:

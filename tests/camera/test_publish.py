@@ -177,6 +177,7 @@ def test_a_broker_that_never_answers_is_counted_not_waited_for():
     assert sink.delivered == 0 and sink.dropped > 0
     assert said[0].startswith("the broker at") and "does not answer yet" in said[0]
     assert said[-1].startswith("0 records delivered") and "; 1000 not delivered" in said[-1]
+    assert "dropped from the full queue" in said[-1] and "the broker never answered" in said[-1]
 
 
 def test_publish_every_sends_the_latest_record_at_that_rate(broker):
