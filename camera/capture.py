@@ -213,6 +213,15 @@ def add_loop_args(p) -> None:
     p.add_argument("--background", metavar="blur|R,G,B|IMAGE",
                    help="segmentation models: blur or replace the background instead of tinting the mask")
     p.add_argument("--overwrite", action="store_true", help="replace existing --record/--jsonl files")
+    g = p.add_argument_group("tracking and counting (detectors and chains)")
+    g.add_argument("--track", action="store_true",
+                   help="give each box an id that stays with the object from frame to frame (track_id)")
+    g.add_argument("--count-line", action="append", metavar="[NAME=]X1,Y1,X2,Y2",
+                   help="count tracks crossing this line, in and out per label, at each box's bottom-centre "
+                        "(pixels; in: from its left to its right, seen from X1,Y1; repeatable)")
+    g.add_argument("--zone", action="append", metavar="[NAME=]X,Y,X,Y,X,Y,...",
+                   help="a polygon: count tracks inside it now, and in and out of it, per label (repeatable)")
+    add_publish_args(p)
     g = p.add_argument_group("lost cameras and streams")
     g.add_argument("--reconnect", action=argparse.BooleanOptionalAction, default=None,
                    help="reopen a camera or stream that ends or stalls (default: on for cameras and streams)")
@@ -220,6 +229,18 @@ def add_loop_args(p) -> None:
                    help="a live source that sends no frame for this long is lost (default 5 s)")
     g.add_argument("--reconnect-timeout", type=float, default=30.0, metavar="S",
                    help="give up reconnecting after this long, exit code 3 (default 30 s)")
+
+
+def add_publish_args(p) -> None:
+    """--publish URL, --publish-every SECONDS, --publish-ca PEM: reporting to a broker (camera/publish.py)."""
+    g = p.add_argument_group("reporting to an MQTT broker (needs the 'mqtt' extra: pip install 'edgevision[mqtt]')")
+    g.add_argument("--publish", metavar="mqtt://[USER@]HOST[:PORT]/TOPIC",
+                   help="send each frame's record as JSON at QoS 1 (mqtts:// for TLS; the password, if any, in "
+                        "$EDGEVISION_MQTT_PASSWORD)")
+    g.add_argument("--publish-every", type=float, metavar="SECONDS",
+                   help="--publish: send the latest record (result and counts) this often instead of every frame")
+    g.add_argument("--publish-ca", type=Path, metavar="CA.pem",
+                   help="mqtts://: trust this CA certificate (default: the system's)")
 
 
 def add_collect_args(p, backbone: Path) -> None:

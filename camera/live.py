@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..deploy.chain import ChainRunner
+from ..deploy.counting import Analytics
 from ..deploy.errors import EXIT_CODES, Terminated
 from ..deploy.providers import CPU
 from ..deploy.runner import Runner
@@ -37,17 +38,19 @@ class LoopStats:
 
 
 def run_loop(source: Source, runner: Runner | ChainRunner, sinks: list[Sink], max_frames: int | None = None,
-             draw: bool = True, background=None, feed: tuple[bool, int] | None = None) -> LoopStats:
+             draw: bool = True, background=None, feed: tuple[bool, int] | None = None,
+             analytics: Analytics | None = None) -> LoopStats:
     """Run ``runner`` on every frame ``source`` hands over and give each sink the frame and a record.
 
     ``draw`` puts the overlay on the frame (needed for a window or a recording, not for JSONL).
     A sink's ``write`` returning False (the user pressed q) ends the loop. ``feed`` (threaded, frames
-    per inference) overrides :func:`feeding`'s choice (benchmarks).
+    per inference) overrides :func:`feeding`'s choice (benchmarks). ``analytics`` (--track, --count-line,
+    --zone) gives each box a track id and adds the counts to each record.
     """
     stats = LoopStats()
     start = time.perf_counter()
     try:
-        _loop(source, runner, sinks, max_frames, draw, stats, background, feed)
+        _loop(source, runner, sinks, max_frames, draw, stats, background, feed, analytics)
     except KeyboardInterrupt as exc:  # Ctrl-C (and SIGTERM, which the CLI turns into one) ends the run cleanly
         stats.stopped_by = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
     stats.seconds = time.perf_counter() - start
@@ -79,17 +82,17 @@ def feeding(source: Source, runner) -> tuple[bool, int]:
 
 
 def _loop(source: Source, runner: Runner | ChainRunner, sinks: list[Sink], max_frames: int | None, draw: bool,
-          stats: LoopStats, background=None, feed: tuple[bool, int] | None = None) -> None:
+          stats: LoopStats, background=None, feed: tuple[bool, int] | None = None, analytics=None) -> None:
     threaded, batch = feed or feeding(source, runner)
     frames = _prepared_frames(source, runner, batch) if threaded else _inline_frames(source, runner, batch)
     try:
-        _consume(frames, runner, sinks, max_frames, draw, stats, background)
+        _consume(frames, runner, sinks, max_frames, draw, stats, background, analytics)
     finally:
         frames.close()  # stops and joins the preparing thread, however the loop ended
 
 
 def _consume(batches, runner, sinks: list[Sink], max_frames: int | None, draw: bool, stats: LoopStats,
-             background) -> None:
+             background, analytics: Analytics | None = None) -> None:
     """Run, draw, write: one prepared batch at a time, each frame in the order they come."""
     fps = interval = 0.0  # interval: a moving average of seconds per frame (frames of a batch come together)
     last = time.perf_counter()
@@ -98,21 +101,30 @@ def _consume(batches, runner, sinks: list[Sink], max_frames: int | None, draw: b
         provider = runner.provider_name  # read each time: a provider that fails at run time is replaced
         share = 1.0 / len(group)  # a batch's times are shared by its frames
         for frame, result in zip(group, results):
-            t_draw = time.perf_counter()
             latency_ms = (time.time() - frame.timestamp) * 1e3  # capture to result: stale frames show here
+            counts, t_track = None, time.perf_counter()
+            if analytics is not None:  # track ids on the boxes, the lines' and zones' counts
+                result, counts = analytics.update(result)
+            track_ms = (time.perf_counter() - t_track) * 1e3  # counted with decode: it is the result's last step
+            t_draw = time.perf_counter()
             if draw:
                 if background is not None:  # segmentation: the background is replaced instead of tinted
                     replace_background(frame.image, result, background)
                 else:
                     draw_result(frame.image, result)
+                if analytics is not None:
+                    analytics.draw(frame.image)
                 draw_hud(frame.image, fps, latency_ms, provider)
             timings = {"capture_ms": capture_ms * share, **{k: v * share for k, v in batch_timings.items()},
                        "draw_ms": (time.perf_counter() - t_draw) * 1e3}
+            if analytics is not None:
+                timings["decode_ms"] = timings.get("decode_ms", 0.0) + track_ms
             record = {
                 "frame": frame.index,
                 "timestamp": round(frame.timestamp, 6),
                 **({"file": frame.name} if frame.name else {}),
                 "result": result.to_dict(),
+                **({"counts": counts} if counts is not None else {}),
                 "timings_ms": {k: round(v, 3) for k, v in timings.items()},
                 "stats": {"fps": round(fps, 2), "latency_ms": round(latency_ms, 3), "provider": provider},
             }
@@ -224,12 +236,35 @@ def _serve_sink(args, runner, source, say):
                                say=say, allow_hosts=check_host_names(args.serve_allow_host)))
 
 
+def _analytics(args, runner, say) -> Analytics | None:
+    """--track, --count-line and --zone as the loop's Analytics (None without them)."""
+    from ..deploy.counting import Line, Zone
+    from ..deploy.errors import UserError
+    from ..deploy.track import Tracker
+
+    lines = tuple(Line.parse(text, i) for i, text in enumerate(getattr(args, "count_line", None) or [], 1))
+    zones = tuple(Zone.parse(text, i) for i, text in enumerate(getattr(args, "zone", None) or [], 1))
+    names = [c.name for c in (*lines, *zones)]
+    if len(set(names)) < len(names):
+        raise UserError(f"each --count-line and --zone needs its own name; got {', '.join(names)}")
+    if not (getattr(args, "track", False) or lines or zones):
+        return None
+    first = getattr(runner, "first", runner)
+    if first.spec.kind != "detect":
+        flag = "--track" if getattr(args, "track", False) else "--count-line/--zone"
+        raise UserError(f"{flag} needs a detection model (or a chain); {first.path.name} is a {first.spec.kind} model")
+    if not getattr(args, "track", False):
+        say("--count-line/--zone count tracked objects: tracking is on (as with --track)")
+    return Analytics(Tracker(), lines, zones)
+
+
 def run_command(args, open_runner, source_text: str, say, loop: bool | None = None,
                 realtime: bool | None = None) -> int:
     """'edgevision run': the runner, the source, the sinks, the loop, the summary; the exit code."""
     from ..deploy.errors import UserError
     from ..deploy.images import check_not_an_input
     from .capture import capture_from_args, check_serve_args
+    from .publish import sink_from_args
     from .record import VideoSink
     from .sinks import ConsoleSink, JsonlSink, WindowSink, display_available
     from .sources import open_source, parse_source
@@ -261,6 +296,7 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
             raise UserError(f"--background needs a segmentation model (edgevision's, a class per pixel); this is a "
                             f"{runner.spec.kind} model{'' if runner.spec.head == 'edgevision' else ' (YOLO)'}")
         background = parse_background(args.background)
+    analytics = _analytics(args, runner, say)
     source_path = Path(source_text).expanduser()
     if args.record is not None and args.jsonl is not None and args.record.expanduser() == args.jsonl.expanduser():
         raise UserError(f"--record and --jsonl are both {args.record}: give each its own file")
@@ -282,6 +318,9 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
             say(f"source: {source.description}")
             # The window first: a missing display must fail before any output file exists.
             sinks.append(WindowSink() if display else ConsoleSink())
+            publisher = sink_from_args(args, say)  # a broker that refuses the login stops here, before any file
+            if publisher is not None:
+                sinks.append(publisher)
             if args.jsonl:
                 sinks.append(JsonlSink(args.jsonl, overwrite=args.overwrite))
             if args.record:
@@ -290,7 +329,8 @@ def run_command(args, open_runner, source_text: str, say, loop: bool | None = No
             if args.serve:
                 sinks.append(_serve_sink(args, runner, source, say))
             stats = run_loop(source, runner, sinks, max_frames=args.max_frames,
-                             draw=display or args.record is not None or args.serve is not None, background=background)
+                             draw=display or args.record is not None or args.serve is not None, background=background,
+                             analytics=analytics)
             skipped = len(source.skipped)
     finally:
         for sink in sinks:  # outputs are finished however the loop ended (a lost source included)

@@ -32,6 +32,8 @@ _NAMES = {
     "TaskSpec": "edgevision.deploy.spec", "Chained": "edgevision.deploy.results",
     "Classification": "edgevision.deploy.results", "Detections": "edgevision.deploy.results",
     "Keypoints": "edgevision.deploy.results", "Segmentation": "edgevision.deploy.results",
+    "Tracker": "edgevision.deploy.track", "Analytics": "edgevision.deploy.counting",
+    "Line": "edgevision.deploy.counting", "Zone": "edgevision.deploy.counting",
 }
 __all__ = sorted(_NAMES)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..ops import LETTERBOX_FILL
 from .classify import Classification
-from .detect import Detections
+from .detect import Detections, track_text
 from .keypoints import Keypoints
 
 KIND = "chain"
@@ -93,5 +93,5 @@ def _then_text(then: dict) -> str:
 
 def summary(result: dict) -> str:
     return f"{len(result['detections'])} found: " + ", ".join(
-        f"{d['label']} {d['score']:.2f} -> {_then_text(d['then'])}" for d in result["detections"][:5]
+        f"{track_text(d)}{d['label']} {d['score']:.2f} -> {_then_text(d['then'])}" for d in result["detections"][:5]
     )

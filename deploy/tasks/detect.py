@@ -24,6 +24,7 @@ class Detections:
     xyxy: np.ndarray  # (n, 4) float32, source-image pixels
     score: np.ndarray  # (n,) float32
     label_id: np.ndarray  # (n,) int64
+    track_id: np.ndarray | None = None  # (n,) int64 with --track: the same object keeps its id (deploy/track.py)
     kind: ClassVar[str] = KIND
 
     def __post_init__(self) -> None:
@@ -42,12 +43,17 @@ class Detections:
         object.__setattr__(self, "xyxy", xyxy)
         object.__setattr__(self, "score", score)
         object.__setattr__(self, "label_id", label_id)
+        if self.track_id is not None:
+            track_id = np.asarray(self.track_id, dtype=np.int64).reshape(-1)
+            if track_id.shape != (n,):
+                raise ValueError(f"track_id must have shape ({n},), got {track_id.shape}")
+            object.__setattr__(self, "track_id", track_id)
 
     def __len__(self) -> int:
         return int(self.xyxy.shape[0])
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "task": KIND,
             "detections": [
                 {
@@ -58,6 +64,10 @@ class Detections:
                 for box, s, c in zip(self.xyxy, self.score, self.label_id)
             ],
         }
+        if self.track_id is not None:
+            for item, track in zip(out["detections"], self.track_id):
+                item["track_id"] = int(track)
+        return out
 
     def draw(self, frame: np.ndarray, texts: list[str] | None = None, text_scale: float = 0.5) -> None:
         """Boxes with label and score; ``texts`` overrides the text per box (e.g. a chained result)."""
@@ -67,6 +77,8 @@ class Detections:
             color = color_for(int(cls))
             cv2.rectangle(frame, (x0, y0), (x1, y1), color, max(1, int(2 * s)), cv2.LINE_AA)
             text = texts[i] if texts else f"{self.labels[int(cls)]} {score:.2f}"
+            if self.track_id is not None:
+                text = f"#{self.track_id[i]} {text}"
             put_label(frame, text, (x0 + 2, max(int(32 * text_scale * s), y0 - 4)), color, text_scale * s)
 
 
@@ -77,8 +89,13 @@ def output_names(names: list[str]) -> list[str]:
 
 def summary(result: dict) -> str:
     return f"{len(result['detections'])} found: " + ", ".join(
-        f"{d['label']} {d['score']:.2f}" for d in result["detections"][:5]
+        f"{track_text(d)}{d['label']} {d['score']:.2f}" for d in result["detections"][:5]
     )
+
+
+def track_text(detection: dict) -> str:
+    """'#3 ' for a detection with a track id (--track), else ''."""
+    return f"#{detection['track_id']} " if "track_id" in detection else ""
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ import shutil
 import time
 
 import pytest
+from conftest import REPO
 from test_serve import served  # noqa: F401  the fixture
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the 'dev' extra has it)")
@@ -103,3 +104,14 @@ def test_the_collect_page_saves_by_button_and_places_points_by_click(served, bro
     assert abs(float(row["nose_x"]) - (x - left) * scale) <= 1.5 * scale
     assert abs(float(row["nose_y"]) - (y - top) * scale) <= 1.5 * scale
     assert (points / "images" / row["file"]).is_file()
+
+
+def test_the_run_page_shows_track_ids_and_counts(served, browser):  # noqa: F811
+    s = served("run", "--model", REPO / "models" / "thumbs_chain.json", "--source",
+               REPO / "camera" / "samples" / "thumbs_demo.mp4", "--loop", "--no-display", "--serve", "0",
+               "--track", "--count-line", "door=0,220,480,220", "--zone", "table=0,250,480,250,480,400,0,400")
+    browser.get(s.link)
+    wait(lambda: browser.find_element(By.ID, "detail").text.startswith("#"), what="a track id on the detection")
+    wait(lambda: "door" in browser.find_element(By.ID, "counts").text, what="the counts table")
+    counts = browser.find_element(By.ID, "counts").text
+    assert "table" in counts and "inside:" in counts and "out:" in counts
