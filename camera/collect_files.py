@@ -84,9 +84,12 @@ def saving(folder: Path, what: str = "save into") -> Iterator[None]:
     """A failed write (a full disk, a file-size limit, a folder gone read-only) -> one line naming the folder."""
     try:
         yield
-    except OSError as exc:
-        raise UserError(f"cannot {what} {folder}: {exc.strerror or exc} (nothing half-written is left; what was "
-                        "saved before is kept)") from exc
+    except (OSError, UserError) as exc:
+        cause = exc if isinstance(exc, OSError) else exc.__cause__  # write_file's full disk comes as a UserError
+        if not isinstance(cause, OSError):
+            raise
+        raise UserError(f"cannot {what} {folder}: {cause.strerror or cause} (nothing half-written is left; what "
+                        "was saved before is kept)") from cause
 
 
 def write_file(path: Path, data: bytes) -> None:
