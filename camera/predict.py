@@ -10,7 +10,7 @@ from typing import TextIO
 import cv2
 
 from ..deploy.chain import ChainRunner
-from ..deploy.errors import UserError
+from ..deploy.errors import UserError, os_cause
 from ..deploy.images import UnreadableImage, check_outside_inputs, load_image, publish, temp_beside, write_file
 from ..deploy.results import Classification, Segmentation, json_line
 from ..deploy.runner import Runner
@@ -104,10 +104,13 @@ def predict(
             with temp_beside(target) as tmp:
                 write_file(tmp, encoded.tobytes())
                 publish(tmp, target)
-        except OSError as exc:
-            raise UserError(f"could not write {target} ({exc.strerror or exc}: disk full, or the folder not "
+        except (OSError, UserError) as exc:
+            cause = os_cause(exc)  # temp_beside's full disk comes as a UserError
+            if cause is None:
+                raise
+            raise UserError(f"could not write {target} ({cause.strerror or cause}: disk full, or the folder not "
                             f"writable); results for {report.images} images were printed, their files written"
-                            ) from exc
+                            ) from cause
     labels = set(runner.spec.labels)
     chain_labels = set(runner.then.spec.labels) if isinstance(runner, ChainRunner) else set()
     for batch in _batches(paths, batch_size, report, notice):

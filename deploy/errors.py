@@ -102,3 +102,11 @@ def _stop(signum: int) -> KeyboardInterrupt:
     import signal
 
     return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def os_cause(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``: itself, or the cause of a UserError made from one (images.temp_beside turns a
+    full disk into a UserError naming the file), so that a caller can still say it in its own words."""
+    if isinstance(exc, OSError):
+        return exc
+    return exc.__cause__ if isinstance(exc, UserError) and isinstance(exc.__cause__, OSError) else None

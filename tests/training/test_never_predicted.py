@@ -160,7 +160,7 @@ def test_train_warns_export_refuses_and_force_exports_with_a_bold_card(tmp_path)
     lines = proc.stderr.strip().splitlines()
     warning = [line for line in lines if line.startswith("WARNING: the model never gets cat right")]
     assert len(warning) == 1 and "never predicted" in warning[0] and "person" not in warning[0].split("(")[0]
-    assert lines[-1].startswith("error: export refused") and "cat" in lines[-1] and "--force" in lines[-1]
+    assert lines[-1].startswith("edgevision: error: export refused") and "cat" in lines[-1] and "--force" in lines[-1]
     assert "Traceback" not in proc.stderr and not out.exists() and not out.with_suffix(".md").exists()
     (run_dir,) = (tmp_path / "runs").iterdir()  # the run is kept: it can be looked at, or exported with --force
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -169,7 +169,7 @@ def test_train_warns_export_refuses_and_force_exports_with_a_bold_card(tmp_path)
 
     again = cli("export", run_dir, "--out", out)
     assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
-    assert again.stderr.startswith("error: export refused") and not out.exists()
+    assert again.stderr.startswith("edgevision: error: export refused") and not out.exists()
 
     forced = cli("export", run_dir, "--out", out, "--force")
     assert forced.returncode == 0, forced.stderr

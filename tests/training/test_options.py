@@ -141,7 +141,8 @@ def test_help_says_what_each_option_means_and_lists_choices():
 
 def test_every_shipped_config_is_valid_with_weights_overridden():
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
-    assert names == ["emotions", "fingers", "hands", "nose", "person_seg", "raccoon", "thumbs", "thumbs_hand"]
+    assert names == ["emotions", "emotions_face", "faces", "fingers", "hands", "nose", "nose_face", "person_seg",
+                     "raccoon", "thumbs", "thumbs_hand"]
     for name in names:
         config = parse("--config", name, "--weights", "none")
         assert config.name == name and config.mode == "finetune"

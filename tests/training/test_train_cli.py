@@ -8,6 +8,7 @@ tf = pytest.importorskip("tensorflow")
 
 from edgevision.training import train as train_module
 from edgevision.training.options import add_train_args
+from edgevision.training.runfolder import new_run_dir
 
 
 def test_a_failed_run_leaves_no_half_made_folder_but_keeps_older_runs(tmp_path, monkeypatch):
@@ -17,7 +18,7 @@ def test_a_failed_run_leaves_no_half_made_folder_but_keeps_older_runs(tmp_path, 
     class Failing:
         @staticmethod
         def train(config, log):
-            (runs / "new-run" / "tb").mkdir(parents=True)
+            (new_run_dir(config) / "tb").mkdir()  # the run folder this training made, half-written
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_module, "task", lambda kind: Failing)
