@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..deploy.errors import UserError
+from ..deploy.errors import UserError, os_cause
 from ..deploy.images import publish, temp_beside
 
 LOCK_FILE = ".collect.lock"  # held (flock) by the one collector working on the folder
@@ -85,8 +85,8 @@ def saving(folder: Path, what: str = "save into") -> Iterator[None]:
     try:
         yield
     except (OSError, UserError) as exc:
-        cause = exc if isinstance(exc, OSError) else exc.__cause__  # write_file's full disk comes as a UserError
-        if not isinstance(cause, OSError):
+        cause = os_cause(exc)  # write_file's full disk comes as a UserError
+        if cause is None:
             raise
         raise UserError(f"cannot {what} {folder}: {cause.strerror or cause} (nothing half-written is left; what "
                         "was saved before is kept)") from cause
