@@ -142,6 +142,10 @@ def load(path: str | Path, then: str | Path | None = None, *, providers: str | N
         crop_margin = pipeline.crop_margin if crop_margin is None else crop_margin
         score_threshold = pipeline.score_threshold if score_threshold is None else score_threshold
         path = pipeline.model
+    # A chain's two sessions take turns on the same cores: a session whose threads spin after its run
+    # slows the other one down (measured, 2-core CPU, faces.onnx -> emotions.onnx back to back: 46 ms a
+    # frame with both spinning, 29 ms with neither; nose: 79 -> 36 ms), so a chain never spins.
+    spin = spin and then is None
     options = RunnerOptions(
         providers=providers, require_gpu=require_gpu, score_threshold=score_threshold, iou_threshold=iou_threshold,
         config=ProviderConfig(fp16=fp16, trt_workspace_gb=trt_workspace_gb, device_id=device,

@@ -1,4 +1,5 @@
-"""``edgevision bench``: what a model costs per stage, for each provider and precision variant.
+"""``edgevision bench``: what a model (or a pipeline file's chain) costs per stage, for each provider and
+precision variant.
 
 For every provider asked for (default: each one this onnxruntime build offers) and every
 precision file beside the model (``NAME.onnx``, ``NAME.fp16.onnx``, ``NAME.int8.onnx``), it
@@ -59,6 +60,8 @@ class BenchResult:
 
 
 def precision_files(model: Path) -> list[tuple[str, Path]]:
+    if model.suffix.lower() == ".json":  # a pipeline file: its chain as it names it (float32 files)
+        return [("fp32", model)]
     base = model.with_suffix("")
     for p in PRECISIONS[1:]:
         if base.name.endswith(f".{p}"):
@@ -116,7 +119,12 @@ def bench_one(model: Path, precision: str, provider: str, frames: list[np.ndarra
     ``measured`` (e.g. TensorRT and CUDA both to the CPU), say so instead of timing the CPU again."""
     from .overlay import draw_result
 
-    runner = Runner(model, RunnerOptions(providers=provider, notice=_say))
+    if model.suffix.lower() == ".json":  # detector -> second model, with the file's margin and threshold
+        from .api import load
+
+        runner = load(model, providers=provider, notice=_say).runner
+    else:
+        runner = Runner(model, RunnerOptions(providers=provider, notice=_say))
     if measured is not None:
         running = short_name(runner.report.running)
         if running in measured:

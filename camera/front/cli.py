@@ -328,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="per-stage timings, throughput and memory per provider and precision")
-    p.add_argument("--model", type=Path, required=True, help="the float32 .onnx; NAME.int8/.fp16.onnx beside it join")
+    p.add_argument("--model", type=Path, required=True,
+                   help="the float32 .onnx (NAME.int8/.fp16.onnx beside it join), or a pipeline .json (its chain)")
     p.add_argument("--providers", help="e.g. 'trt,cuda,cpu': each is measured on its own (default: all available)")
     p.add_argument("--source", help="frames to use (a video, folder, camera...); default: a synthetic 640x480 scene")
     p.add_argument("--frames", type=int, default=100, help="frames per measurement")

@@ -41,6 +41,17 @@ def test_bench_json_has_every_stage_for_each_precision_and_provider(tiny_model, 
         assert row["frames"] == 12 and row["throughput_fps"] > 0 and row["rss_mb"] > 0 and not row["fell_back"]
 
 
+def test_bench_times_a_pipeline_files_chain_as_one_row(tiny_model, tmp_path):
+    detector, classifier = tiny_model("detect", name="d.onnx"), tiny_model("classify", name="c.onnx")
+    shutil.copy(classifier, classifier.with_name("c.int8.onnx"))  # a variant of the second model is not a chain's
+    pipeline = tmp_path / "chain.json"
+    pipeline.write_text(json.dumps({"model": str(detector), "then": str(classifier), "score_threshold": 0.01}))
+    (row,) = bench(pipeline, "cpu", None, 6, 1)
+    assert row.precision == "fp32" and row.frames == 6 and row.stages["infer_ms"]["median"] > 0
+    proc = edgevision("bench", "--model", str(pipeline), "--frames", "4", "--providers", "cpu")
+    assert proc.returncode == 0 and "chain.json: 4 frames per run" in proc.stdout, proc.stderr
+
+
 def test_bench_without_a_source_uses_a_synthetic_scene_and_prints_a_table(tiny_model):
     results = bench(tiny_model("detect"), "cpu", None, 5, 1)
     assert len(results) == 1 and "capture_ms" not in results[0].stages

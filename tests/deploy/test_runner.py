@@ -179,3 +179,15 @@ def test_cpu_threads_spin_for_back_to_back_runs_and_sleep_when_paced(tiny_model)
     assert runner.session.get_session_options().get_session_config_entry(key) == "1"
     paced = Runner(tiny_model("classify"), RunnerOptions(providers="cpu", config=ProviderConfig(spin=False)))
     assert paced.session.get_session_options().get_session_config_entry(key) == "0"
+
+
+def test_a_chain_never_spins_its_two_sessions(tiny_model):
+    """Two sessions taking turns on the same cores: one spinning after its run slows the other (see camera/api.load)."""
+    import edgevision
+
+    key = "session.intra_op.allow_spinning"
+    chain = edgevision.load(tiny_model("detect"), then=tiny_model("classify"), providers="cpu").runner
+    spins = [r.session.get_session_options().get_session_config_entry(key) for r in (chain.first, chain.then)]
+    assert spins == ["0", "0"]
+    alone = edgevision.load(tiny_model("classify"), providers="cpu").runner
+    assert alone.session.get_session_options().get_session_config_entry(key) == "1"
