@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/tinymodels.py
+
+# A shell starts a background job (`pytest &`) with Ctrl-C ignored, and the processes the tests start
+# inherit that: Ctrl-C would then do nothing in them. A user's terminal never ignores it, so neither do the tests.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import tinymodels
 

@@ -116,6 +116,9 @@ print("RESULT=" + json.dumps(out))
         if kind == "detect":  # mosaic's three extra photos come from their files
             write["reads"] = {path: n for path, n in write["reads"].items() if "/val/" in path}
             read["reads"] = {path: n for path, n in read["reads"].items() if "/val/" in path}
+        if kind == "segment":  # val masks are read again at source size to score and to keep them (by design)
+            write["reads"] = {path: n for path, n in write["reads"].items() if "/masks/" not in path}
+            read["reads"] = {path: n for path, n in read["reads"].items() if "/masks/" not in path}
         assert write["reads"] and all(n == 1 for n in write["reads"].values())  # the scan; then the cache
         assert read["reads"] == {}
         assert write["metrics"]["devices"] == 1 and read["metrics"]["devices"] == 2
