@@ -203,8 +203,8 @@ def export(
     pairs = read_val_list(run_dir)
     frames = load_parity_images(pairs, parity_images)
     t0 = time.perf_counter()
-    log(f"converting {run_dir.name} with tf2onnx (opset {opset})")
-    with interrupts_deferred(log, "the conversion"):
+    with interrupts_deferred(log, "the conversion"):  # said inside: a Ctrl-C after this line waits for the step
+        log(f"converting {run_dir.name} with tf2onnx (opset {opset})")
         proto = convert(model, spec, opset=opset, batch=batch)
     log(f"converted with tf2onnx {tf2onnx.__version__}, opset {opset}, in {time.perf_counter() - t0:.1f} s")
     with temp_beside(out) as tmp:
