@@ -130,7 +130,8 @@ def load(path: str | Path, then: str | Path | None = None, *, providers: str | N
     the CPU; ``fp16``/``trt_workspace_gb``: TensorRT; ``device``/``cudnn_algo``: CUDA; ``threads``: CPU;
     ``score_threshold``/``iou_threshold``: detectors (default: the model's own); ``notice``: told before
     slow steps such as a TensorRT engine build; ``spin=False``: the CPU threads sleep between frames (for
-    a loop paced by a camera: much less CPU, the same results); ``batch``: the most frames you pass at
+    a loop paced by a camera: much less CPU, the same results; a chain never spins, see below); ``batch``: the
+    most frames you pass at
     once (TensorRT's shape profile covers up to max(16, batch), at most 64; larger batches are split)."""
     quiet_native_logs()  # OpenCV's and FFmpeg's own lines stay out of the terminal (deploy/nativelog.py)
     path = Path(path)

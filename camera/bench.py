@@ -159,6 +159,9 @@ def bench(model: Path, providers: str | None, source: str | None, frames: int, w
 
     if frames < 1 or warmup < 0:
         raise UserError("--frames must be 1 or more and --warmup 0 or more")
+    if model.suffix.lower() == ".json" and source is None:  # noise has no face or hand: the second model never runs
+        raise UserError(f"{model.name} is a chain: give --source frames that show what its detector finds (a video "
+                        "or a folder of photos); on the synthetic scene only the detector would be timed")
     chosen = parse_providers(providers, ort.get_available_providers())
     images, capture = load_frames(source, frames, options)
     results = []

@@ -106,7 +106,12 @@ def _stop(signum: int) -> KeyboardInterrupt:
 
 def os_cause(exc: BaseException) -> OSError | None:
     """The OSError behind ``exc``: itself, or the cause of a UserError made from one (images.temp_beside turns a
-    full disk into a UserError naming the file), so that a caller can still say it in its own words."""
+    full disk into a UserError naming the file), so that a caller can still say it in its own words; None for
+    any other UserError."""
+    import errno
+
     if isinstance(exc, OSError):
         return exc
-    return exc.__cause__ if isinstance(exc, UserError) and isinstance(exc.__cause__, OSError) else None
+    cause = exc.__cause__ if isinstance(exc, UserError) else None
+    full = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # only a full disk is reworded; other UserErrors keep their words
+    return cause if isinstance(cause, OSError) and cause.errno in full else None

@@ -41,15 +41,19 @@ def test_bench_json_has_every_stage_for_each_precision_and_provider(tiny_model, 
         assert row["frames"] == 12 and row["throughput_fps"] > 0 and row["rss_mb"] > 0 and not row["fell_back"]
 
 
-def test_bench_times_a_pipeline_files_chain_as_one_row(tiny_model, tmp_path):
+def test_bench_times_a_pipeline_files_chain_as_one_row(tiny_model, tmp_path, synthetic_video):
     detector, classifier = tiny_model("detect", name="d.onnx"), tiny_model("classify", name="c.onnx")
     shutil.copy(classifier, classifier.with_name("c.int8.onnx"))  # a variant of the second model is not a chain's
     pipeline = tmp_path / "chain.json"
     pipeline.write_text(json.dumps({"model": str(detector), "then": str(classifier), "score_threshold": 0.01}))
-    (row,) = bench(pipeline, "cpu", None, 6, 1)
+    video = str(synthetic_video(10))
+    (row,) = bench(pipeline, "cpu", video, 6, 1)
     assert row.precision == "fp32" and row.frames == 6 and row.stages["infer_ms"]["median"] > 0
-    proc = edgevision("bench", "--model", str(pipeline), "--frames", "4", "--providers", "cpu")
+    proc = edgevision("bench", "--model", str(pipeline), "--source", video, "--frames", "4", "--providers", "cpu")
     assert proc.returncode == 0 and "chain.json: 4 frames per run" in proc.stdout, proc.stderr
+    # without frames that show something, only the detector would be timed: refused in one line
+    assert_one_line_error(edgevision("bench", "--model", str(pipeline), "--providers", "cpu"),
+                          "chain.json is a chain: give --source")
 
 
 def test_bench_without_a_source_uses_a_synthetic_scene_and_prints_a_table(tiny_model):

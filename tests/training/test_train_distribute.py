@@ -116,7 +116,12 @@ print("RESULT=" + json.dumps(out))
         if kind == "detect":  # mosaic's three extra photos come from their files
             write["reads"] = {path: n for path, n in write["reads"].items() if "/val/" in path}
             read["reads"] = {path: n for path, n in read["reads"].items() if "/val/" in path}
-        if kind == "segment":  # val masks are read again at source size to score and to keep them (by design)
+        if kind == "segment":  # the val masks are read again at source size, to score and to keep them (by design)
+            val = write["metrics"]["val_images"]
+            masks = {run: {p: n for p, n in r["reads"].items() if "/masks/" in p} for run, r in (("w", write),
+                                                                                                 ("r", read))}
+            assert sorted(masks["w"].values()).count(3) == val and set(masks["w"].values()) == {1, 3}  # scan + 2
+            assert list(masks["r"].values()) == [2] * val  # no scan: the cache; then the same two
             write["reads"] = {path: n for path, n in write["reads"].items() if "/masks/" not in path}
             read["reads"] = {path: n for path, n in read["reads"].items() if "/masks/" not in path}
         assert write["reads"] and all(n == 1 for n in write["reads"].values())  # the scan; then the cache
