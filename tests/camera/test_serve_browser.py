@@ -115,3 +115,19 @@ def test_the_run_page_shows_track_ids_and_counts(served, browser):  # noqa: F811
     wait(lambda: "door" in browser.find_element(By.ID, "counts").text, what="the counts table")
     counts = browser.find_element(By.ID, "counts").text
     assert "table" in counts and "inside:" in counts and "out:" in counts
+
+
+@pytest.mark.parametrize("task,shown", [("pose", "("), ("segment", " px")])
+def test_the_run_page_shows_a_yolo_models_points_and_mask_areas(served, browser, synthetic_video, tmp_path,  # noqa: F811
+                                                                task, shown):
+    """Models made elsewhere (Ultralytics YOLO layouts, tests/yolomodels.py) in the page: each box with its
+    points (pose) or its mask's area in pixels (segment), as the JSON has them."""
+    from test_cli_yolo import yolo_model
+
+    s = served("run", "--model", yolo_model(task, tmp_path / f"{task}.onnx"), "--source",
+               synthetic_video(90, size=(200, 480)), "--loop", "--no-display", "--serve", "0")
+    browser.get(s.link)
+    wait(lambda: browser.find_element(By.ID, "detail").text.strip() not in ("", "…"), what="the detection")
+    detail = browser.find_element(By.ID, "detail").text
+    assert ("person" if task == "pose" else "cat") in detail and "[190, 75, 290, 125]" in detail, detail
+    assert shown in detail.split("]", 1)[1], detail  # after the box: its points, or its mask's area
