@@ -37,25 +37,21 @@ import math
 import os
 import sys
 import time
-import xml.etree.ElementTree as ET
 
 import cv2
 import mediapipe as mp
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "camera"))  # the hands peer's VOC reading and AP, run as a script
+from bench_mediapipe import read_rgb, read_voc, voc_ap  # noqa: E402
+
 DATA = "../shared/data"
-NOSE_DIRS = [f"{DATA}/nose/val", f"{HERE}/distance/nose"]
+DIST = "runs/face_distance"  # tests/benchmarks/face_distance.py's default output
+NOSE_DIRS = [f"{DATA}/nose/val", f"{DIST}/nose"]
 FACES_VAL = f"{DATA}/faces/val"
-EMO_DIST = f"{HERE}/distance/emotions"
+EMO_DIST = f"{DIST}/emotions"
 NOSE_TIP = 2  # mp.solutions.face_detection.FaceKeyPoint.NOSE_TIP
-
-
-def read_rgb(path):
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise OSError(path)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 class Detector:
@@ -127,70 +123,14 @@ def eval_nose(det, folder):
             "ms_mean": float(np.mean(ms))}
 
 
-def read_voc(xml_path):
-    root = ET.parse(xml_path).getroot()
-    boxes, difficult = [], []
-    for obj in root.findall("object"):
-        bb = obj.find("bndbox")
-        boxes.append([float(bb.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")])
-        d = obj.find("difficult")
-        difficult.append(d is not None and d.text.strip() == "1")
-    return np.array(boxes, float).reshape(-1, 4), np.array(difficult, bool)
-
-
-def iou_1n(b, gts):
-    ix0, iy0 = np.maximum(b[0], gts[:, 0]), np.maximum(b[1], gts[:, 1])
-    ix1, iy1 = np.minimum(b[2], gts[:, 2]), np.minimum(b[3], gts[:, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    a = (b[2] - b[0]) * (b[3] - b[1])
-    ag = (gts[:, 2] - gts[:, 0]) * (gts[:, 3] - gts[:, 1])
-    return inter / np.maximum(a + ag - inter, 1e-9)
-
-
-def voc_ap(dets, gts, iou_thr=0.5):
-    """dets: list of (img_id, score, box); gts: {img_id: (boxes, difficult)}. VOC2010+ all-point AP
-    (from camera/bench_mediapipe.py)."""
-    npos = int(sum((~d).sum() for _, d in gts.values()))
-    used = {k: np.zeros(len(v[0]), bool) for k, v in gts.items()}
-    dets = sorted(dets, key=lambda d: -d[1])
-    tp, fp = np.zeros(len(dets)), np.zeros(len(dets))
-    for i, (img, _, box) in enumerate(dets):
-        g, diff = gts[img]
-        if len(g) == 0:
-            fp[i] = 1
-            continue
-        ious = iou_1n(np.array(box), g)
-        j = int(np.argmax(ious))
-        if ious[j] >= iou_thr:
-            if diff[j]:
-                continue
-            if not used[img][j]:
-                tp[i], used[img][j] = 1, True
-            else:
-                fp[i] = 1
-        else:
-            fp[i] = 1
-    ctp, cfp = np.cumsum(tp), np.cumsum(fp)
-    rec = ctp / max(npos, 1)
-    prec = ctp / np.maximum(ctp + cfp, 1e-9)
-    mrec = np.concatenate([[0.0], rec, [1.0]])
-    mpre = np.concatenate([[0.0], prec, [0.0]])
-    for i in range(len(mpre) - 2, -1, -1):
-        mpre[i] = max(mpre[i], mpre[i + 1])
-    idx = np.where(mrec[1:] != mrec[:-1])[0]
-    ap = float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
-    ntp, nfp = int(tp.sum()), int(fp.sum())
-    return {"AP50": ap, "recall": ntp / max(npos, 1), "precision": ntp / max(ntp + nfp, 1),
-            "n_gt": npos, "n_det": len(dets), "tp": ntp, "fp": nfp}
-
-
 def eval_faces(det, folder):
     gts, dets = {}, []
     for p in sorted(glob.glob(f"{folder}/*.jpg")):
         x = p[:-4] + ".xml"
         if not os.path.isfile(x):
             continue
-        gts[p] = read_voc(x)
+        boxes, difficult, _ = read_voc(x)
+        gts[p] = (boxes, difficult)
         faces, _ = det(read_rgb(p))
         dets += [(p, s, b) for s, b, _ in faces]
     return {"dir": folder, "images": len(gts), **voc_ap(dets, gts)}
@@ -222,7 +162,7 @@ def eval_found(det, folder):
 
 
 def latency(det):
-    paths = sorted(glob.glob(f"{EMO_DIST}/*/*.jpg")) + sorted(glob.glob(f"{HERE}/distance/nose/images/*.jpg"))
+    paths = sorted(glob.glob(f"{EMO_DIST}/*/*.jpg")) + sorted(glob.glob(f"{DIST}/nose/images/*.jpg"))
     ms = []
     for p in paths:
         rgb = read_rgb(p)
