@@ -24,7 +24,6 @@ import numpy as np
 from ..deploy.errors import UserError
 from ..deploy.onnxmeta import SOURCE_KEY, file_sha256, read_header
 from ..deploy.providers import parse_providers, short_name
-from ..deploy.runner import Runner, RunnerOptions
 
 STAGES = ("capture_ms", "preprocess_ms", "infer_ms", "decode_ms", "draw_ms")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -117,14 +116,10 @@ def bench_one(model: Path, precision: str, provider: str, frames: list[np.ndarra
               warmup: int, measured: set[str] | None = None) -> BenchResult:
     """Time one precision file on one provider; where that provider fell back to one already in
     ``measured`` (e.g. TensorRT and CUDA both to the CPU), say so instead of timing the CPU again."""
+    from .api import load
     from .overlay import draw_result
 
-    if model.suffix.lower() == ".json":  # detector -> second model, with the file's margin and threshold
-        from .api import load
-
-        runner = load(model, providers=provider, notice=_say).runner
-    else:
-        runner = Runner(model, RunnerOptions(providers=provider, notice=_say))
+    runner = load(model, providers=provider, notice=_say).runner  # a pipeline file: its chain, margin and threshold
     if measured is not None:
         running = short_name(runner.report.running)
         if running in measured:
